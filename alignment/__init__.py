@@ -1,0 +1,1 @@
+"""RLHF alignment: preference data, SFT, reward models and PPO (work in progress)."""

@@ -1,0 +1,43 @@
+"""ragkit: retrieval-augmented question answering.
+
+Importing ragkit is cheap: models and indexes load on first use.
+"""
+
+from ragkit.chunking import ChunkingSettings, RecursiveSplitter
+from ragkit.embedding import Embedder
+from ragkit.errors import (
+    IndexFormatError,
+    InvalidQueryError,
+    LoaderError,
+    ModelNotFoundError,
+    RagkitError,
+)
+from ragkit.index import Index, IngestReport, index_paths
+from ragkit.loaders import default_registry, discover_files, load_documents
+from ragkit.retrieval import DenseRetriever, Retriever
+from ragkit.schema import Chunk, Document, Hit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Chunk",
+    "ChunkingSettings",
+    "DenseRetriever",
+    "Document",
+    "Embedder",
+    "Hit",
+    "Index",
+    "IndexFormatError",
+    "IngestReport",
+    "InvalidQueryError",
+    "LoaderError",
+    "ModelNotFoundError",
+    "RagkitError",
+    "RecursiveSplitter",
+    "Retriever",
+    "__version__",
+    "default_registry",
+    "discover_files",
+    "index_paths",
+    "load_documents",
+]

@@ -1,0 +1,286 @@
+"""The ``ragkit`` command line: parses arguments, calls the library, prints.
+
+No logic lives here beyond presentation; every error the library raises for bad input is a
+:class:`~ragkit.errors.RagkitError` and becomes one line on stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ragkit.errors import RagkitError
+
+app = typer.Typer(
+    name="ragkit",
+    help="Retrieval-augmented question answering: index documents, search them, ask questions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def _guard(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except RagkitError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(
+            f"invalid setting {'.'.join(str(p) for p in first['loc']) or ''}: {first['msg']}".replace(
+                ": Value error,", ":"
+            )
+        )
+    except KeyboardInterrupt:
+        _fail("interrupted; everything committed before this point is kept")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _RichIngestProgress:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.files_task = progress.add_task("reading files", total=None)
+        self.chunks_task = progress.add_task("embedding chunks", total=None)
+
+    def files(self, done: int, total: int) -> None:
+        self.progress.update(self.files_task, completed=done, total=total)
+
+    def chunks(self, done: int, total: int) -> None:
+        self.progress.update(self.chunks_task, completed=done, total=total)
+
+
+@app.command("index")
+def index_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders to index (folders recursively).")
+    ],
+    index: Annotated[
+        Path, typer.Option("--index", "-i", help="Index directory (created if missing).")
+    ],
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Chunk size in --chunk-unit units.")
+    ] = None,
+    chunk_overlap: Annotated[
+        int | None, typer.Option(help="Overlap between neighbouring chunks.")
+    ] = None,
+    chunk_unit: Annotated[
+        str, typer.Option(help="tokens (of the embedder's tokenizer) or chars.")
+    ] = "tokens",
+    embedder: Annotated[
+        str | None,
+        typer.Option(
+            help="Embedding model: HF id or local path (default: packaged all-MiniLM-L6-v2)."
+        ),
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option(help="Glob of files to include (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Glob of files to exclude (repeatable).")
+    ] = None,
+    index_type: Annotated[
+        str, typer.Option(help="flat (exact), hnsw or ivf; new indexes only.")
+    ] = "flat",
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    prune: Annotated[
+        bool, typer.Option(help="Remove indexed files under PATHS that no longer exist.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Index files into DIR; unchanged files are not re-embedded."""
+    from ragkit.chunking import ChunkingSettings
+    from ragkit.embedding import Embedder
+    from ragkit.index import Index, index_paths
+    from ragkit.index.manifest import MANIFEST_NAME
+    from ragkit.loaders import discover_files
+
+    if chunk_unit not in ("tokens", "chars"):
+        _fail(f"--chunk-unit must be 'tokens' or 'chars', got {chunk_unit!r}")
+    if index_type not in ("flat", "hnsw", "ivf"):
+        _fail(f"--index-type must be flat, hnsw or ivf, got {index_type!r}")
+    for path in paths:
+        if not path.exists():
+            _fail(f"path does not exist: {path}")
+
+    def run() -> Any:
+        discover_files(
+            [str(p) for p in paths], include or (), exclude or ()
+        )  # fail fast, before loading a model
+        model = Embedder(embedder, batch_size=batch_size)
+        exists = (index / MANIFEST_NAME).exists()
+        explicit = chunk_size is not None or chunk_overlap is not None or chunk_unit != "tokens"
+        settings = ChunkingSettings.for_unit(chunk_unit, chunk_size, chunk_overlap)  # type: ignore[arg-type]
+        if exists:
+            store = Index.open_or_create(index, model, settings if explicit else None)
+        else:
+            store = Index.create(index, model, settings, index_type)  # type: ignore[arg-type]
+        with (
+            store,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                disable=json_output or not err.is_terminal,
+            ) as progress,
+        ):
+            return index_paths(
+                store,
+                [str(p) for p in paths],
+                include or (),
+                exclude or (),
+                progress=_RichIngestProgress(progress),
+                prune=prune,
+            )
+
+    report = _guard(run)
+    if json_output:
+        out.print_json(report.model_dump_json())
+        return
+    out.print(
+        f"indexed {report.files_indexed} file(s) ({report.documents} documents, {report.chunks_added} chunks), "
+        f"{report.files_unchanged} unchanged, {len(report.skipped)} skipped"
+        + (f", {report.files_removed} removed" if report.files_removed else "")
+        + f"; index holds {report.chunks_total} chunks; {report.seconds:.1f} s",
+        highlight=False,
+    )
+    for skipped in report.skipped:
+        err.print(f"skipped {skipped.source}: {skipped.reason}", highlight=False, soft_wrap=True)
+
+
+def _parse_filters(filters: list[str] | None) -> dict[str, Any] | None:
+    """``key=value`` (JSON value if it parses, else string); repeat a key for ``in``."""
+    if not filters:
+        return None
+    parsed: dict[str, Any] = {}
+    for item in filters:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            _fail(f"--filter must look like key=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key in parsed:
+            previous = parsed[key]
+            parsed[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            parsed[key] = value
+    return parsed
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="Metadata filter key=value (repeat a key for 'in')."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Print the chunks most similar to QUERY with their source and score."""
+    from ragkit.index import Index
+
+    if not query.strip():
+        _fail("query is empty")
+    if k <= 0:
+        _fail(f"-k must be positive, got {k}")
+    parsed = _parse_filters(filters)
+
+    def run() -> Any:
+        with Index.open(index) as opened:
+            return opened.search(query, k=k, filters=parsed)
+
+    hits = _guard(run)
+    if json_output:
+        out.print_json(json.dumps([hit.to_json_dict() for hit in hits]))
+        return
+    if not hits:
+        out.print("no results")
+        return
+    table = Table(show_lines=True)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("source")
+    table.add_column("text")
+    for hit in hits:
+        where = f"{hit.chunk.source}\n[{hit.chunk.start}:{hit.chunk.end}]"
+        if "page" in hit.chunk.metadata:
+            where += f" p.{hit.chunk.metadata['page']}"
+        snippet = " ".join(hit.chunk.text.split())
+        table.add_row(
+            str(hit.rank + 1),
+            f"{hit.score:.3f}",
+            where,
+            snippet[:300] + ("…" if len(snippet) > 300 else ""),
+        )
+    out.print(table)
+
+
+@app.command("info")
+def info_command(
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+) -> None:
+    """Print an index's manifest (embedder, dimension, chunking, counts)."""
+    from ragkit.index.manifest import IndexManifest
+
+    manifest = _guard(lambda: IndexManifest.load(index))
+    out.print_json(manifest.model_dump_json())
+
+
+@app.command("delete")
+def delete_command(
+    document_ids: Annotated[list[str], typer.Argument(help="Document ids to delete.")],
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+) -> None:
+    """Delete documents (and their chunks) by id."""
+    from ragkit.index import Index
+
+    def run() -> int:
+        with Index.open(index) as opened:
+            missing = [d for d in document_ids if not opened.store.has_document(d)]
+            if missing:
+                raise RagkitError(f"no such document in {index}: {missing[0]}")
+            opened.delete_documents(document_ids)
+            opened.commit()
+            return len(document_ids)
+
+    count = _guard(run)
+    out.print(f"deleted {count} document(s)")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        app()
+    except BrokenPipeError:  # pragma: no cover - `ragkit search ... | head`
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

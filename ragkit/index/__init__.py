@@ -1,0 +1,20 @@
+"""Persistent index: FAISS vectors + SQLite store + JSON manifest in one directory."""
+
+from ragkit.index.index import Index
+from ragkit.index.ingest import IngestReport, index_paths
+from ragkit.index.manifest import FORMAT_VERSION, IndexCounts, IndexManifest, IndexType
+from ragkit.index.store import ChunkStore, filter_sql
+from ragkit.index.vectors import VectorIndex
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ChunkStore",
+    "Index",
+    "IndexCounts",
+    "IndexManifest",
+    "IndexType",
+    "IngestReport",
+    "VectorIndex",
+    "filter_sql",
+    "index_paths",
+]

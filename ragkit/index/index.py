@@ -1,0 +1,401 @@
+"""An index directory: manifest + SQLite store + FAISS vectors, kept consistent on disk.
+
+Layout of ``DIR``::
+
+    manifest.json          format version, embedder, dimension, chunking, counts (JSON)
+    store.sqlite           files, documents, chunks and their vectors (SQLite, WAL)
+    vectors-<G>.faiss      FAISS index for generation G (the one the store names)
+    write.lock             held by the single writer
+
+Changes are staged in memory and applied by :meth:`Index.commit`: the FAISS file of the next
+generation is written and renamed first, then one SQLite transaction applies the rows and the
+new generation. A kill at any moment therefore leaves the previous generation loadable, and a
+reader never sees a half-written index. Readers notice a newer generation on their next search
+and reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from ragkit.chunking import ChunkingSettings, RecursiveSplitter
+from ragkit.embedding import Embedder, Vectors
+from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
+from ragkit.index.manifest import MANIFEST_NAME, IndexCounts, IndexManifest, IndexType, utc_now
+from ragkit.index.store import STORE_NAME, ChunkStore
+from ragkit.index.vectors import VectorIndex
+from ragkit.schema import Chunk, Document, Hit
+
+LOCK_NAME = "write.lock"
+
+
+def vector_file(directory: Path, generation: int) -> Path:
+    return directory / f"vectors-{generation}.faiss"
+
+
+@dataclass
+class _Pending:
+    """Changes staged since the last commit."""
+
+    delete_documents: set[str] = field(default_factory=set)
+    documents: list[tuple[Document, str | None]] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: list[Vectors] = field(default_factory=list)
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)
+    delete_files: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.delete_documents or self.documents or self.files or self.delete_files)
+
+
+class Index:
+    """A persistent, searchable collection of chunks. Open with :meth:`open` or :meth:`create`."""
+
+    def __init__(
+        self, directory: Path, manifest: IndexManifest, embedder: Embedder, store: ChunkStore
+    ) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.embedder = embedder
+        self.store = store
+        self._vectors: VectorIndex | None = None
+        self._loaded_generation = -1
+        self._pending = _Pending()
+        self._lock: FileLock | None = None
+        self._splitter: RecursiveSplitter | None = None
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        directory: str | Path,
+        embedder: Embedder | str | None = None,
+        chunking: ChunkingSettings | None = None,
+        index_type: IndexType = "flat",
+    ) -> Index:
+        """Create a new, empty index directory (refuses to overwrite an existing index)."""
+        directory = Path(directory)
+        if (directory / MANIFEST_NAME).exists():
+            raise IndexFormatError(f"an index already exists at {directory}")
+        if directory.exists() and not directory.is_dir():
+            raise IndexFormatError(f"index path exists and is not a directory: {directory}")
+        if directory.exists() and any(directory.iterdir()):
+            raise IndexFormatError(
+                f"refusing to create an index in non-empty directory {directory}"
+            )
+        embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
+        manifest = IndexManifest(
+            embedder=embedder.name,
+            dimension=embedder.dimension,
+            index_type=index_type,
+            chunking=chunking or ChunkingSettings(),
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        store = ChunkStore(directory / STORE_NAME, create=True)
+        store.begin()
+        store.set_meta("generation", "0")
+        store.set_meta("next_vid", "1")
+        store.commit()
+        VectorIndex(manifest.dimension, index_type).save(vector_file(directory, 0))
+        # The manifest is written last: a directory without one is not (yet) an index.
+        manifest.save(directory)
+        return cls(directory, manifest, embedder, store)
+
+    @classmethod
+    def open(cls, directory: str | Path, embedder: Embedder | str | None = None) -> Index:
+        """Open an existing index; ``embedder`` defaults to the one recorded in the manifest."""
+        directory = Path(directory)
+        manifest = IndexManifest.load(directory)
+        if embedder is None:
+            embedder = Embedder(manifest.embedder)
+        elif isinstance(embedder, str):
+            embedder = Embedder(embedder)
+        if embedder.name != manifest.embedder:
+            raise IndexFormatError(
+                f"index {directory} was built with embedder {manifest.embedder!r}; refusing to use {embedder.name!r}"
+            )
+        store = ChunkStore(directory / STORE_NAME)
+        index = cls(directory, manifest, embedder, store)
+        if embedder._model is not None and embedder.dimension != manifest.dimension:
+            raise IndexFormatError(
+                f"index {directory} has dimension {manifest.dimension}; embedder {embedder.name!r} gives {embedder.dimension}"
+            )
+        return index
+
+    @classmethod
+    def open_or_create(
+        cls,
+        directory: str | Path,
+        embedder: Embedder | str | None = None,
+        chunking: ChunkingSettings | None = None,
+        index_type: IndexType = "flat",
+    ) -> Index:
+        directory = Path(directory)
+        if (directory / MANIFEST_NAME).exists():
+            index = cls.open(directory, embedder)
+            if chunking is not None and chunking != index.manifest.chunking:
+                raise IndexFormatError(
+                    f"index {directory} was built with chunking {index.manifest.chunking.model_dump()}; "
+                    f"got {chunking.model_dump()} (use the same settings or a new index)"
+                )
+            return index
+        return cls.create(directory, embedder, chunking, index_type)
+
+    def close(self) -> None:
+        self._release_lock()
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- locking ----------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        if self._lock is None:
+            lock = FileLock(str(self.directory / LOCK_NAME))
+            try:
+                lock.acquire(timeout=60)
+            except Timeout:
+                raise RagkitError(
+                    f"index {self.directory} is being written by another process"
+                ) from None
+            self._lock = lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- vectors ----------------------------------------------------------------------------
+    def _ensure_vectors(self) -> VectorIndex:
+        """Load the FAISS file of the store's current generation (reloading if a writer moved on)."""
+        for _ in range(5):
+            generation = self.store.generation
+            if self._vectors is not None and generation == self._loaded_generation:
+                return self._vectors
+            path = vector_file(self.directory, generation)
+            if not path.exists():
+                time.sleep(0.05)  # a writer replaced it between our two reads: read again
+                continue
+            try:
+                self._vectors = VectorIndex.load(
+                    path, self.manifest.dimension, self.manifest.index_type
+                )
+            except IndexFormatError:
+                if not path.exists():
+                    continue
+                raise
+            self._loaded_generation = generation
+            return self._vectors
+        raise IndexFormatError(
+            f"vector file for generation {self.store.generation} is missing in {self.directory}"
+        )
+
+    # -- chunking ---------------------------------------------------------------------------
+    @property
+    def splitter(self) -> RecursiveSplitter:
+        if self._splitter is None:
+            settings = self.manifest.chunking
+            self._splitter = RecursiveSplitter(
+                settings, tokenizer=self.embedder.tokenizer, max_tokens=self.embedder.max_tokens
+            )
+        return self._splitter
+
+    # -- writing ----------------------------------------------------------------------------
+    def add_documents(
+        self,
+        documents: Sequence[Document],
+        file_key: str | None = None,
+        chunks: Sequence[Chunk] | None = None,
+        vectors: Vectors | None = None,
+    ) -> list[Chunk]:
+        """Stage documents (replacing any with the same id); chunks and vectors are computed if not given."""
+        self._acquire_lock()
+        if chunks is None:
+            chunks = self.splitter.split_many(documents)
+        if vectors is None:
+            vectors = self.embedder.encode([c.text for c in chunks])
+        if len(vectors) != len(chunks):
+            raise RagkitError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        if len(vectors) and vectors.shape[1] != self.manifest.dimension:
+            raise IndexFormatError(
+                f"vectors have dimension {vectors.shape[1]}, index has {self.manifest.dimension}"
+            )
+        ids = {d.id for d in documents}
+        if len(ids) != len(documents):
+            raise RagkitError("duplicate document ids in one add_documents call")
+        staged = {d.id for d, _ in self._pending.documents}
+        if ids & staged:
+            raise RagkitError(
+                f"documents already staged in this commit: {sorted(ids & staged)[:3]}"
+            )
+        self._pending.delete_documents |= ids
+        self._pending.documents.extend((d, file_key) for d in documents)
+        self._pending.chunks.extend(chunks)
+        self._pending.vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1))
+        return list(chunks)
+
+    def replace_file(
+        self,
+        file_key: str,
+        source: str,
+        content_hash: str,
+        documents: Sequence[Document],
+        chunks: Sequence[Chunk] | None = None,
+        vectors: Vectors | None = None,
+    ) -> list[Chunk]:
+        """Stage a file's new content: its previous documents are deleted, the new ones added."""
+        self._acquire_lock()
+        self._pending.delete_documents |= set(self.store.documents_of_file(file_key))
+        self._pending.files[file_key] = (source, content_hash)
+        self._pending.delete_files.discard(file_key)
+        return self.add_documents(documents, file_key=file_key, chunks=chunks, vectors=vectors)
+
+    def delete_documents(self, document_ids: Iterable[str]) -> None:
+        self._acquire_lock()
+        self._pending.delete_documents |= set(document_ids)
+
+    def delete_file(self, file_key: str) -> None:
+        self._acquire_lock()
+        self._pending.delete_documents |= set(self.store.documents_of_file(file_key))
+        self._pending.delete_files.add(file_key)
+        self._pending.files.pop(file_key, None)
+
+    @property
+    def has_pending_changes(self) -> bool:
+        return bool(self._pending)
+
+    def commit(self) -> int:
+        """Apply staged changes atomically; returns the new generation (unchanged if nothing staged)."""
+        if not self._pending:
+            return self.store.generation
+        self._acquire_lock()
+        pending = self._pending
+        vectors = self._ensure_vectors()
+        generation = self.store.generation
+        removed = np.asarray(
+            self.store.chunk_vids_of_documents(pending.delete_documents), dtype=np.int64
+        )
+        first_vid = self.store.next_vid
+        new_vids = np.arange(first_vid, first_vid + len(pending.chunks), dtype=np.int64)
+        new_vectors = (
+            np.concatenate(pending.vectors)
+            if pending.vectors
+            else np.zeros((0, self.manifest.dimension), np.float32)
+        )
+        new_generation = generation + 1
+        new_path = vector_file(self.directory, new_generation)
+        try:
+            if vectors.supports_incremental:
+                vectors.remove(removed)
+                vectors.add(new_vids, new_vectors)
+            else:
+                self._rebuild_vectors(vectors, set(removed.tolist()), new_vids, new_vectors)
+            vectors.save(new_path)
+            self.store.begin()
+            self.store.delete_documents(pending.delete_documents)
+            for key in pending.delete_files:
+                self.store.delete_file(key)
+            for document, file_key in pending.documents:
+                self.store.insert_document(document, file_key)
+            self.store.insert_chunks(new_vids.tolist(), pending.chunks, new_vectors)
+            for key, (source, content_hash) in pending.files.items():
+                self.store.upsert_file(key, source, content_hash)
+            self.store.set_meta("generation", str(new_generation))
+            self.store.set_meta("next_vid", str(first_vid + len(pending.chunks)))
+            self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            self._vectors = None  # the in-memory copy may hold the uncommitted change
+            self._loaded_generation = -1
+            with contextlib.suppress(OSError):
+                new_path.unlink()
+            raise
+        self._loaded_generation = new_generation
+        self._pending = _Pending()
+        files, documents, chunks = self.store.counts()
+        self.manifest.generation = new_generation
+        self.manifest.counts = IndexCounts(files=files, documents=documents, chunks=chunks)
+        self.manifest.updated_at = utc_now()
+        self.manifest.save(self.directory)
+        self._prune_vector_files(keep_from=generation)
+        self._release_lock()
+        return new_generation
+
+    def _rebuild_vectors(
+        self, vectors: VectorIndex, removed: set[int], new_ids: np.ndarray, new_vectors: np.ndarray
+    ) -> None:
+        id_parts, vec_parts = [], []
+        for ids, vecs in self.store.iter_vectors(self.manifest.dimension):
+            keep = np.fromiter((i not in removed for i in ids.tolist()), dtype=bool, count=len(ids))
+            id_parts.append(ids[keep])
+            vec_parts.append(vecs[keep])
+        id_parts.append(new_ids)
+        vec_parts.append(new_vectors)
+        vectors.rebuild(np.concatenate(id_parts), np.concatenate(vec_parts).astype(np.float32))
+
+    def _prune_vector_files(self, keep_from: int) -> None:
+        """Remove vector files older than the previous generation (a reader may still be loading it)."""
+        for path in self.directory.glob("vectors-*.faiss"):
+            try:
+                generation = int(path.stem.split("-", 1)[1])
+            except ValueError:
+                continue
+            if generation < keep_from:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        for tmp in self.directory.glob(".vectors-*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    # -- reading ----------------------------------------------------------------------------
+    def search(self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The ``k`` chunks most similar to ``query``, optionally restricted by metadata ``filters``."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidQueryError("query is empty")
+        if k <= 0:
+            raise InvalidQueryError(f"k must be positive, got {k}")
+        return self.search_vector(self.embedder.encode_query(query), k, filters)
+
+    def search_vector(
+        self, vector: Vectors, k: int = 5, filters: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        vectors = self._ensure_vectors()
+        if vectors.ntotal == 0:
+            return []
+        allowed = self.store.matching_vids(filters) if filters else None
+        scores, ids = vectors.search(
+            np.asarray(vector, dtype=np.float32).reshape(1, -1), k, allowed
+        )
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        chunks = self.store.chunks_by_vid([i for i, _ in pairs])
+        hits = [Hit(chunk=chunks[i], score=s) for i, s in pairs if i in chunks]
+        for rank, hit in enumerate(hits):
+            hit.rank = rank
+        return hits
+
+    def document(self, document_id: str) -> Document | None:
+        return self.store.document(document_id)
+
+    def chunk(self, chunk_id: str) -> Chunk | None:
+        return self.store.chunk(chunk_id)
+
+    def counts(self) -> IndexCounts:
+        files, documents, chunks = self.store.counts()
+        return IndexCounts(files=files, documents=documents, chunks=chunks)

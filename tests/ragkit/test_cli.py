@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragkit.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "rivers.txt").write_text(
+        "The Rhine river flows through Strasbourg.\n\nParis is the capital of France.\n"
+    )
+    (folder / "notes.md").write_text("# War\n\nThe war on terror began in 2001.\n")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
+    return folder
+
+
+def _index(corpus: Path, index: Path, model: Path, *extra: str) -> object:
+    return runner.invoke(
+        app,
+        [
+            "index",
+            str(corpus),
+            "--index",
+            str(index),
+            "--embedder",
+            str(model),
+            "--chunk-unit",
+            "chars",
+            "--chunk-size",
+            "200",
+            *extra,
+        ],
+    )
+
+
+def test_index_then_search_json(tmp_path: Path, corpus: Path, tiny_model_path: Path) -> None:
+    result = _index(corpus, tmp_path / "idx", tiny_model_path)
+    assert result.exit_code == 0, result.output
+    assert "indexed 2 file(s)" in result.stdout
+    assert "broken.pdf" in result.stderr and "not a readable PDF" in result.stderr
+
+    result = runner.invoke(
+        app, ["search", "capital of France", "--index", str(tmp_path / "idx"), "-k", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert len(hits) == 2
+    assert set(hits[0]) >= {"chunk_id", "document_id", "source", "score", "text", "start", "end"}
+    source_text = Path(hits[0]["source"]).read_text()
+    assert source_text[hits[0]["start"] : hits[0]["end"]] == hits[0]["text"]
+
+    again = _index(corpus, tmp_path / "idx", tiny_model_path)
+    assert again.exit_code == 0 and "2 unchanged" in again.stdout
+
+    table = runner.invoke(
+        app, ["search", "war", "--index", str(tmp_path / "idx"), "--filter", "format=markdown"]
+    )
+    assert table.exit_code == 0 and "2001" in table.stdout and "Rhine" not in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "", "--index", "IDX"], "query is empty"),
+        (["search", "x", "--index", "MISSING"], "index not found"),
+        (["search", "x", "--index", "OTHER"], "not a ragkit index"),
+        (["search", "x", "--index", "IDX", "--filter", "novalue"], "key=value"),
+        (["index", "MISSING", "--index", "NEW"], "path does not exist"),
+        (["index", "EMPTY", "--index", "NEW"], "folder is empty"),
+        (["index", "CORPUS", "--index", "IDX", "--chunk-unit", "lines"], "--chunk-unit"),
+        (
+            ["index", "CORPUS", "--index", "IDX", "--chunk-size", "300", "--chunk-unit", "chars"],
+            "chunking",
+        ),
+        (
+            ["index", "CORPUS", "--index", "NEW", "--chunk-size", "10", "--chunk-overlap", "20"],
+            "smaller than chunk_size",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    tmp_path: Path, corpus: Path, tiny_model_path: Path, args: list[str], message: str
+) -> None:
+    assert _index(corpus, tmp_path / "idx", tiny_model_path).exit_code == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    mapping = {
+        "IDX": str(tmp_path / "idx"),
+        "MISSING": str(tmp_path / "missing"),
+        "OTHER": str(tmp_path / "other"),
+        "NEW": str(tmp_path / "new"),
+        "EMPTY": str(tmp_path / "empty"),
+        "CORPUS": str(corpus),
+    }
+    argv = [mapping.get(a, a) for a in args]
+    if argv[0] == "index":
+        argv += ["--embedder", str(tiny_model_path)]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    # nothing already stored is lost
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["counts"]["files"] == 2
+
+
+def test_delete_and_info(tmp_path: Path, corpus: Path, tiny_model_path: Path) -> None:
+    assert _index(corpus, tmp_path / "idx", tiny_model_path).exit_code == 0
+    doc_id = (corpus / "notes.md").resolve().as_posix()
+    result = runner.invoke(app, ["delete", doc_id, "--index", str(tmp_path / "idx")])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(app, ["info", "--index", str(tmp_path / "idx")])
+    assert json.loads(info.stdout)["counts"]["documents"] == 1
+    missing = runner.invoke(app, ["delete", "nope", "--index", str(tmp_path / "idx")])
+    assert missing.exit_code == 1 and "no such document" in missing.stderr

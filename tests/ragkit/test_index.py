@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragkit.chunking import ChunkingSettings
+from ragkit.embedding import Embedder
+from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
+from ragkit.index import Index, index_paths
+from ragkit.index.store import ChunkStore
+from ragkit.schema import Document
+
+CHARS = ChunkingSettings(unit="chars", chunk_size=80, chunk_overlap=10)
+
+
+def _docs(prefix: str, n: int, topic: str = "river") -> list[Document]:
+    return [
+        Document(
+            id=f"{prefix}{i}",
+            text=f"the {topic} number {i} flows to the city {i}. " * 3,
+            source=f"{prefix}{i}.txt",
+            metadata={"group": prefix, "n": i},
+        )
+        for i in range(n)
+    ]
+
+
+def _consistent(index: Index) -> None:
+    vectors = index._ensure_vectors()
+    assert vectors.ntotal == index.counts().chunks
+
+
+def test_create_add_search_reopen(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        index.add_documents(_docs("a", 3))
+        index.commit()
+        hits = index.search("the river number 1", k=3)
+        assert len(hits) == 3
+        assert [h.rank for h in hits] == [0, 1, 2]
+        assert hits[0].score >= hits[1].score >= hits[2].score
+        _consistent(index)
+    with Index.open(tmp_path / "idx", tiny_embedder) as reopened:
+        assert reopened.counts().documents == 3
+        hit = reopened.search("river", k=1)[0]
+        doc = reopened.document(hit.chunk.document_id)
+        assert doc is not None and doc.text[hit.chunk.start : hit.chunk.end] == hit.chunk.text
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["dimension"] == 32
+    assert manifest["counts"]["documents"] == 3 and manifest["embedder"] == tiny_embedder.name
+
+
+def test_uncommitted_changes_are_invisible_and_exact_search(
+    tmp_path: Path, tiny_embedder: Embedder
+) -> None:
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        index.add_documents(_docs("a", 2))
+        assert index.search("river", k=3) == []
+        index.commit()
+        # exact inner product: the best hit's score equals the brute-force maximum
+        query = tiny_embedder.encode_query("city 1 flows")
+        vectors = np.stack(
+            [
+                np.frombuffer(v, dtype=np.float32)
+                for (v,) in index.store.conn.execute("SELECT vector FROM chunks")
+            ]
+        )
+        best = float((vectors @ query[0]).max())
+        assert index.search_vector(query, k=1)[0].score == pytest.approx(best, rel=1e-5)
+
+
+def test_update_and_delete_by_document_id(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        index.add_documents(_docs("a", 3))
+        index.commit()
+        before = index.counts().chunks
+        index.add_documents([Document(id="a1", text="short replacement text", source="a1.txt")])
+        index.commit()
+        assert index.counts().documents == 3
+        assert index.counts().chunks < before
+        assert [c.text for c in index.store.chunks_of_document("a1")] == ["short replacement text"]
+        index.delete_documents(["a0"])
+        index.commit()
+        assert index.counts().documents == 2
+        assert all(h.chunk.document_id != "a0" for h in index.search("river", k=50))
+        _consistent(index)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_filters_equality_and_in(tmp_path: Path, tiny_embedder: Embedder, index_type: str) -> None:
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS, index_type=index_type) as index:  # type: ignore[arg-type]
+        index.add_documents(_docs("a", 4) + _docs("b", 4, topic="war"))
+        index.commit()
+        hits = index.search("river", k=50, filters={"group": "b"})
+        assert hits and {h.chunk.metadata["group"] for h in hits} == {"b"}
+        hits = index.search("river", k=50, filters={"n": [1, 2]})
+        assert hits and {h.chunk.metadata["n"] for h in hits} == {1, 2}
+        hits = index.search("river", k=50, filters={"group": {"$ne": "a"}, "n": {"$in": [3]}})
+        assert {(h.chunk.metadata["group"], h.chunk.metadata["n"]) for h in hits} == {("b", 3)}
+        assert index.search("river", k=5, filters={"group": "none"}) == []
+        assert {
+            h.chunk.document_id for h in index.search("river", k=50, filters={"document_id": "a2"})
+        } == {"a2"}
+        index.delete_documents(["b3"])
+        index.commit()
+        assert index.search("river", k=50, filters={"group": "b", "n": 3}) == []
+        _consistent(index)
+
+
+def test_bad_filters_and_queries(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        index.add_documents(_docs("a", 1))
+        index.commit()
+        with pytest.raises(InvalidQueryError, match="empty"):
+            index.search("   ")
+        with pytest.raises(RagkitError, match="unknown filter operator"):
+            index.search("x", filters={"group": {"$gt": 1}})
+
+
+def test_manifest_of_another_embedder_is_refused(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    Index.create(tmp_path / "idx", tiny_embedder, CHARS).close()
+    with pytest.raises(IndexFormatError, match="built with embedder"):
+        Index.open(tmp_path / "idx", Embedder("some/other-model"))
+    manifest_path = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 99
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="format version 99"):
+        Index.open(tmp_path / "idx", tiny_embedder)
+
+
+def test_directories_that_are_not_indexes(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    with pytest.raises(IndexFormatError, match="index not found"):
+        Index.open(tmp_path / "missing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("x")
+    with pytest.raises(IndexFormatError, match="not a ragkit index"):
+        Index.open(tmp_path / "other")
+    with pytest.raises(IndexFormatError, match="non-empty"):
+        Index.create(tmp_path / "other", tiny_embedder, CHARS)
+    (tmp_path / "other" / "manifest.json").write_text("{broken")
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        Index.open(tmp_path / "other")
+
+
+def test_no_pickle_on_disk(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        index.add_documents(_docs("a", 2))
+        index.commit()
+    for path in (tmp_path / "idx").iterdir():
+        assert path.suffix in {
+            ".json",
+            ".sqlite",
+            ".faiss",
+            ".lock",
+            ".sqlite-wal",
+            ".sqlite-shm",
+        }, path
+        head = path.read_bytes()[:2]
+        assert not head.startswith(b"\x80"), f"{path} looks like a pickle"
+
+
+def test_reader_sees_writer_commits(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    writer = Index.create(tmp_path / "idx", tiny_embedder, CHARS)
+    writer.add_documents(_docs("a", 1))
+    writer.commit()
+    reader = Index.open(tmp_path / "idx", tiny_embedder)
+    assert {h.chunk.document_id for h in reader.search("river", k=50)} == {"a0"}
+    writer.add_documents(_docs("b", 1, topic="war"))
+    writer.delete_documents(["a0"])
+    writer.commit()
+    assert {h.chunk.document_id for h in reader.search("river", k=50)} == {"b0"}
+    writer.close()
+    reader.close()
+
+
+def test_failed_commit_keeps_previous_generation(
+    tmp_path: Path, tiny_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = Index.create(tmp_path / "idx", tiny_embedder, CHARS)
+    index.add_documents(_docs("a", 2))
+    index.commit()
+    generation = index.store.generation
+
+    def boom(self: ChunkStore) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ChunkStore, "commit", boom)
+    index.add_documents(_docs("b", 2))
+    with pytest.raises(OSError, match="disk full"):
+        index.commit()
+    monkeypatch.undo()
+    index.close()
+    with Index.open(tmp_path / "idx", tiny_embedder) as reopened:
+        assert reopened.store.generation == generation
+        assert {h.chunk.document_id for h in reopened.search("river", k=50)} == {"a0", "a1"}
+        _consistent(reopened)
+    assert not (tmp_path / "idx" / f"vectors-{generation + 1}.faiss").exists()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from ragkit.chunking import ChunkingSettings
+    from ragkit.embedding import Embedder
+    from ragkit.index import Index
+    from ragkit.schema import Document
+
+    index = Index.open(sys.argv[1], Embedder(sys.argv[2], device="cpu").warm_up())
+    index.embedder.encode(["warm"])
+    index.search("warm")
+    print("ready", flush=True)
+    i = 0
+    while True:
+        docs = [Document(id=f"w{i}-{j}", text=f"river text {i} {j} " * 20, source="w") for j in range(20)]
+        index.add_documents(docs)
+        if i % 3 == 0:
+            index.delete_documents([f"w{i-1}-{j}" for j in range(10)])
+        index.commit()
+        print("committed", flush=True)
+        i += 1
+    """
+)
+
+
+def test_kill_during_save_leaves_a_loadable_index(
+    tmp_path: Path, tiny_embedder: Embedder, tiny_model_path: Path
+) -> None:
+    directory = tmp_path / "idx"
+    with Index.create(directory, tiny_embedder, CHARS) as index:
+        index.add_documents(_docs("a", 3))
+        index.commit()
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    rng = random.Random(1234)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    generations = []
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(directory), str(tiny_model_path)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        assert proc.stdout.readline().strip() == b"committed"
+        time.sleep(rng.uniform(0.0, 0.5))  # then kill at an arbitrary point of the next commits
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with Index.open(directory, tiny_embedder) as reopened:
+            _consistent(reopened)
+            ids = {h.chunk.document_id for h in reopened.search("river", k=10_000)}
+            assert {"a0", "a1", "a2"} <= ids
+            # every chunk the store lists is searchable, and nothing half-written is visible
+            assert len(reopened.search("river", k=10_000)) == reopened.counts().chunks
+            generations.append(reopened.store.generation)
+    # the writer really was committing between kills
+    assert generations == sorted(set(generations)) and generations[0] > 1
+
+
+def test_index_paths_reembeds_only_changed_files(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the river flows to the city. " * 10)
+    (corpus / "b.md").write_text("# Title\n\nthe war in europe.\n")
+    (corpus / "bad.txt").write_bytes(b"\x00\x01binary")
+    (corpus / "c.png").write_bytes(b"\x89PNG")
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        first = index_paths(index, [corpus])
+        assert first.files_indexed == 2 and first.files_unchanged == 0
+        assert sorted(Path(s.source).name for s in first.skipped) == ["bad.txt", "c.png"]
+        calls: list[int] = []
+        original = tiny_embedder.encode
+
+        def counting(texts, batch_size=None):  # type: ignore[no-untyped-def]
+            calls.append(len(texts))
+            return original(texts, batch_size)
+
+        tiny_embedder.encode = counting  # type: ignore[method-assign]
+        try:
+            second = index_paths(index, [corpus])
+            assert second.files_unchanged == 2 and second.files_indexed == 0 and calls == []
+            (corpus / "b.md").write_text("# Title\n\nthe war in europe ended.\n")
+            third = index_paths(index, [corpus])
+            assert third.files_indexed == 1 and third.files_unchanged == 1
+            assert sum(calls) == third.chunks_added
+        finally:
+            del tiny_embedder.encode
+        assert index.counts().files == 2
+        (corpus / "a.txt").unlink()
+        pruned = index_paths(index, [corpus], prune=True)
+        assert pruned.files_removed == 1 and index.counts().files == 1
+        _consistent(index)
