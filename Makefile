@@ -24,7 +24,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/ragkit index examples/data --index $(DEMO_INDEX)
-	$(VENV)/bin/ragkit search "What is the capital of Alsace?" --index $(DEMO_INDEX) -k 3
+	$(VENV)/bin/ragkit ask "What is the capital of Alsace?" --index $(DEMO_INDEX)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

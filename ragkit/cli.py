@@ -273,6 +273,108 @@ def delete_command(
     out.print(f"deleted {count} document(s)")
 
 
+def _print_sources(answer: Any) -> None:
+    if not answer.citations:
+        err.print("(no sources cited)", highlight=False)
+        return
+    out.print("\nSources:", highlight=False)
+    for c in answer.citations:
+        flag = " (inferred)" if c.inferred else ""
+        snippet = " ".join(c.text.split())
+        out.print(
+            f"  [{c.n}] {c.source} [{c.start}:{c.end}]{flag}: {snippet[:160]}{'…' if len(snippet) > 160 else ''}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for note in answer.trace.notes if answer.trace else []:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
+def _rag(index: Path, generator: str | None, k: int, max_new_tokens: int) -> Any:
+    from ragkit.rag import RAGPipeline
+
+    if k <= 0:
+        raise RagkitError(f"-k must be positive, got {k}")
+    return RAGPipeline.from_index(
+        index, generator=generator, k=k, options={"max_new_tokens": max_new_tokens}
+    )
+
+
+@app.command("ask")
+def ask_command(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    k: Annotated[int, typer.Option("-k", help="Passages to retrieve.")] = 4,
+    generator: Annotated[
+        str | None,
+        typer.Option(
+            help="Generator: HF id or local path (default: packaged SmolLM2-135M-Instruct)."
+        ),
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")
+    ] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print answer, citations and trace as JSON.")
+    ] = False,
+    show_trace: Annotated[
+        bool, typer.Option("--trace", help="Print the trace (steps, timings, final prompt).")
+    ] = False,
+) -> None:
+    """Answer QUESTION from the index, citing the passages used."""
+    if not question.strip():
+        _fail("question is empty")
+
+    def run() -> Any:
+        rag = _rag(index, generator, k, max_new_tokens)
+        if json_output or not stream:
+            return rag.ask(question)
+        answer_stream = rag.stream(question)
+        for piece in answer_stream:
+            out.print(piece, end="", highlight=False, markup=False, soft_wrap=True)
+        out.print()
+        return answer_stream.answer
+
+    answer = _guard(run)
+    if json_output:
+        out.print_json(json.dumps(answer.to_json_dict()))
+        return
+    if not stream:
+        out.print(answer.answer, highlight=False, markup=False, soft_wrap=True)
+    elif answer.citations and any(c.inferred for c in answer.citations):
+        out.print(
+            f"(cited: {answer.answer[answer.answer.rfind('[') :]})", highlight=False, markup=False
+        )
+    _print_sources(answer)
+    if show_trace and answer.trace is not None:
+        err.print(answer.trace.to_text(), highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("chat")
+def chat_command(
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    k: Annotated[int, typer.Option("-k", help="Passages to retrieve.")] = 4,
+    generator: Annotated[str | None, typer.Option(help="Generator: HF id or local path.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
+) -> None:
+    """A multi-turn session: follow-up questions are rewritten using the conversation."""
+    from ragkit.rag import ChatSession
+
+    session = _guard(lambda: ChatSession(_rag(index, generator, k, max_new_tokens)))
+    err.print("ragkit chat: ask a question (empty line, 'exit' or Ctrl-D to quit)", highlight=False)
+    while True:
+        try:
+            question = input("> ")
+        except EOFError:
+            break
+        if not question.strip() or question.strip().lower() in {"exit", "quit"}:
+            break
+        answer = _guard(lambda q=question: session.ask(q))  # type: ignore[misc]
+        out.print(answer.answer, highlight=False, markup=False, soft_wrap=True)
+        _print_sources(answer)
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,7 +1,7 @@
-"""Retrievers: pipeline steps that turn a query into ranked hits.
+"""Retrievers: turn a query into ranked hits.
 
-A retriever is any object with ``run(query, k, filters) -> list[Hit]``; the dense one reads a
-persistent :class:`~ragkit.index.Index`. Lexical and hybrid retrievers plug in beside it.
+``search(query, k, filters) -> list[Hit]`` is the plain call; ``run(question, k, filters)``
+is the pipeline-step form (typed output, see :mod:`ragkit.pipeline`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
 from ragkit.index import Index
 from ragkit.schema import Hit
 
 
+class Retrieved(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hits: list[Hit]
+
+
 @runtime_checkable
 class Retriever(Protocol):
-    def run(
+    def search(
         self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]: ...
 
@@ -24,11 +32,13 @@ class Retriever(Protocol):
 class DenseRetriever:
     """Embedding search over an index (exact inner product unless the index says otherwise)."""
 
+    component_name = "dense_retriever"
+
     def __init__(self, index: Index | str | Path, k: int = 5) -> None:
         self.index = index if isinstance(index, Index) else Index.open(index)
         self.k = k
 
-    def run(
+    def search(
         self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]:
         hits = self.index.search(query, k or self.k, filters)
@@ -36,4 +46,10 @@ class DenseRetriever:
             hit.retriever = "dense"
         return hits
 
-    search = run
+    def run(
+        self, question: str, k: int | None = None, filters: dict[str, Any] | None = None
+    ) -> Retrieved:
+        return Retrieved(hits=self.search(question, k, filters))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"index": str(self.index.directory), "k": self.k}

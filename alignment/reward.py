@@ -1,0 +1,241 @@
+"""Training a pairwise reward model with the Bradley–Terry loss.
+
+Recipe (InstructGPT / Stiennon et al.): loss ``-log σ(r(x, y_chosen) - r(x, y_rejected))``, one
+epoch by default (reward models overfit quickly), all pairs of one prompt in one batch, and
+validation log loss, pairwise accuracy and mean margin logged as training goes. After training
+a bias is added so that reference responses average 0, and the model is saved with its
+tokenizer, config and a model card.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from alignment.batching import group_batches
+from alignment.collate import Batch, collate_pairs
+from alignment.config import RewardJobConfig, dump_config
+from alignment.data import PreferencePair
+from alignment.jobs import (
+    count_parameters,
+    job_fingerprint,
+    load_pairs,
+    prepare_trainable,
+    set_threads,
+    write_json,
+    write_run_files,
+)
+from alignment.loop import LoopResult, TrainingLoop
+from alignment.losses import bradley_terry_loss, pairwise_metrics
+from alignment.metrics import PLOT_FILE, plot_curves
+from alignment.modelcard import model_card
+from alignment.report import DataReport
+from alignment.reward_model import RewardModel
+from alignment.tokenization import TokenizedPair, tokenize_pairs
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+
+
+@dataclass
+class RewardTrainingResult:
+    """Where the model went and how it did."""
+
+    output_dir: Path
+    model_dir: Path
+    loop: LoopResult
+    validation: dict[str, float]
+    normalisation_bias: float
+    train_pairs: int
+    validation_pairs: int
+    reports: list[DataReport] = field(default_factory=list)
+
+
+def split_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected halves of a pair batch's scores (see :func:`collate_pairs`)."""
+    n = scores.shape[0] // 2
+    return scores[:n], scores[n:]
+
+
+def pair_step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Bradley–Terry loss of one pair batch, and its metrics."""
+    scores = model(batch.input_ids, batch.attention_mask, batch.position_ids)
+    chosen, rejected = split_scores(scores)
+    return bradley_terry_loss(chosen, rejected), pairwise_metrics(chosen, rejected)
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    model: RewardModel, pairs: Sequence[TokenizedPair], batch_size: int = 16
+) -> dict[str, float]:
+    """Validation log loss, pairwise accuracy and mean margin over ``pairs`` (raw scores)."""
+    if not pairs:
+        return {}
+    was_training = model.training
+    model.eval()
+    chosen_all, rejected_all = [], []
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = [pairs[i] for i in order[start : start + batch_size]]
+            batch = collate_pairs(chunk, model.pad_token_id, model.padding_side).to(model.device)
+            chosen, rejected = split_scores(
+                model(batch.input_ids, batch.attention_mask, batch.position_ids)
+            )
+            chosen_all.append(chosen.cpu())
+            rejected_all.append(rejected.cpu())
+    finally:
+        model.train(was_training)
+    metrics = pairwise_metrics(torch.cat(chosen_all), torch.cat(rejected_all))
+    metrics["pairs"] = float(len(pairs))
+    return metrics
+
+
+def reference_texts(
+    pairs: Sequence[PreferencePair], which: str, limit: int
+) -> tuple[list[str], list[str]]:
+    """(prompts, responses) whose mean score the normalisation bias sets to 0."""
+    prompts: list[str] = []
+    responses: list[str] = []
+    for pair in pairs:
+        sides = [pair.chosen] if which == "chosen" else [pair.chosen, pair.rejected]
+        for response in sides:
+            if len(responses) < limit and response.strip():
+                prompts.append(pair.prompt)
+                responses.append(response)
+    return prompts, responses
+
+
+def build_reward_model(config: RewardJobConfig) -> RewardModel:
+    """A fresh reward model for ``config`` (backbone loaded, pad token added, head drawn)."""
+    return RewardModel.from_backbone(
+        config.model.name_or_path,
+        max_length=config.max_length,
+        min_prompt_tokens=config.min_prompt_tokens,
+        padding_side=config.padding_side,
+        dtype=config.model.dtype,
+    )
+
+
+def train_reward_model(
+    config: RewardJobConfig,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int], None] | None = None,
+    accelerator: object = None,
+) -> RewardTrainingResult:
+    """Run the reward-model job described by ``config``; see the module docstring."""
+    set_threads(config.training.threads)
+    torch.manual_seed(config.training.seed)
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+
+    split, reports = load_pairs(config.data)
+    model = build_reward_model(config)
+    model.backbone = prepare_trainable(model.backbone, config.model)
+    trainable, total = count_parameters(model)
+    logger.info("reward model: %d of %d parameters trainable", trainable, total)
+
+    train, train_report = tokenize_pairs(split.train, model.encoder, source="train split")
+    val, val_report = tokenize_pairs(split.validation, model.encoder, source="validation split")
+    reports += [train_report, val_report]
+    for report in reports:
+        logger.info("%s", report.summary())
+    if not train:
+        raise ValueError("no usable training pairs (see the data report)")
+
+    settings = config.training
+    keys = [p.group for p in train]
+    lengths = [p.length for p in train] if settings.group_by_length else None
+
+    def plan(epoch: int) -> list[list[int]]:
+        return group_batches(
+            keys, settings.batch_size, seed=settings.seed, epoch=epoch, lengths=lengths
+        )
+
+    def collate(indices: list[int]) -> Batch:
+        chunk = [train[i] for i in indices]
+        return collate_pairs(chunk, model.pad_token_id, model.padding_side).to(model.device)
+
+    def evaluate(module: nn.Module) -> dict[str, float]:
+        assert isinstance(module, RewardModel)
+        return evaluate_pairs(module, val, settings.eval_batch_size)
+
+    loop = TrainingLoop(
+        module=model,
+        settings=settings,
+        output_dir=out,
+        plan=plan,
+        collate=collate,
+        step_loss=pair_step,
+        evaluate=evaluate if val else None,
+        fingerprint=job_fingerprint(config),
+        accelerator=accelerator,
+        on_step=on_step,
+        progress_keys=("loss", "accuracy"),
+        description="reward model",
+    )
+    if loop.accelerator.is_main_process:
+        write_run_files(out, config, reports)
+    result = loop.run(resume=resume)
+
+    bias = 0.0
+    if config.normalisation.reference != "none":
+        reference_pairs = split.validation or split.train
+        prompts, responses = reference_texts(
+            reference_pairs, config.normalisation.reference, config.normalisation.max_samples
+        )
+        bias = model.fit_normalisation(prompts, responses, settings.eval_batch_size)
+    validation = dict(result.eval)
+    model_dir = out / MODEL_DIR
+    if loop.accelerator.is_main_process:
+        card = model_card(
+            title="ragkit reward model",
+            summary="Pairwise (Bradley–Terry) reward model: a transformer backbone with a scalar "
+            "head read at the last real token. Load with `alignment.RewardModel.load(folder)`.",
+            base_model=model.base_model,
+            data=[r.summary() for r in reports],
+            training={
+                "finetune": config.model.finetune,
+                "trainable parameters": trainable,
+                "steps": result.steps,
+                "train pairs": len(train),
+                "seconds": round(result.seconds, 1),
+                "normalisation bias": bias,
+            },
+            validation=validation or {"note": "no validation split"},
+            config_yaml=dump_config(config),
+        )
+        model.save(model_dir, extra_files={"README.md": card})
+        plot_curves(out / "metrics.jsonl", out / PLOT_FILE, ("loss", "accuracy", "margin"))
+        write_json(
+            out / "result.json",
+            {
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "train_seconds": result.train_seconds,
+                "pairs_per_second": result.examples_per_second,
+                "peak_rss_mb": result.peak_rss_mb,
+                "train_pairs": len(train),
+                "validation_pairs": len(val),
+                "validation": validation,
+                "normalisation_bias": bias,
+                "resumed_from": result.resumed_from,
+            },
+        )
+    return RewardTrainingResult(
+        output_dir=out,
+        model_dir=model_dir,
+        loop=result,
+        validation=validation,
+        normalisation_bias=bias,
+        train_pairs=len(train),
+        validation_pairs=len(val),
+        reports=reports,
+    )

@@ -1,0 +1,292 @@
+"""Supervised fine-tuning on demonstrations, with the loss on response tokens only.
+
+Why not TRL's ``SFTTrainer``: on TRL 1.16 its truncation cuts the end of a sequence (the
+response) rather than the start of the prompt, and its Trainer checkpoints are neither atomic
+nor pickle-free; our shared loop (:mod:`alignment.loop`) gives both, and the same resume
+guarantee as the reward job. What TRL calls ``completion_only_loss`` is done here by labelling
+prompt and pad positions -100; as a bonus the vocabulary-sized LM head is applied only at the
+response positions, which on CPU is most of the saving for long prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alignment.backbone import (
+    disable_dropout,
+    load_pretrained,
+    load_tokenizer,
+    merged_copy,
+    resolve_backbone,
+)
+from alignment.batching import group_batches
+from alignment.collate import IGNORE_INDEX, Batch, collate_demonstrations
+from alignment.config import SFTJobConfig, dump_config
+from alignment.jobs import (
+    count_parameters,
+    job_fingerprint,
+    load_demonstrations,
+    prepare_trainable,
+    set_threads,
+    write_json,
+    write_run_files,
+)
+from alignment.loop import LoopResult, TrainingLoop
+from alignment.losses import response_token_loss
+from alignment.metrics import PLOT_FILE, plot_curves
+from alignment.modelcard import model_card
+from alignment.report import DataReport
+from alignment.tokenization import (
+    PromptResponseEncoder,
+    TokenizedDemonstration,
+    ensure_pad_token,
+    tokenize_demonstrations,
+)
+from ragkit.atomic import atomic_directory
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+SFT_INFO_FILE = "alignment_sft.json"
+SFT_FORMAT = 1
+
+
+class ResponseOnlyLM(nn.Module):
+    """Wraps a causal LM so that ``forward`` returns (summed response loss, response tokens).
+
+    Labels are the input ids at response positions and -100 elsewhere; the LM head runs only on
+    the hidden states that predict a response token.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def _base(self) -> Any:
+        get_base = getattr(self.model, "get_base_model", None)
+        return get_base() if callable(get_base) else self.model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum of cross-entropies over response tokens, and how many there are."""
+        base = self._base()
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+        if decoder is not None and decoder is not base:
+            hidden = decoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state
+            logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+        else:  # pragma: no cover - models without a separable decoder
+            out = base(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            )
+            logits = out.logits[:, :-1][keep]
+        loss = response_token_loss(logits, targets[keep], reduction="sum")
+        return loss, keep.sum()
+
+
+def sft_step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean response-token loss of one batch."""
+    assert batch.labels is not None
+    total, count = model(batch.input_ids, batch.attention_mask, batch.position_ids, batch.labels)
+    loss = total / count.clamp(min=1)
+    return loss, {"loss": float(loss.detach()), "tokens": float(count)}
+
+
+@torch.no_grad()
+def evaluate_demonstrations(
+    model: nn.Module,
+    demos: Sequence[TokenizedDemonstration],
+    pad_token_id: int,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Token-weighted mean response loss (and perplexity) over ``demos``."""
+    if not demos:
+        return {}
+    device = next(model.parameters()).device
+    order = sorted(range(len(demos)), key=lambda i: demos[i].length)
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch = collate_demonstrations(
+            [demos[i] for i in order[start : start + batch_size]], pad_token_id
+        )
+        batch = batch.to(device)
+        assert batch.labels is not None
+        loss_sum, n = model(batch.input_ids, batch.attention_mask, batch.position_ids, batch.labels)
+        total += float(loss_sum)
+        count += int(n)
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(count)}
+
+
+@dataclass
+class SFTResult:
+    """Where the fine-tuned model went and how it did."""
+
+    output_dir: Path
+    model_dir: Path
+    loop: LoopResult
+    validation: dict[str, float]
+    train_examples: int
+    validation_examples: int
+    reports: list[DataReport] = field(default_factory=list)
+
+
+def save_causal_lm(
+    model: nn.Module, tokenizer: Any, directory: Path, info: dict[str, Any], card: str
+) -> Path:
+    """Save a plain Hugging Face model folder (LoRA merged, safetensors) atomically."""
+    plain = merged_copy(model)
+
+    def fill(tmp: Path) -> None:
+        plain.save_pretrained(str(tmp))  # type: ignore[operator]
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / SFT_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+
+    return atomic_directory(directory, fill)
+
+
+def train_sft(
+    config: SFTJobConfig,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int], None] | None = None,
+    accelerator: object = None,
+) -> SFTResult:
+    """Run the SFT job described by ``config``."""
+    from transformers import AutoModelForCausalLM
+
+    set_threads(config.training.threads)
+    torch.manual_seed(config.training.seed)
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+
+    split, reports = load_demonstrations(config.data)
+    path = resolve_backbone(config.model.name_or_path)
+    tokenizer = load_tokenizer(path)
+    lm = load_pretrained(AutoModelForCausalLM, path, config.model.dtype)
+    ensure_pad_token(tokenizer, lm)
+    disable_dropout(lm)
+    lm = prepare_trainable(lm, config.model)
+    module = ResponseOnlyLM(lm)
+    trainable, total = count_parameters(module)
+    logger.info("sft: %d of %d parameters trainable", trainable, total)
+
+    encoder = PromptResponseEncoder(
+        tokenizer, max_length=config.max_length, min_prompt_tokens=config.min_prompt_tokens
+    )
+    train, train_report = tokenize_demonstrations(split.train, encoder, source="train split")
+    val, val_report = tokenize_demonstrations(split.validation, encoder, source="validation split")
+    reports += [train_report, val_report]
+    for report in reports:
+        logger.info("%s", report.summary())
+    if not train:
+        raise ValueError("no usable training demonstrations (see the data report)")
+
+    settings = config.training
+    pad_id = int(tokenizer.pad_token_id)
+    keys = [d.group for d in train]
+    lengths = [d.length for d in train] if settings.group_by_length else None
+
+    def plan(epoch: int) -> list[list[int]]:
+        return group_batches(
+            keys, settings.batch_size, seed=settings.seed, epoch=epoch, lengths=lengths
+        )
+
+    def collate(indices: list[int]) -> Batch:
+        device = next(module.parameters()).device
+        return collate_demonstrations([train[i] for i in indices], pad_id).to(device)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        return evaluate_demonstrations(m, val, pad_id, settings.eval_batch_size)
+
+    loop = TrainingLoop(
+        module=module,
+        settings=settings,
+        output_dir=out,
+        plan=plan,
+        collate=collate,
+        step_loss=sft_step,
+        evaluate=evaluate if val else None,
+        fingerprint=job_fingerprint(config),
+        accelerator=accelerator,
+        on_step=on_step,
+        progress_keys=("loss",),
+        description="sft",
+    )
+    if loop.accelerator.is_main_process:
+        write_run_files(out, config, reports)
+    result = loop.run(resume=resume)
+    validation = dict(result.eval)
+    model_dir = out / MODEL_DIR
+    if loop.accelerator.is_main_process:
+        base_name = config.model.name_or_path or "packaged SmolLM2-135M-Instruct"
+        card = model_card(
+            title="ragkit SFT model",
+            summary="Causal LM fine-tuned on demonstrations with the loss on response tokens "
+            "only; a dedicated pad token was added. Load with transformers' "
+            "`AutoModelForCausalLM.from_pretrained(folder)`.",
+            base_model=base_name,
+            data=[r.summary() for r in reports],
+            training={
+                "finetune": config.model.finetune,
+                "trainable parameters": trainable,
+                "steps": result.steps,
+                "train examples": len(train),
+                "seconds": round(result.seconds, 1),
+            },
+            validation=validation or {"note": "no validation split"},
+            config_yaml=dump_config(config),
+        )
+        info = {
+            "format_version": SFT_FORMAT,
+            "base_model": base_name,
+            "pad_token": tokenizer.pad_token,
+            "steps": result.steps,
+            "validation": validation,
+        }
+        save_causal_lm(lm, tokenizer, model_dir, info, card)
+        plot_curves(out / "metrics.jsonl", out / PLOT_FILE, ("loss",))
+        write_json(
+            out / "result.json",
+            {
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "train_seconds": result.train_seconds,
+                "examples_per_second": result.examples_per_second,
+                "peak_rss_mb": result.peak_rss_mb,
+                "train_examples": len(train),
+                "validation_examples": len(val),
+                "validation": validation,
+                "resumed_from": result.resumed_from,
+            },
+        )
+    return SFTResult(
+        output_dir=out,
+        model_dir=model_dir,
+        loop=result,
+        validation=validation,
+        train_examples=len(train),
+        validation_examples=len(val),
+        reports=reports,
+    )

@@ -1,0 +1,31 @@
+"""Text generation with causal language models.
+
+``Generator`` loads lazily: importing this package does not import torch or transformers.
+
+>>> from ragkit.generation import Generator
+>>> Generator().generate(["What is the capital of France?"])[0].text
+"""
+
+from ragkit.generation.chat import ChatMessage, Prompt
+from ragkit.generation.checkpoints import resolve_causal_lm
+from ragkit.generation.device import DeviceError, select_device, select_dtype
+from ragkit.generation.generator import ContextLengthError, Generator, GeneratorConfig
+from ragkit.generation.options import GenerationOptions
+from ragkit.generation.results import FinishReason, GenerationResult
+from ragkit.generation.streaming import TextStream
+
+__all__ = [
+    "ChatMessage",
+    "ContextLengthError",
+    "DeviceError",
+    "FinishReason",
+    "GenerationOptions",
+    "GenerationResult",
+    "Generator",
+    "GeneratorConfig",
+    "Prompt",
+    "TextStream",
+    "resolve_causal_lm",
+    "select_device",
+    "select_dtype",
+]

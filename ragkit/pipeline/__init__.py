@@ -1,0 +1,27 @@
+"""Composable pipelines: typed steps, checked wiring, batching, traces, YAML."""
+
+from ragkit.pipeline.pipeline import Parallel, Pipeline, PipelineResult
+from ragkit.pipeline.registry import (
+    load_pipeline,
+    register_component,
+    registered_components,
+    save_pipeline,
+)
+from ragkit.pipeline.step import PipelineError, Step, StepSignature, signature_of
+from ragkit.pipeline.trace import StepTrace, Trace
+
+__all__ = [
+    "Parallel",
+    "Pipeline",
+    "PipelineError",
+    "PipelineResult",
+    "Step",
+    "StepSignature",
+    "StepTrace",
+    "Trace",
+    "load_pipeline",
+    "register_component",
+    "registered_components",
+    "save_pipeline",
+    "signature_of",
+]

@@ -1,0 +1,252 @@
+"""Composing steps: sequential pipelines, fan-out/merge, batched runs, traces.
+
+Wiring is checked when a pipeline is built: every required input of every step must be
+provided, with a compatible type, by the pipeline's inputs or by an earlier step's outputs.
+A mistake is reported naming the step that needs the value and what is available from which
+step, not discovered halfway through a run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from ragkit.pipeline.step import (
+    PipelineError,
+    Port,
+    StepSignature,
+    compatible,
+    describe,
+    signature_of,
+    step_name,
+)
+from ragkit.pipeline.trace import StepTrace, Trace, jsonable
+
+
+class PipelineResult(BaseModel):
+    """Everything the steps produced (by output name) and the trace of the run."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    outputs: dict[str, Any]
+    trace: Trace
+
+    def __getitem__(self, name: str) -> Any:
+        return self.outputs[name]
+
+
+class Parallel:
+    """Fan-out: every branch runs on the same inputs; outputs are merged for a later step.
+
+    Each branch's output ``field`` is exposed as ``<branch>_<field>``; a field that every
+    branch produces is also collected, in branch order, as ``<field>_list`` — e.g. two
+    retrievers' ``hits`` become ``hits_list`` for a fusion step.
+    """
+
+    def __init__(self, **branches: Any) -> None:
+        if len(branches) < 2:
+            raise PipelineError("Parallel needs at least two branches")
+        self.branches = branches
+        self.name = "Parallel(" + ", ".join(branches) + ")"
+        sigs = {name: signature_of(step) for name, step in branches.items()}
+        inputs: dict[str, Port] = {}
+        for sig in sigs.values():
+            for port in sig.inputs.values():
+                if port.name in inputs:
+                    inputs[port.name] = Port(
+                        port.name,
+                        inputs[port.name].annotation,
+                        inputs[port.name].required or port.required,
+                    )
+                else:
+                    inputs[port.name] = port
+        fields: dict[str, Any] = {}
+        for name, sig in sigs.items():
+            for field, annotation in sig.outputs.items():
+                fields[f"{name}_{field}"] = (annotation, ...)
+        common = set.intersection(*(set(sig.outputs) for sig in sigs.values()))
+        for field in sorted(common):
+            annotation = next(iter(sigs.values())).outputs[field]
+            fields[f"{field}_list"] = (list[annotation], ...)  # type: ignore[valid-type]
+        self._sigs = sigs
+        self._common = sorted(common)
+        output_model = create_model("ParallelOutput", **fields)
+        self.signature = StepSignature(inputs=inputs, output_model=output_model)
+
+    def run(self, **inputs: Any) -> BaseModel:
+        produced: dict[str, BaseModel] = {}
+        for name, step in self.branches.items():
+            wanted = {k: v for k, v in inputs.items() if k in self._sigs[name].inputs}
+            produced[name] = step.run(**wanted)
+        values: dict[str, Any] = {}
+        for name, output in produced.items():
+            for field in self._sigs[name].outputs:
+                values[f"{name}_{field}"] = getattr(output, field)
+        for field in self._common:
+            values[f"{field}_list"] = [getattr(produced[name], field) for name in self.branches]
+        return self.signature.output_model(**values)
+
+
+class Pipeline:
+    """Steps run in order; each step's outputs become available to the steps after it.
+
+    ``inputs`` names the pipeline's own inputs with their types; by default they are the
+    first step's inputs. Compose with ``|``: ``retriever | prompt | generator``.
+    """
+
+    def __init__(
+        self, steps: Sequence[Any], inputs: Mapping[str, Any] | None = None, name: str = "pipeline"
+    ) -> None:
+        if not steps:
+            raise PipelineError("a pipeline needs at least one step")
+        self.steps = list(steps)
+        self.name = name
+        self.signatures = [signature_of(step) for step in self.steps]
+        if inputs is None:
+            first = self.signatures[0]
+            self.inputs: dict[str, Port] = dict(first.inputs)
+        else:
+            self.inputs = {k: Port(k, v, True) for k, v in inputs.items()}
+        self._check_wiring()
+
+    def __or__(self, other: Any) -> Pipeline:
+        right = other.steps if isinstance(other, Pipeline) else [other]
+        return Pipeline([*self.steps, *right], name=self.name)
+
+    @classmethod
+    def chain(cls, *steps: Any) -> Pipeline:
+        return cls(list(steps))
+
+    # -- wiring -----------------------------------------------------------------------------
+    def _check_wiring(self) -> None:
+        available: dict[str, tuple[Any, str]] = {
+            name: (port.annotation, "pipeline input") for name, port in self.inputs.items()
+        }
+        for step, sig in zip(self.steps, self.signatures, strict=True):
+            for port in sig.inputs.values():
+                if port.name not in available:
+                    if port.required:
+                        offered = (
+                            ", ".join(f"{n} (from {src})" for n, (_, src) in available.items())
+                            or "nothing"
+                        )
+                        raise PipelineError(
+                            f"step {step_name(step)!r} needs input {port.name!r} ({describe(port.annotation)}) "
+                            f"that no earlier step provides; available: {offered}"
+                        )
+                    continue
+                annotation, source = available[port.name]
+                if not compatible(annotation, port.annotation):
+                    raise PipelineError(
+                        f"step {step_name(step)!r} needs {port.name!r} as {describe(port.annotation)}, "
+                        f"but {source} provides {describe(annotation)}"
+                    )
+            for field, annotation in sig.outputs.items():
+                available[field] = (annotation, f"step {step_name(step)!r}")
+
+    # -- running ----------------------------------------------------------------------------
+    def _validate_inputs(self, values: Mapping[str, Any]) -> None:
+        missing = [
+            name for name, port in self.inputs.items() if port.required and name not in values
+        ]
+        if missing:
+            raise PipelineError(f"pipeline {self.name!r} is missing input {missing[0]!r}")
+        known = set(self.inputs)
+        for sig in self.signatures:
+            known |= set(sig.inputs)
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise PipelineError(f"pipeline {self.name!r} got unknown input {unknown[0]!r}")
+
+    def run(self, **inputs: Any) -> PipelineResult:
+        self._validate_inputs(inputs)
+        state: dict[str, Any] = dict(inputs)
+        trace = Trace()
+        started = time.perf_counter()
+        for step, sig in zip(self.steps, self.signatures, strict=True):
+            kwargs = {name: state[name] for name in sig.inputs if name in state}
+            t0 = time.perf_counter()
+            output = step.run(**kwargs)
+            elapsed = time.perf_counter() - t0
+            values = self._outputs(step, sig, output)
+            state.update(values)
+            trace.steps.append(
+                StepTrace(
+                    step=step_name(step),
+                    inputs=jsonable(kwargs),
+                    outputs=jsonable(values),
+                    seconds=elapsed,
+                )
+            )
+            self._collect_notes(trace, values)
+        trace.seconds = time.perf_counter() - started
+        return PipelineResult(outputs=state, trace=trace)
+
+    def run_batch(self, inputs: Sequence[Mapping[str, Any]]) -> list[PipelineResult]:
+        """Run many inputs; steps with ``run_batch`` (the generator) get them all at once."""
+        for values in inputs:
+            self._validate_inputs(values)
+        states = [dict(values) for values in inputs]
+        traces = [Trace() for _ in inputs]
+        started = time.perf_counter()
+        for step, sig in zip(self.steps, self.signatures, strict=True):
+            batch_kwargs = [
+                {name: state[name] for name in sig.inputs if name in state} for state in states
+            ]
+            t0 = time.perf_counter()
+            batch_fn = getattr(step, "run_batch", None)
+            if callable(batch_fn) and len(states) > 1:
+                outputs = list(batch_fn(batch_kwargs))
+                per_item = (time.perf_counter() - t0) / max(len(states), 1)
+                timings = [per_item] * len(states)
+            else:
+                outputs, timings = [], []
+                for kwargs in batch_kwargs:
+                    t1 = time.perf_counter()
+                    outputs.append(step.run(**kwargs))
+                    timings.append(time.perf_counter() - t1)
+            if len(outputs) != len(states):
+                raise PipelineError(
+                    f"step {step_name(step)!r}: run_batch returned {len(outputs)} results for {len(states)} inputs"
+                )
+            for state, trace, kwargs, output, seconds in zip(
+                states, traces, batch_kwargs, outputs, timings, strict=True
+            ):
+                values = self._outputs(step, sig, output)
+                state.update(values)
+                trace.steps.append(
+                    StepTrace(
+                        step=step_name(step),
+                        inputs=jsonable(kwargs),
+                        outputs=jsonable(values),
+                        seconds=seconds,
+                    )
+                )
+                self._collect_notes(trace, values)
+        total = time.perf_counter() - started
+        for trace in traces:
+            trace.seconds = total
+        return [
+            PipelineResult(outputs=state, trace=trace)
+            for state, trace in zip(states, traces, strict=True)
+        ]
+
+    @staticmethod
+    def _outputs(step: Any, sig: StepSignature, output: Any) -> dict[str, Any]:
+        if not isinstance(output, sig.output_model):
+            raise PipelineError(
+                f"step {step_name(step)!r} returned {type(output).__name__}, declared {sig.output_model.__name__}"
+            )
+        return {field: getattr(output, field) for field in sig.outputs}
+
+    @staticmethod
+    def _collect_notes(trace: Trace, values: Mapping[str, Any]) -> None:
+        prompt_text = values.get("prompt_text")
+        if isinstance(prompt_text, str):
+            trace.prompt = prompt_text
+        notes = values.get("notes")
+        if isinstance(notes, list):
+            trace.notes.extend(str(n) for n in notes)

@@ -1,0 +1,111 @@
+"""Building the grounded-QA prompt from retrieved hits, within the model's context.
+
+Passages are numbered so the answer can cite them. If everything does not fit, the
+lowest-ranked passages are dropped first and, as a last resort, the remaining passage is
+shortened; the question itself is never truncated. Each such decision is reported in
+``notes`` (and so in the trace).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prompts import ChatTemplate, PromptTemplate, library_template
+from ragkit.errors import InvalidQueryError
+from ragkit.rag.schema import Passage
+from ragkit.schema import Hit
+
+DEFAULT_TEMPLATE = "grounded_qa"
+
+
+class TokenBudget(Protocol):
+    """The part of a generator the builder needs to fit a prompt in the context."""
+
+    def count_tokens(self, prompt: Any, apply_chat_template: bool | None = None) -> int: ...
+
+    def max_prompt_tokens(self, options: Any = None) -> int: ...
+
+    def truncate(self, text: str, max_tokens: int) -> str: ...
+
+
+class BuiltPrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: list[dict[str, str]] | str
+    passages: list[Passage]
+    notes: list[str] = Field(default_factory=list)
+
+
+class PromptBuilder:
+    """Pipeline step: question + hits → numbered passages rendered into a template."""
+
+    component_name = "prompt_builder"
+
+    def __init__(
+        self,
+        template: str | PromptTemplate | ChatTemplate = DEFAULT_TEMPLATE,
+        budget: TokenBudget | None = None,
+        max_passage_chars: int | None = None,
+    ) -> None:
+        self.template_name = template if isinstance(template, str) else None
+        self.template = library_template(template) if isinstance(template, str) else template
+        missing = {"question", "passages"} - set(self.template.variables)
+        if missing:
+            raise ValueError(
+                f"a RAG template needs variables 'question' and 'passages'; {self.template.name!r} lacks {sorted(missing)}"
+            )
+        self.budget = budget
+        self.max_passage_chars = max_passage_chars
+
+    def render(self, question: str, passages: list[Passage]) -> list[dict[str, str]] | str:
+        values = {"question": question, "passages": [p.model_dump() for p in passages]}
+        return self.template.render(**values)
+
+    def run(self, question: str, hits: list[Hit]) -> BuiltPrompt:
+        if not question.strip():
+            raise InvalidQueryError("question is empty")
+        passages = [Passage.from_hit(i, hit) for i, hit in enumerate(hits, start=1)]
+        notes: list[str] = []
+        if self.max_passage_chars is not None:
+            passages = [
+                p.model_copy(update={"text": p.text[: self.max_passage_chars]}) for p in passages
+            ]
+        prompt = self.render(question, passages)
+        if self.budget is None:
+            return BuiltPrompt(prompt=prompt, passages=passages, notes=notes)
+        limit = self.budget.max_prompt_tokens()
+        if self.budget.count_tokens(self.render(question, [])) > limit:
+            raise InvalidQueryError(
+                f"the question alone is longer than the model's prompt budget of {limit} tokens"
+            )
+        dropped = 0
+        while passages and self.budget.count_tokens(prompt) > limit and len(passages) > 1:
+            passages = passages[:-1]
+            dropped += 1
+            prompt = self.render(question, passages)
+        if dropped:
+            notes.append(
+                f"dropped the {dropped} lowest-ranked passage(s) to fit the model's context of {limit} prompt tokens"
+            )
+        if passages and self.budget.count_tokens(prompt) > limit:
+            excess = self.budget.count_tokens(prompt) - limit
+            only = passages[0]
+            passage_tokens = self.budget.count_tokens(only.text, apply_chat_template=False)
+            keep = max(0, passage_tokens - excess - 8)
+            short = self.budget.truncate(only.text, keep)
+            passages = [only.model_copy(update={"text": short})]
+            prompt = self.render(question, passages)
+            notes.append(
+                f"truncated passage [1] from {passage_tokens} to {keep} tokens to fit the model's context"
+            )
+        return BuiltPrompt(prompt=prompt, passages=passages, notes=notes)
+
+    def to_config(self) -> dict[str, Any]:
+        if self.template_name is None:
+            return {
+                "template": self.template.model_dump(),
+                "max_passage_chars": self.max_passage_chars,
+            }
+        return {"template": self.template_name, "max_passage_chars": self.max_passage_chars}
