@@ -191,6 +191,8 @@ class Index:
                 return self._vectors
             path = vector_file(self.directory, generation)
             if not path.exists():
+                if self.store.conn.in_transaction:
+                    break  # the snapshot is too old: the caller retries with a new one
                 time.sleep(0.05)  # a writer replaced it between our two reads: read again
                 continue
             try:
@@ -376,19 +378,32 @@ class Index:
     def search_vector(
         self, vector: Vectors, k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]:
-        vectors = self._ensure_vectors()
-        if vectors.ntotal == 0:
-            return []
-        allowed = self.store.matching_vids(filters) if filters else None
-        scores, ids = vectors.search(
-            np.asarray(vector, dtype=np.float32).reshape(1, -1), k, allowed
-        )
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        chunks = self.store.chunks_by_vid([i for i, _ in pairs])
-        hits = [Hit(chunk=chunks[i], score=s) for i, s in pairs if i in chunks]
-        for rank, hit in enumerate(hits):
-            hit.rank = rank
-        return hits
+        """Search by vector. Vectors and rows are read from one committed generation, even while
+        another process commits: a reader never mixes two states of the index."""
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        for attempt in range(5):
+            with self.store.snapshot():
+                try:
+                    vectors = self._ensure_vectors()
+                except IndexFormatError:
+                    if attempt == 4:
+                        raise
+                    continue  # our snapshot's vector file was pruned by a fast writer: take a newer one
+                if vectors.ntotal == 0:
+                    return []
+                allowed = self.store.matching_vids(filters) if filters else None
+                scores, ids = vectors.search(query, k, allowed)
+                pairs = [
+                    (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0
+                ]
+                chunks = self.store.chunks_by_vid([i for i, _ in pairs])
+            hits = [Hit(chunk=chunks[i], score=s) for i, s in pairs if i in chunks]
+            for rank, hit in enumerate(hits):
+                hit.rank = rank
+            return hits
+        raise IndexFormatError(
+            f"could not read a consistent state of {self.directory}"
+        )  # pragma: no cover
 
     def document(self, document_id: str) -> Document | None:
         return self.store.document(document_id)

@@ -11,7 +11,43 @@ from ragkit.rag.schema import Citation, Passage
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
-    ["the", "a", "an", "of", "to", "in", "and", "or", "is", "are", "was", "were", "be", "been", "for", "on", "with", "as", "by", "at", "from", "that", "this", "it", "its", "which", "who", "what", "when", "where", "how", "why", "not", "no", "yes"]
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+        "in",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "for",
+        "on",
+        "with",
+        "as",
+        "by",
+        "at",
+        "from",
+        "that",
+        "this",
+        "it",
+        "its",
+        "which",
+        "who",
+        "what",
+        "when",
+        "where",
+        "how",
+        "why",
+        "not",
+        "no",
+        "yes",
+    ]
 )
 ATTRIBUTION_THRESHOLD = 0.6
 ABSTENTION = "the context does not say"
@@ -68,19 +104,7 @@ def map_citations(text: str, passages: list[Passage], infer: bool = True) -> Cit
             if n not in by_number and n not in invalid:
                 invalid.append(n)
         for n in valid:
-            p = by_number[n]
-            cited.setdefault(
-                n,
-                Citation(
-                    n=n,
-                    chunk_id=p.chunk_id,
-                    source=p.source,
-                    start=p.start,
-                    end=p.end,
-                    text=p.text,
-                    score=p.score,
-                ),
-            )
+            cited.setdefault(n, Citation.from_passage(by_number[n]))
         return "[" + ", ".join(str(n) for n in valid) + "]" if valid else ""
 
     cleaned = _MARKER.sub(replace, text)
@@ -92,16 +116,7 @@ def map_citations(text: str, passages: list[Passage], infer: bool = True) -> Cit
         passage = attribute(cleaned, passages)
         if passage is not None:
             p = passage
-            cited[p.n] = Citation(
-                n=p.n,
-                chunk_id=p.chunk_id,
-                source=p.source,
-                start=p.start,
-                end=p.end,
-                text=p.text,
-                score=p.score,
-                inferred=True,
-            )
+            cited[p.n] = Citation.from_passage(p, inferred=True)
             cleaned = f"{cleaned} [{p.n}]"
             notes.append(
                 f"the model cited nothing; attributed the answer to passage [{p.n}] by word overlap"

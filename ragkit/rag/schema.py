@@ -56,6 +56,10 @@ class Citation(BaseModel):
         description="True when the model cited nothing and ragkit attributed the answer by word overlap.",
     )
 
+    @classmethod
+    def from_passage(cls, passage: Passage, inferred: bool = False) -> Citation:
+        return cls(**passage.model_dump(exclude={"metadata"}), inferred=inferred)
+
 
 class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")

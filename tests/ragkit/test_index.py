@@ -300,3 +300,58 @@ def test_index_paths_reembeds_only_changed_files(tmp_path: Path, tiny_embedder: 
         pruned = index_paths(index, [corpus], prune=True)
         assert pruned.files_removed == 1 and index.counts().files == 1
         _consistent(index)
+
+
+_READER = textwrap.dedent(
+    """
+    import sys, time
+    from ragkit.embedding import Embedder
+    from ragkit.index import Index
+
+    embedder = Embedder(sys.argv[2], device="cpu").warm_up()
+    seen = set()
+    print("ready", flush=True)
+    deadline = time.time() + float(sys.argv[3])
+    while time.time() < deadline:
+        with Index.open(sys.argv[1], embedder) as index:
+            for _ in range(5):
+                with index.store.snapshot():
+                    hits = index.search("river", k=1000)
+                    expected = index.counts().chunks
+                    seen.add(index.store.generation)
+                assert len(hits) == expected, (len(hits), expected)
+                assert all(hit.chunk.text for hit in hits)
+    print(len(seen), flush=True)
+    """
+)
+
+
+def test_readers_in_other_processes_never_see_a_partial_index(
+    tmp_path: Path, tiny_embedder: Embedder, tiny_model_path: Path
+) -> None:
+    directory = tmp_path / "idx"
+    writer = Index.create(directory, tiny_embedder, CHARS)
+    writer.add_documents(_docs("a", 3))
+    writer.commit()
+    script = tmp_path / "reader.py"
+    script.write_text(_READER)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    reader = subprocess.Popen(
+        [sys.executable, str(script), str(directory), str(tiny_model_path), "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert reader.stdout is not None
+    assert reader.stdout.readline().strip() == b"ready"
+    i = 0
+    while reader.poll() is None:
+        writer.add_documents(_docs(f"w{i}-", 5))
+        if i:
+            writer.delete_documents([f"w{i - 1}-{j}" for j in range(5)])
+        writer.commit()
+        i += 1
+    out, err = reader.communicate()
+    writer.close()
+    assert reader.returncode == 0, err.decode()[-2000:]
+    assert int(out.strip()) > 1, "the reader should have seen several generations"
