@@ -21,6 +21,8 @@ from ragkit.errors import ModelNotFoundError
 
 _RESOLVER_MODULE = "ragkit.generation.checkpoints"
 
+_DROPOUT_ATTRIBUTES = ("attention_dropout", "dropout", "dropout_p", "attn_dropout")
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -70,9 +72,14 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        # attention layers often keep a plain float (e.g. Llama's ``attention_dropout``) that
+        # they pass to the attention kernel instead of using an nn.Dropout module
+        for name in _DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
     config = getattr(model, "config", None)
     if config is not None:
-        for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop"):
+        for name in (*_DROPOUT_ATTRIBUTES, "hidden_dropout", "resid_pdrop", "embd_pdrop"):
             if isinstance(getattr(config, name, None), float):
                 setattr(config, name, 0.0)
 

@@ -16,7 +16,7 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Te
 
     ``logsigmoid`` keeps it finite for large negative margins, where ``log(sigmoid(x))`` is not.
     """
-    return -functional.logsigmoid(rejected - chosen).mean()
+    return -functional.logsigmoid(chosen - rejected).mean()
 
 
 def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:

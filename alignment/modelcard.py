@@ -10,7 +10,11 @@ from collections.abc import Mapping, Sequence
 
 
 def _fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
 
 
 def model_card(

@@ -14,23 +14,26 @@ from ragkit.errors import (
 )
 from ragkit.index import Index, IngestReport, index_paths
 from ragkit.loaders import default_registry, discover_files, load_documents
-from ragkit.retrieval import DenseRetriever, Retriever
+from ragkit.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, MMRReranker, Retriever
 from ragkit.schema import Chunk, Document, Hit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BM25Retriever",
     "Chunk",
     "ChunkingSettings",
     "DenseRetriever",
     "Document",
     "Embedder",
     "Hit",
+    "HybridRetriever",
     "Index",
     "IndexFormatError",
     "IngestReport",
     "InvalidQueryError",
     "LoaderError",
+    "MMRReranker",
     "ModelNotFoundError",
     "RagkitError",
     "RecursiveSplitter",

@@ -200,10 +200,12 @@ def search_command(
         list[str] | None,
         typer.Option("--filter", help="Metadata filter key=value (repeat a key for 'in')."),
     ] = None,
+    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid (RRF of both).")] = "dense",
     json_output: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Print the chunks most similar to QUERY with their source and score."""
     from ragkit.index import Index
+    from ragkit.retrieval import make_retriever
 
     if not query.strip():
         _fail("query is empty")
@@ -213,7 +215,7 @@ def search_command(
 
     def run() -> Any:
         with Index.open(index) as opened:
-            return opened.search(query, k=k, filters=parsed)
+            return make_retriever(opened, retriever, k=k).search(query, k=k, filters=parsed)  # type: ignore[arg-type]
 
     hits = _guard(run)
     if json_output:
@@ -373,6 +375,103 @@ def chat_command(
         answer = _guard(lambda q=question: session.ask(q))  # type: ignore[misc]
         out.print(answer.answer, highlight=False, markup=False, soft_wrap=True)
         _print_sources(answer)
+
+
+align_app = typer.Typer(
+    help="RLHF jobs: supervised fine-tuning and reward-model training.", no_args_is_help=True
+)
+app.add_typer(align_app, name="align")
+
+
+def _align_config(
+    kind: str, config: Path | None, output: Path | None, limit: int | None, model: str | None
+) -> Any:
+    from alignment import RewardJobConfig, SFTJobConfig, load_config, validate_config
+
+    cls: Any = RewardJobConfig if kind == "reward" else SFTJobConfig
+    loaded = load_config(cls, config) if config is not None else cls()
+    data = loaded.model_dump()
+    if output is not None:
+        data["output_dir"] = output
+    if limit is not None:
+        data["data"]["limit"] = limit
+    if model is not None:
+        data["model"]["name_or_path"] = model
+    return validate_config(cls, data, "command line")
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    loop = result.loop
+    data: dict[str, Any] = {
+        "model": str(result.model_dir),
+        "steps": loop.steps,
+        "seconds": round(loop.seconds, 1),
+        "examples_per_second": round(loop.examples_per_second, 2),
+        "peak_rss_mb": round(loop.peak_rss_mb),
+    }
+    for name in ("validation", "normalisation_bias", "train_pairs", "validation_pairs"):
+        if hasattr(result, name):
+            data[name] = getattr(result, name)
+    return data
+
+
+@align_app.command("reward")
+def align_reward_command(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Job config (YAML); see examples/configs/reward.yaml."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Output folder (overrides output_dir).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use only the first N records (quick run).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Backbone: HF id or local folder (default: packaged SmolLM2)."),
+    ] = None,
+) -> None:
+    """Train a pairwise (Bradley-Terry) reward model on preference pairs."""
+    from alignment import train_reward_model
+
+    result = _guard(
+        lambda: train_reward_model(
+            _align_config("reward", config, output, limit, model), resume=resume
+        )
+    )
+    out.print_json(json.dumps(_summary(result), default=str))
+
+
+@align_app.command("sft")
+def align_sft_command(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Job config (YAML); see examples/configs/sft.yaml."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Output folder (overrides output_dir).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use only the first N records (quick run).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model: HF id or local folder (default: packaged SmolLM2).")
+    ] = None,
+) -> None:
+    """Supervised fine-tuning on demonstrations (loss on response tokens only)."""
+    from alignment import train_sft
+
+    result = _guard(
+        lambda: train_sft(_align_config("sft", config, output, limit, model), resume=resume)
+    )
+    out.print_json(json.dumps(_summary(result), default=str))
 
 
 def main() -> None:

@@ -1,19 +1,25 @@
-"""Retrievers: turn a query into ranked hits.
+"""Retrievers: turn a query into ranked hits — dense, BM25, and hybrid fusions of the two.
 
 ``search(query, k, filters) -> list[Hit]`` is the plain call; ``run(question, k, filters)``
-is the pipeline-step form (typed output, see :mod:`ragkit.pipeline`).
+is the pipeline-step form (typed output, see :mod:`ragkit.pipeline`). Metadata filters mean
+the same thing for every retriever: they are resolved by the index's store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from ragkit.errors import RagkitError
 from ragkit.index import Index
 from ragkit.schema import Hit
+
+RRF_K = 60
+RetrieverKind = Literal["dense", "bm25", "hybrid"]
 
 
 class Retrieved(BaseModel):
@@ -25,26 +31,28 @@ class Retrieved(BaseModel):
 @runtime_checkable
 class Retriever(Protocol):
     def search(
-        self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None
+        self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]: ...
 
 
-class DenseRetriever:
-    """Embedding search over an index (exact inner product unless the index says otherwise)."""
+def _open(index: Index | str | Path) -> Index:
+    return index if isinstance(index, Index) else Index.open(index)
 
-    component_name = "dense_retriever"
+
+class _IndexRetriever:
+    component_name = "retriever"
+    kind: str = "dense"
 
     def __init__(self, index: Index | str | Path, k: int = 5) -> None:
-        self.index = index if isinstance(index, Index) else Index.open(index)
+        if k <= 0:
+            raise RagkitError(f"k must be positive, got {k}")
+        self.index = _open(index)
         self.k = k
 
     def search(
         self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]:
-        hits = self.index.search(query, k or self.k, filters)
-        for hit in hits:
-            hit.retriever = "dense"
-        return hits
+        raise NotImplementedError
 
     def run(
         self, question: str, k: int | None = None, filters: dict[str, Any] | None = None
@@ -53,3 +61,192 @@ class DenseRetriever:
 
     def to_config(self) -> dict[str, Any]:
         return {"index": str(self.index.directory), "k": self.k}
+
+
+class DenseRetriever(_IndexRetriever):
+    """Embedding search over an index (exact inner product unless the index says otherwise)."""
+
+    component_name = "dense_retriever"
+
+    def search(
+        self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        return self.index.search(query, k or self.k, filters)
+
+
+class BM25Retriever(_IndexRetriever):
+    """Lexical BM25 search (stemmed, stopwords removed) over the same index."""
+
+    component_name = "bm25_retriever"
+
+    def search(
+        self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        return self.index.search_lexical(query, k or self.k, filters)
+
+
+def reciprocal_rank_fusion(
+    hit_lists: Sequence[Sequence[Hit]],
+    k: int,
+    rrf_k: int = RRF_K,
+    weights: Sequence[float] | None = None,
+) -> list[Hit]:
+    """Fuse rankings by ``sum(w / (rrf_k + rank))``; ties keep the order of first appearance."""
+    weights = list(weights) if weights is not None else [1.0] * len(hit_lists)
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for weight, hits in zip(weights, hit_lists, strict=True):
+        for rank, hit in enumerate(hits):
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight / (rrf_k + rank + 1)
+            first.setdefault(hit.chunk.id, hit)
+    ordered = sorted(first, key=lambda cid: -scores[cid])[:k]
+    return [
+        first[cid].model_copy(update={"score": scores[cid], "rank": i, "retriever": "hybrid"})
+        for i, cid in enumerate(ordered)
+    ]
+
+
+def weighted_score_fusion(
+    hit_lists: Sequence[Sequence[Hit]], k: int, weights: Sequence[float] | None = None
+) -> list[Hit]:
+    """Fuse by a weighted sum of min-max normalised scores (a hit absent from a list scores 0 there)."""
+    weights = list(weights) if weights is not None else [1.0] * len(hit_lists)
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for weight, hits in zip(weights, hit_lists, strict=True):
+        if not hits:
+            continue
+        values = [h.score for h in hits]
+        low, high = min(values), max(values)
+        for hit in hits:
+            normalised = 1.0 if high == low else (hit.score - low) / (high - low)
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight * normalised
+            first.setdefault(hit.chunk.id, hit)
+    ordered = sorted(first, key=lambda cid: -scores[cid])[:k]
+    return [
+        first[cid].model_copy(update={"score": scores[cid], "rank": i, "retriever": "hybrid"})
+        for i, cid in enumerate(ordered)
+    ]
+
+
+class HybridRetriever(_IndexRetriever):
+    """Dense + BM25, each asked for ``candidates`` hits, fused by RRF (default) or weighted scores."""
+
+    component_name = "hybrid_retriever"
+
+    def __init__(
+        self,
+        index: Index | str | Path,
+        k: int = 5,
+        mode: Literal["rrf", "weighted"] = "rrf",
+        rrf_k: int = RRF_K,
+        weights: Sequence[float] = (1.0, 1.0),
+        candidates: int | None = None,
+    ) -> None:
+        super().__init__(index, k)
+        if mode not in ("rrf", "weighted"):
+            raise RagkitError(f"hybrid mode must be 'rrf' or 'weighted', got {mode!r}")
+        self.mode = mode
+        self.rrf_k = rrf_k
+        self.weights = tuple(weights)
+        self.candidates = candidates
+
+    def search(
+        self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        k = k or self.k
+        pool = max(self.candidates or 0, 4 * k)
+        dense = self.index.search(query, pool, filters)
+        lexical = self.index.search_lexical(query, pool, filters)
+        if self.mode == "rrf":
+            return reciprocal_rank_fusion([dense, lexical], k, self.rrf_k, self.weights)
+        return weighted_score_fusion([dense, lexical], k, self.weights)
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            **super().to_config(),
+            "mode": self.mode,
+            "rrf_k": self.rrf_k,
+            "weights": list(self.weights),
+            "candidates": self.candidates,
+        }
+
+
+class RankFusion:
+    """Pipeline step merging ``hits_list`` (e.g. from :class:`~ragkit.pipeline.Parallel`) by RRF."""
+
+    component_name = "rank_fusion"
+
+    def __init__(self, k: int = 5, rrf_k: int = RRF_K) -> None:
+        self.k = k
+        self.rrf_k = rrf_k
+
+    def run(self, hits_list: list[list[Hit]]) -> Retrieved:
+        return Retrieved(hits=reciprocal_rank_fusion(hits_list, self.k, self.rrf_k))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"k": self.k, "rrf_k": self.rrf_k}
+
+
+def maximal_marginal_relevance(
+    query: np.ndarray, candidates: np.ndarray, k: int, diversity: float = 0.3
+) -> list[int]:
+    """Indices of ``k`` candidates balancing similarity to the query against redundancy.
+
+    ``diversity`` 0 is plain similarity order; 1 ignores the query after the first pick.
+    Vectors are unit length, so dot products are cosines.
+    """
+    if len(candidates) == 0:
+        return []
+    relevance = candidates @ query
+    chosen: list[int] = [int(np.argmax(relevance))]
+    similarity = candidates @ candidates.T
+    while len(chosen) < min(k, len(candidates)):
+        redundancy = similarity[:, chosen].max(axis=1)
+        score = (1 - diversity) * relevance - diversity * redundancy
+        score[chosen] = -np.inf
+        chosen.append(int(np.argmax(score)))
+    return chosen
+
+
+class MMRReranker:
+    """Diversify hits with MMR using the stored chunk vectors (no model call beyond the query)."""
+
+    component_name = "mmr"
+
+    def __init__(self, index: Index | str | Path, k: int = 5, diversity: float = 0.3) -> None:
+        if not 0.0 <= diversity <= 1.0:
+            raise RagkitError(f"diversity must be in [0, 1], got {diversity}")
+        self.index = _open(index)
+        self.k = k
+        self.diversity = diversity
+
+    def rerank(self, query: str, hits: Sequence[Hit], k: int | None = None) -> list[Hit]:
+        if not hits:
+            return []
+        vectors = self.index.vectors_of([h.chunk.id for h in hits])
+        usable = [h for h in hits if h.chunk.id in vectors]
+        matrix = np.stack([vectors[h.chunk.id] for h in usable])
+        query_vector = self.index.embedder.encode_query(query)[0]
+        order = maximal_marginal_relevance(query_vector, matrix, k or self.k, self.diversity)
+        return [usable[i].model_copy(update={"rank": rank}) for rank, i in enumerate(order)]
+
+    def run(self, question: str, hits: list[Hit]) -> Retrieved:
+        return Retrieved(hits=self.rerank(question, hits))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"index": str(self.index.directory), "k": self.k, "diversity": self.diversity}
+
+
+def make_retriever(
+    index: Index | str | Path, kind: RetrieverKind = "dense", k: int = 5
+) -> _IndexRetriever:
+    """The retriever named on the command line (``--retriever dense|bm25|hybrid``)."""
+    classes: dict[str, type[_IndexRetriever]] = {
+        "dense": DenseRetriever,
+        "bm25": BM25Retriever,
+        "hybrid": HybridRetriever,
+    }
+    if kind not in classes:
+        raise RagkitError(f"unknown retriever {kind!r} (use dense, bm25 or hybrid)")
+    return classes[kind](index, k=k)

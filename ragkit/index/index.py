@@ -5,6 +5,7 @@ Layout of ``DIR``::
     manifest.json          format version, embedder, dimension, chunking, counts (JSON)
     store.sqlite           files, documents, chunks and their vectors (SQLite, WAL)
     vectors-<G>.faiss      FAISS index for generation G (the one the store names)
+    bm25-<G>/              BM25 (bm25s) index for generation G: .npy arrays + JSON vocabulary
     write.lock             held by the single writer
 
 Changes are staged in memory and applied by :meth:`Index.commit`: the FAISS file of the next
@@ -17,8 +18,9 @@ and reload.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +32,7 @@ from filelock import FileLock, Timeout
 from ragkit.chunking import ChunkingSettings, RecursiveSplitter
 from ragkit.embedding import Embedder, Vectors
 from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
+from ragkit.index.lexical import LexicalIndex
 from ragkit.index.manifest import MANIFEST_NAME, IndexCounts, IndexManifest, IndexType, utc_now
 from ragkit.index.store import STORE_NAME, ChunkStore
 from ragkit.index.vectors import VectorIndex
@@ -40,6 +43,10 @@ LOCK_NAME = "write.lock"
 
 def vector_file(directory: Path, generation: int) -> Path:
     return directory / f"vectors-{generation}.faiss"
+
+
+def lexical_dir(directory: Path, generation: int) -> Path:
+    return directory / f"bm25-{generation}"
 
 
 @dataclass
@@ -69,6 +76,8 @@ class Index:
         self.store = store
         self._vectors: VectorIndex | None = None
         self._loaded_generation = -1
+        self._lexical: LexicalIndex | None = None
+        self._lexical_generation = -1
         self._pending = _Pending()
         self._lock: FileLock | None = None
         self._splitter: RecursiveSplitter | None = None
@@ -106,6 +115,7 @@ class Index:
         store.set_meta("next_vid", "1")
         store.commit()
         VectorIndex(manifest.dimension, index_type).save(vector_file(directory, 0))
+        LexicalIndex.build(np.zeros(0, np.int64), []).save(lexical_dir(directory, 0))
         # The manifest is written last: a directory without one is not (yet) an index.
         manifest.save(directory)
         return cls(directory, manifest, embedder, store)
@@ -310,6 +320,9 @@ class Index:
             else:
                 self._rebuild_vectors(vectors, set(removed.tolist()), new_vids, new_vectors)
             vectors.save(new_path)
+            self._build_lexical(set(removed.tolist()), new_vids, pending.chunks).save(
+                lexical_dir(self.directory, new_generation)
+            )
             self.store.begin()
             self.store.delete_documents(pending.delete_documents)
             for key in pending.delete_files:
@@ -328,8 +341,10 @@ class Index:
             self._loaded_generation = -1
             with contextlib.suppress(OSError):
                 new_path.unlink()
+            shutil.rmtree(lexical_dir(self.directory, new_generation), ignore_errors=True)
             raise
         self._loaded_generation = new_generation
+        self._lexical = None
         self._pending = _Pending()
         files, documents, chunks = self.store.counts()
         self.manifest.generation = new_generation
@@ -339,6 +354,34 @@ class Index:
         self._prune_vector_files(keep_from=generation)
         self._release_lock()
         return new_generation
+
+    def _build_lexical(
+        self, removed: set[int], new_ids: np.ndarray, new_chunks: Sequence[Chunk]
+    ) -> LexicalIndex:
+        ids: list[int] = []
+        texts: list[str] = []
+        for vid, text in self.store.conn.execute("SELECT vid, text FROM chunks ORDER BY vid"):
+            if vid not in removed:
+                ids.append(vid)
+                texts.append(text)
+        ids.extend(int(i) for i in new_ids)
+        texts.extend(c.text for c in new_chunks)
+        return LexicalIndex.build(np.asarray(ids, dtype=np.int64), texts)
+
+    def _ensure_lexical(self) -> LexicalIndex:
+        """The BM25 index of the snapshot's generation (built in memory for indexes that lack one)."""
+        generation = self.store.generation
+        if self._lexical is not None and self._lexical_generation == generation:
+            return self._lexical
+        folder = lexical_dir(self.directory, generation)
+        if folder.is_dir():
+            self._lexical = LexicalIndex.load(folder)
+        else:
+            if generation != self.store.generation:  # pragma: no cover - guarded by the snapshot
+                raise IndexFormatError("generation changed while loading")
+            self._lexical = self._build_lexical(set(), np.zeros(0, np.int64), [])
+        self._lexical_generation = generation
+        return self._lexical
 
     def _rebuild_vectors(
         self, vectors: VectorIndex, removed: set[int], new_ids: np.ndarray, new_vectors: np.ndarray
@@ -362,9 +405,18 @@ class Index:
             if generation < keep_from:
                 with contextlib.suppress(OSError):
                     path.unlink()
+        for folder in self.directory.glob("bm25-*"):
+            try:
+                generation = int(folder.name.split("-", 1)[1])
+            except ValueError:
+                continue
+            if generation < keep_from:
+                shutil.rmtree(folder, ignore_errors=True)
         for tmp in self.directory.glob(".vectors-*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        for tmp in self.directory.glob(".bm25-*.tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # -- reading ----------------------------------------------------------------------------
     def search(self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None) -> list[Hit]:
@@ -381,29 +433,66 @@ class Index:
         """Search by vector. Vectors and rows are read from one committed generation, even while
         another process commits: a reader never mixes two states of the index."""
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+
+        def run() -> list[tuple[int, float]]:
+            vectors = self._ensure_vectors()
+            if vectors.ntotal == 0:
+                return []
+            allowed = self.store.matching_vids(filters) if filters else None
+            scores, ids = vectors.search(query, k, allowed)
+            return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+        return self._in_snapshot(run, "dense")
+
+    def search_lexical(
+        self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """BM25 search with the same filters and the same snapshot guarantee as :meth:`search_vector`."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidQueryError("query is empty")
+        if k <= 0:
+            raise InvalidQueryError(f"k must be positive, got {k}")
+
+        def run() -> list[tuple[int, float]]:
+            lexical = self._ensure_lexical()
+            allowed = self.store.matching_vids(filters) if filters else None
+            scores, ids = lexical.search(query, k, allowed)
+            return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+
+        return self._in_snapshot(run, "bm25")
+
+    def _in_snapshot(
+        self, search: Callable[[], list[tuple[int, float]]], retriever: str
+    ) -> list[Hit]:
         for attempt in range(5):
             with self.store.snapshot():
                 try:
-                    vectors = self._ensure_vectors()
+                    pairs = search()
                 except IndexFormatError:
                     if attempt == 4:
                         raise
-                    continue  # our snapshot's vector file was pruned by a fast writer: take a newer one
-                if vectors.ntotal == 0:
-                    return []
-                allowed = self.store.matching_vids(filters) if filters else None
-                scores, ids = vectors.search(query, k, allowed)
-                pairs = [
-                    (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0
-                ]
+                    continue  # our snapshot's files were pruned by a fast writer: take a newer one
                 chunks = self.store.chunks_by_vid([i for i, _ in pairs])
-            hits = [Hit(chunk=chunks[i], score=s) for i, s in pairs if i in chunks]
+            hits = [
+                Hit(chunk=chunks[i], score=s, retriever=retriever) for i, s in pairs if i in chunks
+            ]
             for rank, hit in enumerate(hits):
                 hit.rank = rank
             return hits
         raise IndexFormatError(
             f"could not read a consistent state of {self.directory}"
         )  # pragma: no cover
+
+    def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, Vectors]:
+        """Stored embeddings of chunks (for MMR and other re-ranking without re-embedding)."""
+        found: dict[str, Vectors] = {}
+        for chunk_id in chunk_ids:
+            row = self.store.conn.execute(
+                "SELECT vector FROM chunks WHERE id = ?", (chunk_id,)
+            ).fetchone()
+            if row is not None:
+                found[chunk_id] = np.frombuffer(row[0], dtype=np.float32)
+        return found
 
     def document(self, document_id: str) -> Document | None:
         return self.store.document(document_id)

@@ -40,7 +40,13 @@ def _register_builtins() -> None:
     from ragkit.rag.citations import CitationStep
     from ragkit.rag.generate_step import GenerateStep
     from ragkit.rag.prompt_builder import PromptBuilder
-    from ragkit.retrieval import DenseRetriever
+    from ragkit.retrieval import (
+        BM25Retriever,
+        DenseRetriever,
+        HybridRetriever,
+        MMRReranker,
+        RankFusion,
+    )
 
     def generator(params: dict[str, Any]) -> GenerateStep:
         params = dict(params)
@@ -61,6 +67,29 @@ def _register_builtins() -> None:
 
     _FACTORIES.setdefault(
         "dense_retriever", lambda p: DenseRetriever(p["index"], k=int(p.get("k", 5)))
+    )
+    _FACTORIES.setdefault(
+        "bm25_retriever", lambda p: BM25Retriever(p["index"], k=int(p.get("k", 5)))
+    )
+    _FACTORIES.setdefault(
+        "hybrid_retriever",
+        lambda p: HybridRetriever(
+            p["index"],
+            k=int(p.get("k", 5)),
+            mode=p.get("mode", "rrf"),
+            rrf_k=int(p.get("rrf_k", 60)),
+            weights=tuple(p.get("weights", (1.0, 1.0))),
+            candidates=p.get("candidates"),
+        ),
+    )
+    _FACTORIES.setdefault(
+        "rank_fusion", lambda p: RankFusion(k=int(p.get("k", 5)), rrf_k=int(p.get("rrf_k", 60)))
+    )
+    _FACTORIES.setdefault(
+        "mmr",
+        lambda p: MMRReranker(
+            p["index"], k=int(p.get("k", 5)), diversity=float(p.get("diversity", 0.3))
+        ),
     )
     _FACTORIES.setdefault("prompt_builder", prompt_builder)
     _FACTORIES.setdefault("generator", generator)

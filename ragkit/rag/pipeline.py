@@ -14,7 +14,7 @@ from ragkit.rag.citations import CitationStep, map_citations
 from ragkit.rag.generate_step import GenerateStep
 from ragkit.rag.prompt_builder import DEFAULT_TEMPLATE, PromptBuilder
 from ragkit.rag.schema import Answer
-from ragkit.retrieval import DenseRetriever
+from ragkit.retrieval import RetrieverKind, make_retriever
 
 DEFAULT_OPTIONS = {"max_new_tokens": 128}
 
@@ -60,9 +60,14 @@ class RAGPipeline:
 
     @classmethod
     def from_index(
-        cls, index: str | Path, generator: Generator | str | None = None, k: int = 4, **kwargs: Any
+        cls,
+        index: str | Path,
+        generator: Generator | str | None = None,
+        k: int = 4,
+        retriever: RetrieverKind = "dense",
+        **kwargs: Any,
     ) -> RAGPipeline:
-        return cls(DenseRetriever(index, k=k), generator, **kwargs)
+        return cls(make_retriever(index, retriever, k=k), generator, **kwargs)
 
     @property
     def generator(self) -> Generator:

@@ -30,6 +30,45 @@ def test_head_is_drawn_from_normal_with_std_one_over_sqrt_d_plus_one() -> None:
     assert abs(head.weight.mean().item()) < 3 / 64 / math.sqrt(4095)
 
 
+def test_head_init_uses_exactly_std_one_over_sqrt_d_plus_one() -> None:
+    head = init_head(64, generator=torch.Generator().manual_seed(5))
+    expected = torch.empty(1, 64).normal_(
+        0.0, 1 / math.sqrt(65), generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(head.weight.data, expected)
+
+
+def test_dropout_is_disabled_even_inside_attention_kernels() -> None:
+    from transformers import LlamaConfig, LlamaModel
+
+    from alignment.backbone import disable_dropout
+
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        attention_dropout=0.5,
+    )
+    config._attn_implementation = "eager"
+    model = LlamaModel(config).train()
+    ids = torch.randint(0, 32, (2, 12))
+    torch.manual_seed(0)
+    assert not torch.equal(
+        model(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state
+    )
+    disable_dropout(model)
+    assert torch.equal(
+        model(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state
+    )
+    layers = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train()
+    disable_dropout(layers)
+    x = torch.ones(3, 4)
+    assert torch.equal(layers(x), layers(x))
+
+
 def test_fresh_model_has_the_checklist_head_and_a_dedicated_pad(reward_model: RewardModel) -> None:
     assert reward_model.head.weight.shape == (1, 64)
     assert torch.count_nonzero(reward_model.head.bias) == 0

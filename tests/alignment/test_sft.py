@@ -119,12 +119,18 @@ def test_sft_lowers_the_validation_loss_and_saves_a_loadable_model(
 
 
 def test_sft_lora_trains_the_adapter_only_and_resumes_exactly(
-    tiny_model_dir: Path, tmp_path: Path
+    # LoRA dropout makes the run depend on the RNG: resuming must restore it too
+    tiny_model_dir: Path,
+    tmp_path: Path,
 ) -> None:
     from safetensors.torch import load_file
 
     data = _demos_file(tmp_path / "demos.jsonl", 48)
-    lora = {"name_or_path": str(tiny_model_dir), "finetune": "lora", "lora": {"r": 4, "alpha": 8}}
+    lora = {
+        "name_or_path": str(tiny_model_dir),
+        "finetune": "lora",
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.2},
+    }
     training = {"max_steps": 4, "checkpoint_every": 2, "learning_rate": 1e-2}
     straight = _config(tiny_model_dir, data, tmp_path / "a", training=training, model=lora)
     broken = _config(tiny_model_dir, data, tmp_path / "b", training=training, model=lora)

@@ -1,0 +1,38 @@
+"""`ragkit align reward|sft`: the CLI runs the same jobs as the example scripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ragkit.cli import app
+
+runner = CliRunner()
+
+
+def test_align_reward_runs_a_quick_job(tiny_model_dir: Path, tmp_path: Path, make_pairs: object, write_pairs: object) -> None:
+    data = write_pairs(tmp_path / "pairs.jsonl", make_pairs(24))  # type: ignore[operator]
+    config = tmp_path / "reward.yaml"
+    config.write_text(
+        f"data: {{path: {data}, format: fields, validation_fraction: 0.25}}\n"
+        "training: {batch_size: 4, max_steps: 2, progress: false}\nmax_length: 64\nmin_prompt_tokens: 2\n"
+    )
+    result = runner.invoke(
+        app, ["align", "reward", "--config", str(config), "--model", str(tiny_model_dir), "--output", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and summary["train_pairs"] + summary["validation_pairs"] == 24
+    assert (tmp_path / "out" / "model" / "reward_model.json").is_file()
+
+
+def test_align_bad_config_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "sft.yaml"
+    config.write_text("training: {batch_size: 4}\nunknown_key: 1\n")
+    result = runner.invoke(app, ["align", "sft", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "unknown_key" in result.stderr and "Traceback" not in result.output
+    missing = runner.invoke(app, ["align", "reward", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 1 and "not found" in missing.stderr
