@@ -31,7 +31,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check ragkit prompts alignment tests benchmarks examples
 	$(VENV)/bin/mypy
 
 clean:

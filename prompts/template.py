@@ -8,16 +8,19 @@ producing a prompt with a hole in it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from jinja2 import StrictUndefined, meta
-from jinja2.exceptions import TemplateError
+from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from prompts.atomic import atomic_write_text
+from prompts.budget import Fitted, fit_ranked
 
 _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
@@ -30,6 +33,10 @@ class TemplateVariableError(ValueError):
 
 class TemplateSyntaxError(ValueError):
     """A template's source is not valid Jinja2."""
+
+
+class TemplateSecurityError(ValueError):
+    """A template tried something the sandbox forbids (Python internals, mutating data)."""
 
 
 def _variables_of(source: str) -> set[str]:
@@ -81,16 +88,44 @@ class _Declared(BaseModel):
         return self
 
     def save(self, path: str | Path) -> None:
-        from ragkit.atomic import atomic_write_text
-
+        """Write the template as YAML, atomically (a crash leaves the old file or the new)."""
         atomic_write_text(
             path, yaml.safe_dump(self.model_dump(), sort_keys=False, allow_unicode=True)
         )
+
+    def render(self, **values: Any) -> Any:
+        raise NotImplementedError
+
+    def render_within(
+        self,
+        budget: int,
+        count_tokens: Callable[[Any], int],
+        fit: str,
+        **values: Any,
+    ) -> Fitted[Any]:
+        """Render so the prompt fits ``budget`` tokens, dropping items of ``fit`` from the end.
+
+        ``values[fit]`` must be a list ranked best first (retrieved passages, few-shot
+        examples); ``count_tokens`` measures a rendered prompt (e.g. ``Generator.count_tokens``,
+        which includes the chat template). The result's ``report`` lists the dropped ranks.
+        """
+        if fit not in self.variables:
+            raise TemplateVariableError(f"template {self.name!r}: cannot fit undeclared {fit!r}")
+        items = values.get(fit)
+        if not isinstance(items, list | tuple):
+            raise TypeError(f"variable {fit!r} to fit must be a list, got {type(items).__name__}")
+
+        def render(kept: list[Any]) -> Any:
+            return self.render(**{**values, fit: kept})
+
+        return fit_ranked(items, render, count_tokens, budget, variable=fit)
 
 
 def _render(source: str, values: Mapping[str, Any], name: str) -> str:
     try:
         return _ENV.from_string(source).render(**values)
+    except SecurityError as exc:
+        raise TemplateSecurityError(f"template {name!r}: {exc}") from None
     except TemplateError as exc:
         raise TemplateVariableError(f"template {name!r}: {exc}") from None
 

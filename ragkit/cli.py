@@ -292,13 +292,27 @@ def _print_sources(answer: Any) -> None:
         err.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
-def _rag(index: Path, generator: str | None, k: int, max_new_tokens: int) -> Any:
-    from ragkit.rag import RAGPipeline
+def _rag(
+    index: Path,
+    generator: str | None,
+    k: int,
+    max_new_tokens: int,
+    retriever: str = "dense",
+    strategy: str = "plain",
+) -> Any:
+    from ragkit.rag import STRATEGIES, RAGPipeline
 
     if k <= 0:
         raise RagkitError(f"-k must be positive, got {k}")
+    if strategy not in STRATEGIES:
+        raise RagkitError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     return RAGPipeline.from_index(
-        index, generator=generator, k=k, options={"max_new_tokens": max_new_tokens}
+        index,
+        generator=generator,
+        k=k,
+        retriever=retriever,  # type: ignore[arg-type]
+        options={"max_new_tokens": max_new_tokens},
+        strategy=strategy,
     )
 
 
@@ -323,13 +337,17 @@ def ask_command(
     show_trace: Annotated[
         bool, typer.Option("--trace", help="Print the trace (steps, timings, final prompt).")
     ] = False,
+    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid (RRF of both).")] = "dense",
+    strategy: Annotated[
+        str, typer.Option(help="plain, fewshot, cot, self-consistency or least-to-most.")
+    ] = "plain",
 ) -> None:
     """Answer QUESTION from the index, citing the passages used."""
     if not question.strip():
         _fail("question is empty")
 
     def run() -> Any:
-        rag = _rag(index, generator, k, max_new_tokens)
+        rag = _rag(index, generator, k, max_new_tokens, retriever, strategy)
         if json_output or not stream:
             return rag.ask(question)
         answer_stream = rag.stream(question)
@@ -375,6 +393,128 @@ def chat_command(
         answer = _guard(lambda q=question: session.ask(q))  # type: ignore[misc]
         out.print(answer.answer, highlight=False, markup=False, soft_wrap=True)
         _print_sources(answer)
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        Path, typer.Argument(help="SQuAD JSON, a BEIR folder, or a JSONL of questions.")
+    ],
+    dataset_format: Annotated[
+        str | None, typer.Option("--format", help="squad, beir or jsonl (default: from the path).")
+    ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            "--index",
+            "-i",
+            help="Evaluate against this index (default: index the dataset's own corpus).",
+        ),
+    ] = None,
+    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "dense",
+    rerank: Annotated[
+        str | None, typer.Option(help="Cross-encoder model (HF id or local path) to rerank with.")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="Passages retrieved per question.")] = 10,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate", help="Also answer with the generator: EM/F1, abstention, citations."
+        ),
+    ] = False,
+    generator: Annotated[
+        str | None, typer.Option(help="Generator for --generate (default: packaged SmolLM2).")
+    ] = None,
+    embedder: Annotated[
+        str | None, typer.Option(help="Embedder when indexing the dataset's corpus.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N questions.")] = None,
+    failures: Annotated[
+        Path | None, typer.Option(help="Write per-question failures as JSONL here.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Measure retrieval (recall@1/5/10, MRR@10, nDCG@10) and, with --generate, answers."""
+    import tempfile
+
+    from ragkit.embedding import Embedder
+    from ragkit.evaluation import evaluate, load_dataset, write_failures
+    from ragkit.index import Index
+    from ragkit.retrieval import CrossEncoderReranker, RerankedRetriever, make_retriever
+
+    if dataset_format not in (None, "squad", "beir", "jsonl"):
+        _fail(f"--format must be squad, beir or jsonl, got {dataset_format!r}")
+    if k <= 0:
+        _fail(f"-k must be positive, got {k}")
+
+    def run() -> Any:
+        data = load_dataset(dataset, dataset_format)  # type: ignore[arg-type]
+        if not data.questions:
+            raise RagkitError(f"{dataset} holds no questions")
+        with tempfile.TemporaryDirectory(prefix="ragkit-eval-") as scratch:
+            if index is None:
+                if not data.corpus:
+                    raise RagkitError(f"{data.format} datasets have no corpus: pass --index")
+                opened = Index.create(Path(scratch) / "index", Embedder(embedder))
+                opened.add_documents(data.corpus)
+                opened.commit()
+                unit = "document"
+            else:
+                opened = Index.open(index)
+                unit = "chunk" if data.format == "squad" else "document"
+            with (
+                opened,
+                Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                    transient=True,
+                    disable=json_output or not err.is_terminal,
+                ) as progress,
+            ):
+                task = progress.add_task("evaluating", total=None)
+                base: Any = make_retriever(opened, retriever, k=k)  # type: ignore[arg-type]
+                if rerank:
+                    base = RerankedRetriever(
+                        base, CrossEncoderReranker(rerank, k=k), candidates=max(20, 2 * k)
+                    )
+                rag = None
+                if generate:
+                    from ragkit.rag import RAGPipeline
+
+                    rag = RAGPipeline(base, generator, options={"max_new_tokens": 48})
+                return evaluate(
+                    data,
+                    base,
+                    k=k,
+                    unit=unit,  # type: ignore[arg-type]
+                    index=opened,
+                    rag=rag,
+                    limit=limit,
+                    progress=lambda done, total: progress.update(task, completed=done, total=total),
+                )
+
+    report = _guard(run)
+    if failures is not None:
+        write_failures(report, failures)
+    if json_output:
+        out.print_json(report.model_dump_json(exclude={"failures"}))
+        return
+    table = Table(
+        title=f"{report.dataset}: {report.questions} questions ({report.unanswerable} unanswerable), retriever {report.retriever}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in report.retrieval.items():
+        table.add_row(name, f"{value:.3f}" if name != "questions_scored" else str(int(value)))
+    for name, value in (report.generation or {}).items():
+        table.add_row(
+            name, f"{value:.3f}" if name not in ("answered", "unanswerable") else str(int(value))
+        )
+    out.print(table)
+    out.print(f"{len(report.failures)} failure(s); {report.seconds:.1f} s", highlight=False)
 
 
 align_app = typer.Typer(

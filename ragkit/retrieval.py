@@ -250,3 +250,80 @@ def make_retriever(
     if kind not in classes:
         raise RagkitError(f"unknown retriever {kind!r} (use dense, bm25 or hybrid)")
     return classes[kind](index, k=k)
+
+
+class CrossEncoderReranker:
+    """Re-score hits with a sentence-transformers ``CrossEncoder`` (any HF id or local path).
+
+    No cross-encoder ships offline with ragkit, so this is opt-in: pass a model you have.
+    """
+
+    component_name = "cross_encoder"
+
+    def __init__(
+        self, model: str, k: int = 5, batch_size: int = 32, device: str | None = None
+    ) -> None:
+        self.model_name = model
+        self.k = k
+        self.batch_size = batch_size
+        self.device = device
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from sentence_transformers import CrossEncoder
+
+            from ragkit.embedding import auto_device
+
+            try:
+                self._model = CrossEncoder(self.model_name, device=self.device or auto_device())
+            except (OSError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise RagkitError(
+                    f"cannot load cross-encoder {self.model_name!r}: {first}"
+                ) from None
+        return self._model
+
+    def rerank(self, query: str, hits: Sequence[Hit], k: int | None = None) -> list[Hit]:
+        if not hits:
+            return []
+        scores = self.model.predict(
+            [(query, h.chunk.text) for h in hits],
+            batch_size=self.batch_size,
+            show_progress_bar=False,
+        )
+        order = sorted(range(len(hits)), key=lambda i: -float(scores[i]))[: k or self.k]
+        return [
+            hits[i].model_copy(update={"score": float(scores[i]), "rank": rank})
+            for rank, i in enumerate(order)
+        ]
+
+    def run(self, question: str, hits: list[Hit]) -> Retrieved:
+        return Retrieved(hits=self.rerank(question, hits))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"model": self.model_name, "k": self.k, "batch_size": self.batch_size}
+
+
+class RerankedRetriever:
+    """A retriever whose ``candidates`` results are re-ordered by a reranker (cross-encoder, MMR)."""
+
+    def __init__(self, base: Any, reranker: Any, candidates: int = 20) -> None:
+        self.base = base
+        self.reranker = reranker
+        self.candidates = candidates
+        self.index = getattr(base, "index", None)
+        self.component_name = f"{getattr(base, 'component_name', 'retriever')}+{getattr(reranker, 'component_name', 'rerank')}"
+
+    def search(
+        self, query: str, k: int | None = None, filters: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        wanted: int = k or int(getattr(self.base, "k", 5))
+        hits = self.base.search(query, max(self.candidates, wanted), filters)
+        return list(self.reranker.rerank(query, hits, k))
+
+    def run(
+        self, question: str, k: int | None = None, filters: dict[str, Any] | None = None
+    ) -> Retrieved:
+        return Retrieved(hits=self.search(question, k, filters))

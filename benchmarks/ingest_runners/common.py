@@ -85,8 +85,13 @@ def load_queries(path: Path) -> list[str]:
     return queries
 
 
-def time_queries(run_query: Any, queries: list[str], warmup: int) -> tuple[list[float], list[int]]:
-    """Per-query latency in ms of ``run_query(q)``; the first ``warmup`` queries are not counted.
+def time_queries(
+    run_query: Any, queries: list[str], warmup: int
+) -> tuple[list[float], list[int], list[float]]:
+    """Per-query latency in ms of ``run_query(q)`` and hit counts; warm-up queries not counted.
+
+    Also returns the process CPU time of each query (all threads): on a shared machine it moves
+    far less with other people's load than wall time does.
 
     Warm-up matters: the first call pays one-off costs (lazy imports, allocator growth, oneDNN
     kernel selection) that a long-running service would not pay per query.
@@ -94,13 +99,16 @@ def time_queries(run_query: Any, queries: list[str], warmup: int) -> tuple[list[
     for query in queries[: max(warmup, 0)]:
         run_query(query)
     latencies: list[float] = []
+    cpu: list[float] = []
     hit_counts: list[int] = []
     for query in queries:
+        cpu_started = time.process_time()
         started = time.perf_counter()
         hits = run_query(query)
         latencies.append((time.perf_counter() - started) * 1000.0)
+        cpu.append((time.process_time() - cpu_started) * 1000.0)
         hit_counts.append(len(hits))
-    return latencies, hit_counts
+    return latencies, hit_counts, cpu
 
 
 def audit_truncation(texts: list[str], model: str) -> dict[str, Any]:

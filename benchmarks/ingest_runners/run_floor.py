@@ -74,7 +74,7 @@ def search(args: argparse.Namespace) -> None:
         return [texts[i] for i in ids[0] if i >= 0]
 
     queries = load_queries(args.queries)
-    latencies, hits = time_queries(run_query, queries, args.warmup)
+    latencies, hits, cpu_ms = time_queries(run_query, queries, args.warmup)
     with phases("audit"):
         truncation = audit_truncation(texts, args.model)
     write_result(
@@ -82,6 +82,7 @@ def search(args: argparse.Namespace) -> None:
         {
             "system": "floor",
             "latencies_ms": latencies,
+            "cpu_ms": cpu_ms,
             "hits": hits,
             "phases": phases.seconds,
             "truncation": truncation,

@@ -98,7 +98,7 @@ def search(args: argparse.Namespace) -> None:
         return retriever.run(query_embedding=embedding)["documents"]
 
     queries = load_queries(args.queries)
-    latencies, hits = time_queries(run_query, queries, args.warmup)
+    latencies, hits, cpu_ms = time_queries(run_query, queries, args.warmup)
     with phases("audit"):
         texts = [doc.content or "" for doc in store.filter_documents()]
         truncation = audit_truncation(texts, args.model)
@@ -107,6 +107,7 @@ def search(args: argparse.Namespace) -> None:
         {
             "system": "haystack",
             "latencies_ms": latencies,
+            "cpu_ms": cpu_ms,
             "hits": hits,
             "phases": phases.seconds,
             "truncation": truncation,

@@ -83,7 +83,7 @@ def search(args: argparse.Namespace) -> None:
         return store.similarity_search(query, k=k)
 
     queries = load_queries(args.queries)
-    latencies, hits = time_queries(run_query, queries, args.warmup)
+    latencies, hits, cpu_ms = time_queries(run_query, queries, args.warmup)
     with phases("audit"):
         texts = [doc.page_content for doc in store.docstore._dict.values()]
         truncation = audit_truncation(texts, args.model)
@@ -92,6 +92,7 @@ def search(args: argparse.Namespace) -> None:
         {
             "system": "langchain",
             "latencies_ms": latencies,
+            "cpu_ms": cpu_ms,
             "hits": hits,
             "phases": phases.seconds,
             "truncation": truncation,

@@ -88,7 +88,7 @@ def search(args: argparse.Namespace) -> None:
         return retriever.retrieve(query)
 
     queries = load_queries(args.queries)
-    latencies, hits = time_queries(run_query, queries, args.warmup)
+    latencies, hits, cpu_ms = time_queries(run_query, queries, args.warmup)
     with phases("audit"):
         # What LlamaIndex embeds: the node text with its embed-visible metadata prepended.
         from llama_index.core.schema import MetadataMode
@@ -103,6 +103,7 @@ def search(args: argparse.Namespace) -> None:
         {
             "system": "llamaindex",
             "latencies_ms": latencies,
+            "cpu_ms": cpu_ms,
             "hits": hits,
             "phases": phases.seconds,
             "truncation": truncation,

@@ -38,7 +38,7 @@ def search(args: argparse.Namespace) -> None:
         return list(index.search(query, k=k))
 
     queries = load_queries(args.queries)
-    latencies, hits = time_queries(run_query, queries, args.warmup)
+    latencies, hits, cpu_ms = time_queries(run_query, queries, args.warmup)
     sample = run_query(queries[0]) if queries else []
     top = sample[0] if sample else None
     write_result(
@@ -46,6 +46,7 @@ def search(args: argparse.Namespace) -> None:
         {
             "system": "ragkit",
             "latencies_ms": latencies,
+            "cpu_ms": cpu_ms,
             "hits": hits,
             "phases": phases.seconds,
             "example": {

@@ -17,6 +17,7 @@ Why it is more than a thin wrapper around ``model.generate``:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -75,7 +76,7 @@ class Generator:
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str | os.PathLike[str] | None = None,
         device: str | None = None,
         dtype: str | None = None,
         *,
@@ -83,7 +84,7 @@ class Generator:
         options: GenerationOptions | Mapping[str, Any] | None = None,
     ) -> None:
         self.config = GeneratorConfig(
-            model=model,
+            model=os.fspath(model) if model is not None else None,
             device=device,
             dtype=dtype,
             batch_size=batch_size,
@@ -167,6 +168,18 @@ class Generator:
         return CPU_BATCH_SIZE if self.device == "cpu" else GPU_BATCH_SIZE
 
     @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Ids that end generation (the model's generation config and the tokenizer's EOS)."""
+        self.warm_up()
+        return self._eos_ids
+
+    @property
+    def pad_token_id(self) -> int:
+        """Id used for left padding (may equal an EOS id; padding is masked, never counted)."""
+        self.warm_up()
+        return self._pad_id
+
+    @property
     def is_loaded(self) -> bool:
         """Whether the weights are in memory."""
         return self._model is not None
@@ -217,13 +230,23 @@ class Generator:
         return len(self._encode(render_prompt(self.tokenizer, prompt, apply_chat_template)))
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        """The longest prefix of ``text`` that is at most ``max_tokens`` tokens (no specials)."""
+        """The longest prefix of ``text`` covered by its first ``max_tokens`` tokens.
+
+        The cut uses the tokenizer's character offsets, so the result is an exact prefix of
+        ``text`` (decoding the ids back could normalise spaces or characters).
+        """
         if max_tokens <= 0:
             return ""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) <= max_tokens:
+        tokenizer = self.tokenizer
+        try:
+            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except (NotImplementedError, TypeError, ValueError):  # slow tokenizers: no offsets
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            return text if len(ids) <= max_tokens else self._decode(ids[:max_tokens])
+        offsets = encoded["offset_mapping"]
+        if len(offsets) <= max_tokens:
             return text
-        return self._decode(ids[:max_tokens])
+        return text[: offsets[max_tokens - 1][1]]
 
     def _encode(self, rendered: RenderedPrompt) -> list[int]:
         ids = self.tokenizer(rendered.text, add_special_tokens=rendered.add_special_tokens)
@@ -239,13 +262,14 @@ class Generator:
     ) -> GenerationOptions:
         """Generator defaults, then the fields set in ``options``, then keyword overrides."""
         base = self.config.options
-        if options is not None:
-            given = (
-                options.model_dump(exclude_unset=True)
-                if isinstance(options, GenerationOptions)
-                else GenerationOptions.coerce(options, {}).model_dump(exclude_unset=True)
+        if isinstance(options, GenerationOptions):
+            base = base.merged(options.model_dump(exclude_unset=True))
+        elif isinstance(options, Mapping):
+            base = base.merged(dict(options))
+        elif options is not None:
+            raise TypeError(
+                f"options must be GenerationOptions, a mapping or None, not {type(options).__name__}"
             )
-            base = base.merged(given)
         return base.merged(overrides)
 
     def _prepare(

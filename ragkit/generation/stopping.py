@@ -4,6 +4,10 @@ Stop strings are text, but generation proceeds token by token and a stop string 
 several tokens (or end in the middle of one), so every check decodes a window of recent tokens.
 The same :func:`find_stop` is used by the batch path, the streaming path and the final cut, so
 streamed and non-streamed outputs agree.
+
+Semantics: a row stops at the first token after which its generated text contains any stop
+string, and the text is cut before the earliest stop string found at that point. (A longer stop
+string that started earlier but had not completed yet cannot complete any more.)
 """
 
 from __future__ import annotations

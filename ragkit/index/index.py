@@ -39,6 +39,7 @@ from ragkit.index.vectors import VectorIndex
 from ragkit.schema import Chunk, Document, Hit
 
 LOCK_NAME = "write.lock"
+KEEP_GENERATIONS = 3
 
 
 def vector_file(directory: Path, generation: int) -> Path:
@@ -351,7 +352,9 @@ class Index:
         self.manifest.counts = IndexCounts(files=files, documents=documents, chunks=chunks)
         self.manifest.updated_at = utc_now()
         self.manifest.save(self.directory)
-        self._prune_vector_files(keep_from=generation)
+        # Keep a few previous generations: a reader in another process may have just read an
+        # older generation number from its snapshot and not yet opened that generation's files.
+        self._prune_vector_files(keep_from=new_generation - KEEP_GENERATIONS)
         self._release_lock()
         return new_generation
 
@@ -464,15 +467,22 @@ class Index:
     def _in_snapshot(
         self, search: Callable[[], list[tuple[int, float]]], retriever: str
     ) -> list[Hit]:
-        for attempt in range(5):
+        attempts = 20
+        for attempt in range(attempts):
+            pairs: list[tuple[int, float]] | None
             with self.store.snapshot():
                 try:
                     pairs = search()
                 except IndexFormatError:
-                    if attempt == 4:
+                    if attempt == attempts - 1:
                         raise
-                    continue  # our snapshot's files were pruned by a fast writer: take a newer one
-                chunks = self.store.chunks_by_vid([i for i, _ in pairs])
+                    pairs = None
+                else:
+                    chunks = self.store.chunks_by_vid([i for i, _ in pairs])
+            if pairs is None:
+                # our snapshot's files were pruned by a fast writer: back off, take a newer one
+                time.sleep(0.01 * (attempt + 1))
+                continue
             hits = [
                 Hit(chunk=chunks[i], score=s, retriever=retriever) for i, s in pairs if i in chunks
             ]

@@ -6,8 +6,10 @@ from ragkit.rag.generate_step import Generated, GenerateStep
 from ragkit.rag.pipeline import AnswerStream, RAGPipeline
 from ragkit.rag.prompt_builder import BuiltPrompt, PromptBuilder
 from ragkit.rag.schema import Answer, Citation, Passage
+from ragkit.rag.strategies import STRATEGIES, answer_steps, default_examples
 
 __all__ = [
+    "STRATEGIES",
     "Answer",
     "AnswerStream",
     "BuiltPrompt",
@@ -21,5 +23,7 @@ __all__ = [
     "PromptBuilder",
     "RAGPipeline",
     "Turn",
+    "answer_steps",
+    "default_examples",
     "map_citations",
 ]

@@ -14,6 +14,7 @@ from ragkit.rag.citations import CitationStep, map_citations
 from ragkit.rag.generate_step import GenerateStep
 from ragkit.rag.prompt_builder import DEFAULT_TEMPLATE, PromptBuilder
 from ragkit.rag.schema import Answer
+from ragkit.rag.strategies import answer_steps
 from ragkit.retrieval import RetrieverKind, make_retriever
 
 DEFAULT_OPTIONS = {"max_new_tokens": 128}
@@ -40,21 +41,40 @@ class RAGPipeline:
         template: Any = DEFAULT_TEMPLATE,
         options: GenerationOptions | Mapping[str, Any] | None = None,
         pipeline: Pipeline | None = None,
+        strategy: str = "plain",
+        examples: list[Any] | None = None,
     ) -> None:
         if pipeline is None:
             gen = generator if isinstance(generator, Generator) else Generator(generator)
-            self.generate_step = GenerateStep(
-                gen, options if options is not None else DEFAULT_OPTIONS
-            )
+            opts = options if options is not None else DEFAULT_OPTIONS
+            if isinstance(opts, GenerationOptions):
+                opts = opts.model_dump(exclude_unset=True)
             self.prompt_builder = PromptBuilder(template, budget=gen)
+            embedder = getattr(getattr(retriever, "index", None), "embedder", None)
+            embed = embedder.encode if embedder is not None else None
+            steps = [
+                retriever,
+                self.prompt_builder,
+                *answer_steps(strategy, gen, opts, embed, examples),
+                CitationStep(),
+            ]
             pipeline = Pipeline(
-                [retriever, self.prompt_builder, self.generate_step, CitationStep()],
+                steps,
                 inputs={"question": str},
-                name="rag",
+                name="rag" if strategy == "plain" else f"rag-{strategy}",
             )
+            self._generator = gen
         else:
-            self.generate_step = next(s for s in pipeline.steps if isinstance(s, GenerateStep))
             self.prompt_builder = next(s for s in pipeline.steps if isinstance(s, PromptBuilder))
+            self._generator = next(
+                s.generator
+                for s in pipeline.steps
+                if isinstance(getattr(s, "generator", None), Generator)
+            )
+        self.strategy = strategy
+        self.generate_step: GenerateStep | None = next(
+            (s for s in pipeline.steps if isinstance(s, GenerateStep)), None
+        )
         self.pipeline = pipeline
         self.retriever = pipeline.steps[0]
 
@@ -71,7 +91,7 @@ class RAGPipeline:
 
     @property
     def generator(self) -> Generator:
-        return self.generate_step.generator
+        return self._generator
 
     # -- answering --------------------------------------------------------------------------
     @staticmethod
@@ -113,8 +133,18 @@ class RAGPipeline:
     def stream(
         self, question: str, k: int | None = None, filters: Mapping[str, Any] | None = None
     ) -> AnswerStream:
-        """Retrieve and build the prompt, then stream the generated answer piece by piece."""
+        """Retrieve and build the prompt, then stream the generated answer piece by piece.
+
+        Strategies other than ``plain`` make several model calls per answer; they are not
+        streamed: the finished answer arrives as one piece.
+        """
         values = self._inputs(question, k, filters)
+        if self.generate_step is None or self.strategy != "plain":
+            answer = self.ask(question, k, filters)
+            holder = AnswerStream(iter([answer.answer]))
+            holder.answer = answer
+            return holder
+        step = self.generate_step
         steps = self.pipeline.steps
         head = Pipeline(
             steps[: steps.index(self.prompt_builder) + 1], inputs={"question": str}, name="rag-head"
@@ -122,7 +152,7 @@ class RAGPipeline:
         prepared = head.run(**values)
         prompt = prepared.outputs["prompt"]
         passages = prepared.outputs["passages"]
-        text_stream = self.generator.stream(prompt, self.generate_step.options)
+        text_stream = self.generator.stream(prompt, step.options)
         holder = AnswerStream(iter(()))
 
         def pieces() -> Iterator[str]:

@@ -12,7 +12,9 @@ from ragkit.cli import app
 runner = CliRunner()
 
 
-def test_align_reward_runs_a_quick_job(tiny_model_dir: Path, tmp_path: Path, make_pairs: object, write_pairs: object) -> None:
+def test_align_reward_runs_a_quick_job(
+    tiny_model_dir: Path, tmp_path: Path, make_pairs: object, write_pairs: object
+) -> None:
     data = write_pairs(tmp_path / "pairs.jsonl", make_pairs(24))  # type: ignore[operator]
     config = tmp_path / "reward.yaml"
     config.write_text(
@@ -20,7 +22,17 @@ def test_align_reward_runs_a_quick_job(tiny_model_dir: Path, tmp_path: Path, mak
         "training: {batch_size: 4, max_steps: 2, progress: false}\nmax_length: 64\nmin_prompt_tokens: 2\n"
     )
     result = runner.invoke(
-        app, ["align", "reward", "--config", str(config), "--model", str(tiny_model_dir), "--output", str(tmp_path / "out")]
+        app,
+        [
+            "align",
+            "reward",
+            "--config",
+            str(config),
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(tmp_path / "out"),
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

@@ -167,6 +167,25 @@ def tiny_generator(tiny_llama_dir: Path) -> Iterator[Any]:
     yield generator
 
 
+@pytest.fixture(scope="session")
+def greedy_results(tiny_generator: Any) -> list[Any]:
+    """Greedy results of the tiny generator on ``PROMPTS`` (computed once, compared often)."""
+    return list(tiny_generator.generate(PROMPTS))
+
+
+@pytest.fixture(scope="session")
+def one_by_one_results(tiny_generator: Any) -> list[Any]:
+    """The same prompts sent one per call (no padding at all)."""
+    return [tiny_generator.generate([p])[0] for p in PROMPTS]
+
+
 @pytest.fixture
 def prompts() -> list[str]:
+    """Prompts of different token lengths (a fresh list: tests may reorder it)."""
     return list(PROMPTS)
+
+
+@pytest.fixture
+def max_new_tokens() -> int:
+    """The tiny generator's default ``max_new_tokens``."""
+    return MAX_NEW_TOKENS

@@ -19,8 +19,6 @@ from ragkit.generation import (
     GeneratorConfig,
 )
 
-from .conftest import MAX_NEW_TOKENS, PROMPTS
-
 
 def one_by_one(gen: Generator, prompts: list[Any], **options: Any) -> list[GenerationResult]:
     return [gen.generate([p], **options)[0] for p in prompts]
@@ -33,15 +31,22 @@ def test_prompts_have_different_lengths(tiny_generator: Generator, prompts: list
 
 @pytest.mark.parametrize("batch_size", [2, 3, 6])
 def test_batched_greedy_equals_one_by_one(
-    tiny_generator: Generator, prompts: list[str], batch_size: int
+    tiny_generator: Generator,
+    prompts: list[str],
+    batch_size: int,
+    one_by_one_results: list[GenerationResult],
 ) -> None:
-    singles = one_by_one(tiny_generator, prompts)
     batched = tiny_generator.generate(prompts, batch_size=batch_size)
-    assert batched == singles
+    assert batched == one_by_one_results
 
 
-def test_finish_reasons_and_token_counts(tiny_generator: Generator, prompts: list[str]) -> None:
-    results = tiny_generator.generate(prompts)
+def test_finish_reasons_and_token_counts(
+    tiny_generator: Generator,
+    prompts: list[str],
+    max_new_tokens: int,
+    greedy_results: list[GenerationResult],
+) -> None:
+    results = greedy_results
     reasons = {r.finish_reason for r in results}
     assert reasons == {"stop", "length"}  # the fixture makes some prompts emit EOS
     tok = tiny_generator.tokenizer
@@ -49,41 +54,41 @@ def test_finish_reasons_and_token_counts(tiny_generator: Generator, prompts: lis
         assert result.prompt_tokens == tiny_generator.count_tokens(prompt)
         assert result.prompt_text == tiny_generator.render(prompt)
         if result.finish_reason == "length":
-            assert result.completion_tokens == MAX_NEW_TOKENS
+            assert result.completion_tokens == max_new_tokens
         else:
-            assert result.completion_tokens < MAX_NEW_TOKENS
+            assert result.completion_tokens < max_new_tokens
         # the EOS token (== pad token) is never part of the text
         assert tok.eos_token not in result.text
         assert result.total_tokens == result.prompt_tokens + result.completion_tokens
 
 
 def test_stop_reason_and_eos_count_match_a_plain_model_generate(
-    tiny_generator: Generator, prompts: list[str]
+    tiny_generator: Generator, max_new_tokens: int, greedy_results: list[GenerationResult]
 ) -> None:
     """Independent check of the counting against transformers' own unbatched output."""
     tok, model = tiny_generator.tokenizer, tiny_generator.model
-    for result in tiny_generator.generate(prompts):
+    for result in greedy_results:
         ids = tok(result.prompt_text, add_special_tokens=False, return_tensors="pt")
-        out = model.generate(**ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
         new = out[0, ids["input_ids"].shape[1] :].tolist()
         assert result.completion_tokens == len(new)
         assert (new[-1] == tok.eos_token_id) == (result.finish_reason == "stop")
         assert result.text == tok.decode(new, skip_special_tokens=True)
 
 
-def test_results_keep_the_callers_order(tiny_generator: Generator, prompts: list[str]) -> None:
-    forward = tiny_generator.generate(prompts, batch_size=4)
+def test_results_keep_the_callers_order(
+    tiny_generator: Generator, prompts: list[str], greedy_results: list[GenerationResult]
+) -> None:
     backward = tiny_generator.generate(prompts[::-1], batch_size=4)
-    assert backward == forward[::-1]
+    assert backward == greedy_results[::-1]
 
 
-def test_stop_string_cuts_and_stops_early(tiny_generator: Generator) -> None:
-    prompt = next(
-        p
-        for p, r in zip(PROMPTS, tiny_generator.generate(PROMPTS), strict=True)
-        if r.finish_reason == "length"
+def test_stop_string_cuts_and_stops_early(
+    tiny_generator: Generator, prompts: list[str], greedy_results: list[GenerationResult]
+) -> None:
+    prompt, full = next(
+        (p, r) for p, r in zip(prompts, greedy_results, strict=True) if r.finish_reason == "length"
     )
-    full = tiny_generator.generate([prompt])[0]
     stop = full.text[8:11]
     assert stop.strip(), "pick a stop string with visible characters"
     cut = full.text.index(stop)
@@ -94,9 +99,9 @@ def test_stop_string_cuts_and_stops_early(tiny_generator: Generator) -> None:
 
 
 def test_stop_string_in_a_batch_only_affects_its_rows(
-    tiny_generator: Generator, prompts: list[str]
+    tiny_generator: Generator, prompts: list[str], greedy_results: list[GenerationResult]
 ) -> None:
-    plain = tiny_generator.generate(prompts)
+    plain = greedy_results
     longest = max(plain, key=lambda r: len(r.text))
     stop = longest.text[5:8]
     stopped = tiny_generator.generate(prompts, stop=stop, batch_size=3)
@@ -109,12 +114,17 @@ def test_stop_string_in_a_batch_only_affects_its_rows(
     assert stopped == one_by_one(tiny_generator, prompts, stop=stop)
 
 
-def test_stop_string_inside_the_prompt_is_ignored(tiny_generator: Generator) -> None:
-    result = tiny_generator.generate(["Paris is"], stop="Paris")[0]
-    assert (
-        result == tiny_generator.generate(["Paris is"])[0] or result.finish_reason == "stop_string"
-    )
-    assert "Paris" not in result.text
+def test_stop_string_inside_the_prompt_is_ignored(
+    tiny_generator: Generator, prompts: list[str], greedy_results: list[GenerationResult]
+) -> None:
+    prompt = prompts[0]
+    word = prompt.split()[0]  # occurs in the prompt (and in the chat-templated prompt text)
+    plain = greedy_results[0]
+    result = tiny_generator.generate([prompt], stop=word)[0]
+    if word in plain.text:
+        assert result.text == plain.text[: plain.text.index(word)]
+    else:
+        assert result == plain  # generation was not cut short by the prompt's own text
 
 
 def test_beam_search_runs_and_batches_consistently(
@@ -134,10 +144,12 @@ def test_beam_search_runs_and_batches_consistently(
         assert result.finish_reason in {"stop", "length"}
 
 
-def test_repetition_controls_change_repetitive_output(tiny_generator: Generator) -> None:
-    plain = tiny_generator.generate(PROMPTS)
+def test_repetition_controls_change_repetitive_output(
+    tiny_generator: Generator, prompts: list[str], greedy_results: list[GenerationResult]
+) -> None:
+    plain = greedy_results
     repetitive = next(r for r in plain if r.finish_reason == "length")
-    prompt = PROMPTS[plain.index(repetitive)]
+    prompt = prompts[plain.index(repetitive)]
     penalised = tiny_generator.generate([prompt], repetition_penalty=5.0)[0]
     assert penalised.text != repetitive.text
     no_repeat = tiny_generator.generate([prompt], no_repeat_ngram_size=2)[0]
@@ -145,7 +157,7 @@ def test_repetition_controls_change_repetitive_output(tiny_generator: Generator)
 
 
 def test_sampling_is_reproducible_with_a_seed_and_leaves_the_callers_rng_alone(
-    tiny_generator: Generator, prompts: list[str]
+    tiny_generator: Generator, prompts: list[str], greedy_results: list[GenerationResult]
 ) -> None:
     options = {"do_sample": True, "temperature": 1.5, "top_k": 50, "top_p": 0.95}
     state = torch.random.get_rng_state()
@@ -155,8 +167,7 @@ def test_sampling_is_reproducible_with_a_seed_and_leaves_the_callers_rng_alone(
     assert first == again
     others = [tiny_generator.generate(prompts, seed=s, **options) for s in (4, 5)]
     assert any(o != first for o in others)
-    greedy = tiny_generator.generate(prompts)
-    assert first != greedy
+    assert first != greedy_results
 
 
 def test_generator_default_options_and_per_call_precedence(tiny_llama_dir: Path) -> None:
@@ -214,10 +225,10 @@ def test_bad_prompts(tiny_generator: Generator) -> None:
         tiny_generator.generate([""], apply_chat_template=False)
 
 
-def test_context_length_and_token_helpers(tiny_generator: Generator) -> None:
+def test_context_length_and_token_helpers(tiny_generator: Generator, max_new_tokens: int) -> None:
     assert tiny_generator.context_length == 256
     assert tiny_generator.max_prompt_tokens({"max_new_tokens": 56}) == 200
-    assert tiny_generator.max_prompt_tokens() == 256 - MAX_NEW_TOKENS
+    assert tiny_generator.max_prompt_tokens() == 256 - max_new_tokens
     text = "The quick brown fox jumps over the lazy dog. " * 3
     n = tiny_generator.count_tokens(text, apply_chat_template=False)
     assert n == len(tiny_generator.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -260,3 +271,19 @@ def test_unloadable_model_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError) as excinfo:
         gen.warm_up()
     assert "\n" not in str(excinfo.value)
+
+
+def test_pad_and_eos_ids_are_exposed(tiny_generator: Generator) -> None:
+    tok = tiny_generator.tokenizer
+    assert tiny_generator.eos_token_ids == frozenset({tok.eos_token_id})
+    assert tiny_generator.pad_token_id == tok.eos_token_id  # pad == eos in the fixture
+    assert tok.padding_side == "left"
+
+
+def test_mapping_options_merge_with_generator_defaults(tiny_llama_dir: Path) -> None:
+    sampler = Generator(str(tiny_llama_dir), device="cpu", options={"do_sample": True})
+    # valid only together with the generator's do_sample=True default
+    result = sampler.generate(["Tokens"], {"temperature": 0.5, "max_new_tokens": 3}, seed=0)[0]
+    assert result.completion_tokens <= 3
+    with pytest.raises(TypeError, match="options must be"):
+        sampler.generate(["Tokens"], ["temperature"])  # type: ignore[arg-type]

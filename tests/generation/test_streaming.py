@@ -14,12 +14,16 @@ from ragkit.generation import GenerationResult, Generator
 from ragkit.generation.stopping import find_stop, held_back
 from ragkit.generation.streaming import QueueStreamer, TextStream
 
-from .conftest import PROMPTS
 
-
-@pytest.mark.parametrize("prompt", PROMPTS[:4])
-def test_stream_concatenates_to_generate(tiny_generator: Generator, prompt: str) -> None:
-    expected = tiny_generator.generate([prompt])[0]
+@pytest.mark.parametrize("index", range(4))
+def test_stream_concatenates_to_generate(
+    tiny_generator: Generator,
+    prompts: list[str],
+    index: int,
+    greedy_results: list[GenerationResult],
+) -> None:
+    prompt = prompts[index]
+    expected = greedy_results[index]  # batched; equal to one-by-one (tested elsewhere)
     stream = tiny_generator.stream(prompt)
     pieces = list(stream)
     assert "".join(pieces) == expected.text
@@ -27,10 +31,12 @@ def test_stream_concatenates_to_generate(tiny_generator: Generator, prompt: str)
     assert stream.result == expected
 
 
-def test_stream_with_stop_string(tiny_generator: Generator) -> None:
-    results = tiny_generator.generate(PROMPTS)
+def test_stream_with_stop_string(
+    tiny_generator: Generator, prompts: list[str], greedy_results: list[GenerationResult]
+) -> None:
+    results = greedy_results
     longest = max(results, key=lambda r: len(r.text))
-    prompt = PROMPTS[results.index(longest)]
+    prompt = prompts[results.index(longest)]
     stop = longest.text[6:9]
     expected = tiny_generator.generate([prompt], stop=stop)[0]
     assert expected.finish_reason == "stop_string"
@@ -98,16 +104,35 @@ def _finish(stops: tuple[str, ...]) -> Callable[[list[int]], GenerationResult]:
     return finish
 
 
+def _chunks(text: str, chunk: int) -> list[list[int]]:
+    data = [*text.encode("utf-8"), EOS]
+    return [data[i : i + chunk] for i in range(0, len(data), chunk)]
+
+
+def _generated(text: str, stops: tuple[str, ...], chunk: int) -> list[int]:
+    """What a model stopped by stop strings would emit: chunks up to the first one after
+    which the decoded text contains a stop string (as the real stopping criterion does)."""
+    sent: list[int] = []
+    for piece in _chunks(text, chunk):
+        sent.extend(piece)
+        if find_stop(_decode(sent), stops) is not None:
+            break
+    return sent
+
+
 def _fake_stream(text: str, stops: tuple[str, ...], chunk: int) -> TextStream:
     """Bytes of ``text`` arrive ``chunk`` at a time (splitting multi-byte characters), then EOS."""
-    data = [*text.encode("utf-8"), EOS]
 
     def run(streamer: QueueStreamer, is_cancelled: Callable[[], bool]) -> None:
         streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt, which must be skipped
-        for start in range(0, len(data), chunk):
+        sent: list[int] = []
+        for piece in _chunks(text, chunk):
             if is_cancelled():
                 return
-            streamer.put(torch.tensor(data[start : start + chunk]))
+            streamer.put(torch.tensor(piece))
+            sent.extend(piece)
+            if find_stop(_decode(sent), stops) is not None:
+                return
 
     return TextStream(run, _decode, _finish(stops), stops, frozenset({EOS}))
 
@@ -132,8 +157,9 @@ def test_streamed_pieces_equal_the_cut_text(
         i = data.draw(st.integers(0, len(text) - 1))
         stops = [*stops, text[i : i + data.draw(st.integers(1, 3))]]
     stop_tuple = tuple(dict.fromkeys(stops))
-    match = find_stop(text, stop_tuple)
-    expected = text if match is None else text[: match[0]]
+    expected = _finish(stop_tuple)(_generated(text, stop_tuple, chunk)).text
+    if find_stop(text, stop_tuple) is None:
+        assert expected == text
     stream = _fake_stream(text, stop_tuple, chunk)
     pieces = list(stream)
     assert "".join(pieces) == expected

@@ -22,7 +22,10 @@ def squad_index(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
     directory = tmp_path_factory.mktemp("squad") / "idx"
     with Index.create(directory, Embedder(None, device="cpu")) as index:
         index.add_documents(
-            [Document(id=f"normans-{i}", text=p["context"], source=f"squad:normans:{i}") for i, p in enumerate(paragraphs)]
+            [
+                Document(id=f"normans-{i}", text=p["context"], source=f"squad:normans:{i}")
+                for i, p in enumerate(paragraphs)
+            ]
         )
         index.commit()
     return directory
@@ -44,6 +47,8 @@ def test_smollm2_answers_from_retrieved_passages(squad_index: Path) -> None:
     index = rag.retriever.index
     for citation in answer.citations:
         document = index.document(citation.chunk_id.rsplit(":", 1)[0])
-        assert document is not None and document.text[citation.start : citation.end] == citation.text
+        assert (
+            document is not None and document.text[citation.start : citation.end] == citation.text
+        )
     batch = rag.ask_batch([question, "Who was the Norse leader?"])
     assert batch[0].answer == answer.answer

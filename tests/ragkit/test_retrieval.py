@@ -32,7 +32,9 @@ def test_rrf_order_on_a_constructed_example() -> None:
     assert [h.chunk.id for h in fused] == ["a", "c", "b", "d"]
     assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
     assert [h.rank for h in fused] == [0, 1, 2, 3] and {h.retriever for h in fused} == {"hybrid"}
-    assert [h.chunk.id for h in reciprocal_rank_fusion([dense, lexical], k=4, weights=[0.0, 1.0])][:2] == ["c", "a"]
+    assert [h.chunk.id for h in reciprocal_rank_fusion([dense, lexical], k=4, weights=[0.0, 1.0])][
+        :2
+    ] == ["c", "a"]
     assert reciprocal_rank_fusion([[], []], k=3) == []
 
 
@@ -40,7 +42,11 @@ def test_weighted_fusion_normalises_each_list() -> None:
     dense = [_hit("a", 0.9), _hit("b", 0.5)]
     lexical = [_hit("b", 20.0), _hit("c", 10.0)]
     fused = weighted_score_fusion([dense, lexical], k=3)
-    assert [h.chunk.id for h in fused] == ["a", "b", "c"]  # a: 1 + 0, b: 0 + 1 (tie: first seen first), c: 0 + 0
+    assert [h.chunk.id for h in fused] == [
+        "a",
+        "b",
+        "c",
+    ]  # a: 1 + 0, b: 0 + 1 (tie: first seen first), c: 0 + 0
     assert [round(h.score, 3) for h in fused] == [1.0, 1.0, 0.0]
 
 
@@ -56,13 +62,37 @@ def test_mmr_prefers_diverse_results() -> None:
 
 @pytest.fixture()
 def index(tmp_path: Path, tiny_embedder: Embedder) -> Index:
-    ix = Index.create(tmp_path / "idx", tiny_embedder, ChunkingSettings(unit="chars", chunk_size=200, chunk_overlap=0))
+    ix = Index.create(
+        tmp_path / "idx",
+        tiny_embedder,
+        ChunkingSettings(unit="chars", chunk_size=200, chunk_overlap=0),
+    )
     ix.add_documents(
         [
-            Document(id="r1", text="The Rhine river flows past Strasbourg.", source="r1", metadata={"kind": "river"}),
-            Document(id="r2", text="The Seine river flows through Paris.", source="r2", metadata={"kind": "river"}),
-            Document(id="c1", text="Strasbourg cathedral is gothic.", source="c1", metadata={"kind": "building"}),
-            Document(id="w1", text="The war on terror began in 2001.", source="w1", metadata={"kind": "event"}),
+            Document(
+                id="r1",
+                text="The Rhine river flows past Strasbourg.",
+                source="r1",
+                metadata={"kind": "river"},
+            ),
+            Document(
+                id="r2",
+                text="The Seine river flows through Paris.",
+                source="r2",
+                metadata={"kind": "river"},
+            ),
+            Document(
+                id="c1",
+                text="Strasbourg cathedral is gothic.",
+                source="c1",
+                metadata={"kind": "building"},
+            ),
+            Document(
+                id="w1",
+                text="The war on terror began in 2001.",
+                source="w1",
+                metadata={"kind": "event"},
+            ),
         ]
     )
     ix.commit()
@@ -71,9 +101,13 @@ def index(tmp_path: Path, tiny_embedder: Embedder) -> Index:
 
 def test_filters_mean_the_same_for_every_retriever(index: Index) -> None:
     for kind in ("dense", "bm25", "hybrid"):
-        hits = make_retriever(index, kind, k=10).search("Strasbourg river", filters={"kind": "building"})  # type: ignore[arg-type]
+        hits = make_retriever(index, kind, k=10).search(
+            "Strasbourg river", filters={"kind": "building"}
+        )  # type: ignore[arg-type]
         assert {h.chunk.document_id for h in hits} == {"c1"}, kind
-        hits = make_retriever(index, kind, k=10).search("Strasbourg river", filters={"kind": ["river", "event"]})  # type: ignore[arg-type]
+        hits = make_retriever(index, kind, k=10).search(
+            "Strasbourg river", filters={"kind": ["river", "event"]}
+        )  # type: ignore[arg-type]
         assert {h.chunk.document_id for h in hits} <= {"r1", "r2", "w1"}, kind
     with pytest.raises(RagkitError, match="unknown retriever"):
         make_retriever(index, "sparse", k=3)  # type: ignore[arg-type]
@@ -84,7 +118,9 @@ def test_hybrid_contains_lexical_matches_the_dense_model_misses(index: Index) ->
     assert lexical[0].chunk.document_id == "r1"
     hybrid = HybridRetriever(index, k=4).search("Rhine Strasbourg")
     assert "r1" in [h.chunk.document_id for h in hybrid[:2]]
-    weighted = HybridRetriever(index, k=4, mode="weighted", weights=(0.0, 1.0)).search("Rhine Strasbourg")
+    weighted = HybridRetriever(index, k=4, mode="weighted", weights=(0.0, 1.0)).search(
+        "Rhine Strasbourg"
+    )
     assert weighted[0].chunk.document_id == "r1"
     with pytest.raises(RagkitError, match="hybrid mode"):
         HybridRetriever(index, mode="max")  # type: ignore[arg-type]
@@ -93,7 +129,9 @@ def test_hybrid_contains_lexical_matches_the_dense_model_misses(index: Index) ->
 def test_mmr_reranker_uses_stored_vectors(index: Index) -> None:
     hits = index.search("river", k=4)
     reranked = MMRReranker(index, k=3, diversity=0.0).rerank("river", hits)
-    assert [h.chunk.id for h in reranked] == [h.chunk.id for h in hits[:3]]  # no diversity = similarity order
+    assert [h.chunk.id for h in reranked] == [
+        h.chunk.id for h in hits[:3]
+    ]  # no diversity = similarity order
     diverse = MMRReranker(index, k=4, diversity=0.9).rerank("river", hits)
     assert sorted(h.chunk.id for h in diverse) == sorted(h.chunk.id for h in hits)
     assert [h.rank for h in diverse] == [0, 1, 2, 3]
