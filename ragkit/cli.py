@@ -99,8 +99,11 @@ def index_command(
         list[str] | None, typer.Option(help="Glob of files to exclude (repeatable).")
     ] = None,
     index_type: Annotated[
-        str, typer.Option(help="flat (exact), hnsw or ivf; new indexes only.")
-    ] = "flat",
+        str,
+        typer.Option(
+            help="auto (exact up to 50k vectors, HNSW above), flat (exact), hnsw or ivf; new indexes only."
+        ),
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
     prune: Annotated[
         bool, typer.Option(help="Remove indexed files under PATHS that no longer exist.")
@@ -116,8 +119,8 @@ def index_command(
 
     if chunk_unit not in ("tokens", "chars"):
         _fail(f"--chunk-unit must be 'tokens' or 'chars', got {chunk_unit!r}")
-    if index_type not in ("flat", "hnsw", "ivf"):
-        _fail(f"--index-type must be flat, hnsw or ivf, got {index_type!r}")
+    if index_type not in ("auto", "flat", "hnsw", "ivf"):
+        _fail(f"--index-type must be auto, flat, hnsw or ivf, got {index_type!r}")
     for path in paths:
         if not path.exists():
             _fail(f"path does not exist: {path}")
@@ -200,7 +203,9 @@ def search_command(
         list[str] | None,
         typer.Option("--filter", help="Metadata filter key=value (repeat a key for 'in')."),
     ] = None,
-    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid (RRF of both).")] = "dense",
+    retriever: Annotated[
+        str, typer.Option(help="hybrid (RRF of dense + BM25, the default), dense or bm25.")
+    ] = "hybrid",
     json_output: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Print the chunks most similar to QUERY with their source and score."""
@@ -297,7 +302,7 @@ def _rag(
     generator: str | None,
     k: int,
     max_new_tokens: int,
-    retriever: str = "dense",
+    retriever: str = "hybrid",
     strategy: str = "plain",
 ) -> Any:
     from ragkit.rag import STRATEGIES, RAGPipeline
@@ -337,7 +342,9 @@ def ask_command(
     show_trace: Annotated[
         bool, typer.Option("--trace", help="Print the trace (steps, timings, final prompt).")
     ] = False,
-    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid (RRF of both).")] = "dense",
+    retriever: Annotated[
+        str, typer.Option(help="hybrid (RRF of dense + BM25, the default), dense or bm25.")
+    ] = "hybrid",
     strategy: Annotated[
         str, typer.Option(help="plain, fewshot, cot, self-consistency or least-to-most.")
     ] = "plain",
@@ -411,7 +418,7 @@ def eval_command(
             help="Evaluate against this index (default: index the dataset's own corpus).",
         ),
     ] = None,
-    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "dense",
+    retriever: Annotated[str, typer.Option(help="hybrid (default), dense or bm25.")] = "hybrid",
     rerank: Annotated[
         str | None, typer.Option(help="Cross-encoder model (HF id or local path) to rerank with.")
     ] = None,

@@ -239,7 +239,7 @@ class MMRReranker:
 
 
 def make_retriever(
-    index: Index | str | Path, kind: RetrieverKind = "dense", k: int = 5
+    index: Index | str | Path, kind: RetrieverKind = "hybrid", k: int = 5
 ) -> _IndexRetriever:
     """The retriever named on the command line (``--retriever dense|bm25|hybrid``)."""
     classes: dict[str, type[_IndexRetriever]] = {

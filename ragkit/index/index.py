@@ -90,7 +90,7 @@ class Index:
         directory: str | Path,
         embedder: Embedder | str | None = None,
         chunking: ChunkingSettings | None = None,
-        index_type: IndexType = "flat",
+        index_type: IndexType = "auto",
     ) -> Index:
         """Create a new, empty index directory (refuses to overwrite an existing index)."""
         directory = Path(directory)
@@ -148,7 +148,7 @@ class Index:
         directory: str | Path,
         embedder: Embedder | str | None = None,
         chunking: ChunkingSettings | None = None,
-        index_type: IndexType = "flat",
+        index_type: IndexType = "auto",
     ) -> Index:
         directory = Path(directory)
         if (directory / MANIFEST_NAME).exists():
@@ -314,6 +314,7 @@ class Index:
         )
         new_generation = generation + 1
         new_path = vector_file(self.directory, new_generation)
+        vectors.plan(vectors.ntotal - len(removed) + len(pending.chunks))
         try:
             if vectors.supports_incremental:
                 vectors.remove(removed)

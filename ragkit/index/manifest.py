@@ -21,7 +21,7 @@ FORMAT_NAME = "ragkit-index"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-IndexType = Literal["flat", "hnsw", "ivf"]
+IndexType = Literal["flat", "hnsw", "ivf", "auto"]
 
 
 def utc_now() -> str:
@@ -43,7 +43,7 @@ class IndexManifest(BaseModel):
     format_version: int = FORMAT_VERSION
     embedder: str
     dimension: int = Field(gt=0)
-    index_type: IndexType = "flat"
+    index_type: IndexType = "auto"
     chunking: ChunkingSettings
     generation: int = 0
     counts: IndexCounts = Field(default_factory=IndexCounts)

@@ -2,7 +2,10 @@
 
 Inner product over unit vectors (= cosine). ``flat`` is exact and supports incremental add
 and delete; ``hnsw`` and ``ivf`` are approximate, for large corpora, and are rebuilt from the
-stored vectors when the set of vectors changes. Files are written through a temporary file
+stored vectors when the set of vectors changes. ``auto`` (the default) is exact up to
+:data:`AUTO_HNSW_THRESHOLD` vectors and HNSW above: below that size an exact search over
+384-dimensional vectors takes a few milliseconds, less than encoding the query
+(benchmarks/index_type_bench.py measures the trade-off). Files are written through a temporary file
 and renamed, so a reader never sees a partial file.
 """
 
@@ -21,6 +24,7 @@ from ragkit.index.manifest import IndexType
 Ids = npt.NDArray[np.int64]
 Matrix = npt.NDArray[np.float32]
 
+AUTO_HNSW_THRESHOLD = 50_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 16
@@ -36,14 +40,25 @@ class VectorIndex:
     def __init__(self, dimension: int, index_type: IndexType = "flat") -> None:
         self.dimension = dimension
         self.index_type: IndexType = index_type
+        self.kind: IndexType = "flat" if index_type == "auto" else index_type
+        self.needs_rebuild = False
         self._index = self._empty()
+
+    def plan(self, total: int) -> None:
+        """For ``auto``: pick the structure for ``total`` vectors (a change forces a rebuild)."""
+        if self.index_type != "auto":
+            return
+        wanted: IndexType = "hnsw" if total > AUTO_HNSW_THRESHOLD else "flat"
+        if wanted != self.kind:
+            self.kind = wanted
+            self.needs_rebuild = True
 
     # -- construction -----------------------------------------------------------------------
     def _empty(self, training: Matrix | None = None):  # type: ignore[no-untyped-def]
         faiss = _faiss()
-        if self.index_type == "flat":
+        if self.kind == "flat":
             return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
-        if self.index_type == "hnsw":
+        if self.kind == "hnsw":
             inner = faiss.IndexHNSWFlat(self.dimension, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efSearch = HNSW_EF_SEARCH
             return faiss.IndexIDMap2(inner)
@@ -58,7 +73,7 @@ class VectorIndex:
 
     @property
     def supports_incremental(self) -> bool:
-        return self.index_type == "flat"
+        return self.kind == "flat" and not self.needs_rebuild
 
     @property
     def ntotal(self) -> int:
@@ -66,7 +81,8 @@ class VectorIndex:
 
     def rebuild(self, ids: Ids, vectors: Matrix) -> None:
         """Replace the contents with exactly these vectors (used by approximate index types)."""
-        self._index = self._empty(training=vectors if self.index_type == "ivf" else None)
+        self._index = self._empty(training=vectors if self.kind == "ivf" else None)
+        self.needs_rebuild = False
         if len(ids):
             self._index.add_with_ids(self._check(vectors), ids.astype(np.int64))
 
@@ -107,9 +123,9 @@ class VectorIndex:
 
     def _search_params(self, selector):  # type: ignore[no-untyped-def]
         faiss = _faiss()
-        if self.index_type == "hnsw":
+        if self.kind == "hnsw":
             return faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
-        if self.index_type == "ivf":
+        if self.kind == "ivf":
             return faiss.SearchParametersIVF(sel=selector, nprobe=self._index.nprobe)
         return faiss.SearchParameters(sel=selector)
 
@@ -134,6 +150,18 @@ class VectorIndex:
             )
         index = cls(dimension, index_type)
         index._index = raw
-        if index_type == "hnsw":
+        index.kind = _kind_of(raw)
+        if index.kind == "hnsw":
             faiss.downcast_index(raw.index).hnsw.efSearch = HNSW_EF_SEARCH
         return index
+
+
+def _kind_of(raw) -> IndexType:  # type: ignore[no-untyped-def]
+    """Which structure a loaded FAISS object is (``auto`` indexes change structure with size)."""
+    faiss = _faiss()
+    inner = faiss.downcast_index(raw.index) if hasattr(raw, "id_map") else faiss.downcast_index(raw)
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(inner, faiss.IndexIVF):
+        return "ivf"
+    return "flat"

@@ -84,7 +84,7 @@ class RAGPipeline:
         index: str | Path,
         generator: Generator | str | None = None,
         k: int = 4,
-        retriever: RetrieverKind = "dense",
+        retriever: RetrieverKind = "hybrid",
         **kwargs: Any,
     ) -> RAGPipeline:
         return cls(make_retriever(index, retriever, k=k), generator, **kwargs)

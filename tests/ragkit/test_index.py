@@ -313,18 +313,19 @@ _READER = textwrap.dedent(
     from ragkit.index import Index
 
     embedder = Embedder(sys.argv[2], device="cpu").warm_up()
+    expected = int(sys.argv[4])
     seen = set()
     print("ready", flush=True)
     deadline = time.time() + float(sys.argv[3])
     while time.time() < deadline:
         with Index.open(sys.argv[1], embedder) as index:
             for _ in range(5):
-                with index.store.snapshot():
-                    hits = index.search("river", k=1000)
-                    expected = index.counts().chunks
-                    seen.add(index.store.generation)
+                hits = index.search("river", k=1000)
+                # the writer keeps the number of chunks constant: a mixed or partial state
+                # (vectors of one generation, rows of another) would change the count
                 assert len(hits) == expected, (len(hits), expected)
                 assert all(hit.chunk.text for hit in hits)
+                seen.add(index._loaded_generation)
     print(len(seen), flush=True)
     """
 )
@@ -335,25 +336,27 @@ def test_readers_in_other_processes_never_see_a_partial_index(
 ) -> None:
     directory = tmp_path / "idx"
     writer = Index.create(directory, tiny_embedder, CHARS)
-    writer.add_documents(_docs("a", 3))
+    writer.add_documents(_docs("a", 3) + _docs("w0-", 5))
     writer.commit()
+    expected = writer.counts().chunks
     script = tmp_path / "reader.py"
     script.write_text(_READER)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     reader = subprocess.Popen(
-        [sys.executable, str(script), str(directory), str(tiny_model_path), "4"],
+        [sys.executable, str(script), str(directory), str(tiny_model_path), "4", str(expected)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
     )
     assert reader.stdout is not None
     assert reader.stdout.readline().strip() == b"ready"
-    i = 0
+    i = 1
     while reader.poll() is None:
+        # same texts under new ids: every commit replaces 5 documents, the chunk count stays put
         writer.add_documents(_docs(f"w{i}-", 5))
-        if i:
-            writer.delete_documents([f"w{i - 1}-{j}" for j in range(5)])
+        writer.delete_documents([f"w{i - 1}-{j}" for j in range(5)])
         writer.commit()
+        assert writer.counts().chunks == expected
         i += 1
     out, err = reader.communicate()
     writer.close()
@@ -408,3 +411,29 @@ def test_bm25_search_filters_and_incremental_updates(
         assert (
             len(list(directory.glob("bm25-*"))) <= 4
         )  # the current generation and three before it
+
+
+def test_auto_index_switches_to_hnsw_above_the_threshold(
+    tmp_path: Path, tiny_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragkit.index import vectors as vectors_module
+
+    monkeypatch.setattr(vectors_module, "AUTO_HNSW_THRESHOLD", 8)
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        assert index.manifest.index_type == "auto"
+        index.add_documents(_docs("a", 2))
+        index.commit()
+        assert index._ensure_vectors().kind == "flat"
+        small = index.counts().chunks
+        index.add_documents(_docs("b", 6))
+        index.commit()
+        assert index.counts().chunks > 8 > small
+        assert index._ensure_vectors().kind == "hnsw"
+        _consistent(index)
+        assert index.search("river", k=3)
+    with Index.open(tmp_path / "idx", tiny_embedder) as reopened:
+        assert reopened._ensure_vectors().kind == "hnsw"  # read back from the FAISS file itself
+        reopened.delete_documents([f"b{i}" for i in range(6)])
+        reopened.commit()
+        assert reopened._ensure_vectors().kind == "flat"
+        _consistent(reopened)
