@@ -524,6 +524,14 @@ def eval_command(
     out.print(f"{len(report.failures)} failure(s); {report.seconds:.1f} s", highlight=False)
 
 
+from ragkit.server.cli import feedback_export_command, serve_command  # noqa: E402  (FastAPI loads lazily)
+
+app.command("serve")(serve_command)
+feedback_app = typer.Typer(help="Feedback collected by the server.", no_args_is_help=True)
+feedback_app.command("export")(feedback_export_command)
+app.add_typer(feedback_app, name="feedback")
+
+
 align_app = typer.Typer(
     help="RLHF jobs: supervised fine-tuning and reward-model training.", no_args_is_help=True
 )

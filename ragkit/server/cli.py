@@ -1,0 +1,122 @@
+"""``ragkit serve`` and ``ragkit feedback export``: argument parsing only.
+
+Registered in :mod:`ragkit.cli` (``app.command("serve")(serve_command)`` and a ``feedback``
+sub-app); kept here so the CLI module does not import FastAPI unless the command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from ragkit.errors import RagkitError
+
+log = logging.getLogger("ragkit.server")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where + ': ' if where else ''}{first['msg']}".replace("Value error, ", "")
+
+
+def serve_command(
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory to answer from.")],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; anything but loopback requires an API key.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    generator: Annotated[
+        str | None,
+        typer.Option("--generator", "-g", help="Model: default SmolLM2, a hub id or a path."),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File with API keys, one a line (RAGKIT_API_KEY is also read)."),
+    ] = None,
+    retriever: Annotated[str, typer.Option(help="dense, bm25 or hybrid.")] = "hybrid",
+    k: Annotated[int, typer.Option("-k", help="Passages per question.")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask.")] = 512,
+    feedback_db: Annotated[
+        Path | None, typer.Option(help="SQLite file recording answers and feedback.")
+    ] = None,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="Dynamic batching window in milliseconds.")
+    ] = 10.0,
+    max_batch_size: Annotated[int, typer.Option(help="Most questions per generation.")] = 16,
+    no_batching: Annotated[
+        bool, typer.Option("--no-batching", help="One question per generation call.")
+    ] = False,
+    rate_limit: Annotated[int, typer.Option(help="Requests per minute per key; 0 disables.")] = 120,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Allow this origin via CORS (repeatable).")
+    ] = None,
+) -> None:
+    """Serve the index over HTTP: query/search API, OpenAI-compatible chat, chat page at /."""
+    import uvicorn
+
+    from ragkit.rag import RAGPipeline
+    from ragkit.retrieval import RetrieverKind
+    from ragkit.server.app import create_app
+    from ragkit.server.auth import load_api_keys
+    from ragkit.server.settings import ServerSettings
+
+    if retriever not in ("dense", "bm25", "hybrid"):
+        _fail(f"unknown retriever {retriever!r} (use dense, bm25 or hybrid)")
+    kind: RetrieverKind = retriever  # type: ignore[assignment]
+    try:
+        settings = ServerSettings(
+            host=host,
+            port=port,
+            api_keys=load_api_keys(api_key_file),
+            max_tokens=max_tokens,
+            feedback_db=feedback_db,
+            batch_wait_ms=batch_wait_ms,
+            max_batch_size=max_batch_size,
+            batching=not no_batching,
+            rate_limit_per_minute=rate_limit or None,
+            cors_origins=tuple(cors_origin or ()),
+        )
+        rag = RAGPipeline.from_index(index, generator, k=k, retriever=kind)
+        typer.echo(f"loading {rag.generator.config.model or 'the default model'} ...", err=True)
+        rag.generator.warm_up()
+        app = create_app(rag, settings)
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+    except RagkitError as exc:
+        _fail(str(exc))
+    auth = "API key required" if settings.auth_required else "no API key (loopback only)"
+    typer.echo(f"serving {index} on http://{host}:{port} ({auth})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def feedback_export_command(
+    db: Annotated[Path, typer.Argument(help="Feedback store (SQLite) written by the server.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
+    format: Annotated[str, typer.Option("--format", help="Output format (jsonl).")] = "jsonl",
+    prompt: Annotated[
+        str, typer.Option(help="'passages': passages + question as the prompt; 'question'.")
+    ] = "passages",
+) -> None:
+    """Write preference pairs (choices and up/down votes) as JSONL for reward-model training."""
+    from ragkit.feedback import export_preferences
+
+    if format != "jsonl":
+        _fail(f"unknown format {format!r} (only jsonl)")
+    if prompt not in ("passages", "question"):
+        _fail(f"unknown prompt style {prompt!r} (use passages or question)")
+    style: Literal["passages", "question"] = "question" if prompt == "question" else "passages"
+    try:
+        count = export_preferences(db, output, style)
+    except RagkitError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {count} preference pairs to {output}")

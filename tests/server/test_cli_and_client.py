@@ -1,0 +1,118 @@
+"""The CLI commands (arguments only) and the official `openai` client against a live server."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from alignment import read_preference_jsonl
+from ragkit.feedback import FeedbackStore
+from ragkit.server.cli import feedback_export_command, serve_command
+
+
+def _app(*commands: Any) -> typer.Typer:
+    app = typer.Typer()
+    for command in commands:
+        app.command()(command)
+    return app
+
+
+def test_serve_refuses_public_host_without_key(
+    server_index: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAGKIT_API_KEY", raising=False)
+    result = CliRunner().invoke(
+        _app(serve_command), ["--index", str(server_index), "--host", "0.0.0.0"]
+    )
+    assert result.exit_code == 1
+    assert "requires an API key" in result.output
+
+
+def test_serve_reports_missing_key_file(server_index: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        _app(serve_command),
+        ["--index", str(server_index), "--api-key-file", str(tmp_path / "nope")],
+    )
+    assert result.exit_code == 1
+    assert "cannot read API key file" in result.output
+
+
+def test_feedback_export_command(tmp_path: Path) -> None:
+    db = tmp_path / "fb.db"
+    with FeedbackStore(db) as store:
+        store.record_answer("a", "Q?", "good", [], "m")
+        store.record_answer("b", "Q?", "bad", [], "m")
+        store.choose("a", "b")
+    out = tmp_path / "pairs.jsonl"
+    runner = CliRunner()
+    app = _app(feedback_export_command, serve_command)
+    result = runner.invoke(
+        app, ["feedback-export-command", str(db), "-o", str(out), "--prompt", "question"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 preference pairs" in result.output
+    [pair] = read_preference_jsonl(out).records
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Q?", "good", "bad")
+    bad = runner.invoke(
+        app, ["feedback-export-command", str(db), "-o", str(out), "--format", "csv"]
+    )
+    assert bad.exit_code == 1 and "unknown format" in bad.output
+
+
+@contextlib.contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port in a thread; yield its base URL."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_openai_client_against_live_server(server_rag: Any) -> None:
+    openai = pytest.importorskip("openai")
+    from pydantic import SecretStr
+
+    from ragkit.server import ServerSettings, create_app
+
+    app = create_app(server_rag, ServerSettings(port=0, api_keys=(SecretStr("k-123"),)))
+    with live_server(app) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="k-123", max_retries=0, timeout=30)
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        done = client.chat.completions.create(model="ragkit", messages=question, max_tokens=5)
+        text = done.choices[0].message.content
+        assert text
+        assert done.usage is not None and 0 < done.usage.completion_tokens <= 5
+        assert isinstance(done.model_extra.get("citations"), list)
+        pieces = [
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(
+                model="ragkit", messages=question, max_tokens=5, stream=True
+            )
+            if chunk.choices
+        ]
+        assert "".join(pieces).strip() == text
+        wrong = openai.OpenAI(base_url=base + "/v1", api_key="nope", max_retries=0, timeout=30)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.chat.completions.create(model="ragkit", messages=question)
