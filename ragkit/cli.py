@@ -533,7 +533,7 @@ app.add_typer(feedback_app, name="feedback")
 
 
 align_app = typer.Typer(
-    help="RLHF jobs: supervised fine-tuning and reward-model training.", no_args_is_help=True
+    help="RLHF jobs: supervised fine-tuning, reward-model training and PPO.", no_args_is_help=True
 )
 app.add_typer(align_app, name="align")
 
@@ -627,6 +627,11 @@ def align_sft_command(
         lambda: train_sft(_align_config("sft", config, output, limit, model), resume=resume)
     )
     out.print_json(json.dumps(_summary(result), default=str))
+
+
+from alignment.ppo.cli import align_ppo_command  # noqa: E402  (torch loads lazily)
+
+align_app.command("ppo")(align_ppo_command)
 
 
 def main() -> None:

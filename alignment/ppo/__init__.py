@@ -13,6 +13,7 @@ from alignment.ppo.advantages import (
     per_token_rewards,
 )
 from alignment.ppo.config import PPOConfig
+from alignment.ppo.job import PPOJobConfig, PPOResult, train_ppo
 from alignment.ppo.kl import AdaptiveKLController, FixedKLController, make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
 from alignment.ppo.losses import PolicyLossOutput, clipped_policy_loss, clipped_value_loss
@@ -31,6 +32,8 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "PPOConfig",
+    "PPOJobConfig",
+    "PPOResult",
     "PPOTrainer",
     "PolicyLossOutput",
     "RewardFn",
@@ -50,6 +53,7 @@ __all__ = [
     "sample_responses",
     "score_rollout",
     "selected_logprobs",
+    "train_ppo",
     "truncate_after_eos",
     "zero_value_head",
 ]
