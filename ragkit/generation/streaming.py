@@ -9,8 +9,10 @@ pieces concatenate to exactly the text the non-streaming path returns for the sa
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -39,6 +41,20 @@ class QueueStreamer:
 
     def end(self) -> None:
         """Nothing to do: the worker signals the end after ``generate`` returns."""
+
+
+_LIVE_STREAMS: weakref.WeakSet[TextStream] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_streams() -> None:
+    """Cancel and join streams abandoned mid-generation before the interpreter shuts down.
+
+    A worker thread still inside a torch kernel while Python finalises aborts the process
+    ("terminate called without an active exception"); stopping it first avoids that.
+    """
+    for stream in list(_LIVE_STREAMS):
+        stream.close()
 
 
 class TextStream(Iterator[str]):
@@ -101,6 +117,7 @@ class TextStream(Iterator[str]):
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._worker, name="ragkit-stream", daemon=True)
+        _LIVE_STREAMS.add(self)
         self._thread.start()
 
     def _visible(self) -> tuple[str, bool]:

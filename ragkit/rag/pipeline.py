@@ -21,14 +21,28 @@ DEFAULT_OPTIONS = {"max_new_tokens": 128}
 
 
 class AnswerStream:
-    """Iterate to receive the answer's text pieces as they are generated; then read ``answer``."""
+    """Iterate to receive the answer's text pieces as they are generated; then read ``answer``.
 
-    def __init__(self, pieces: Iterator[str]) -> None:
+    Stopping early is fine: ``close()`` (or leaving a ``with`` block) stops the generation.
+    """
+
+    def __init__(self, pieces: Iterator[str], on_close: Any = None) -> None:
         self._pieces = pieces
+        self._on_close = on_close
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
         yield from self._pieces
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> AnswerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class RAGPipeline:
@@ -184,6 +198,7 @@ class RAGPipeline:
             )
 
         holder._pieces = pieces()
+        holder._on_close = text_stream.close
         return holder
 
     # -- persistence ------------------------------------------------------------------------

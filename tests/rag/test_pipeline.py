@@ -238,3 +238,36 @@ def test_pipeline_or_operator(retriever: DenseRetriever, tiny_generator: Generat
     )
     result = pipeline.run(question="capital of France")
     assert isinstance(result["answer"], str) and result.trace.prompt
+
+
+_ABANDON = """
+import sys
+from ragkit import Index
+from ragkit.embedding import Embedder
+from ragkit.generation import Generator
+from ragkit.rag import RAGPipeline
+from ragkit.retrieval import DenseRetriever
+
+index = Index.open(sys.argv[1], Embedder(sys.argv[2], device="cpu"))
+generator = Generator(sys.argv[3], device="cpu", options={"max_new_tokens": 3000})
+rag = RAGPipeline(DenseRetriever(index, k=1), generator, options={"max_new_tokens": 3000})
+stream = rag.stream("What is the capital of Alsace?")
+print(repr(next(iter(stream))), flush=True)
+"""
+
+
+def test_abandoning_a_stream_mid_generation_exits_cleanly(
+    tmp_path: Path, tiny_index: Path, tiny_model_path: Path, tiny_llama_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "abandon.py"
+    script.write_text(_ABANDON)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tiny_index), str(tiny_model_path), str(tiny_llama_path)],
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-1000:]
+    assert done.stdout.strip(), "a first piece was streamed before exiting"
