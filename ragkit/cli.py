@@ -570,63 +570,55 @@ def _summary(result: Any) -> dict[str, Any]:
     return data
 
 
+AlignConfig = Annotated[
+    Path | None, typer.Option("--config", help="Job config (YAML); examples in examples/configs/.")
+]
+AlignResume = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")]
+AlignOutput = Annotated[Path | None, typer.Option(help="Output folder (overrides output_dir).")]
+AlignLimit = Annotated[int | None, typer.Option(help="Use only the first N records (quick run).")]
+AlignModel = Annotated[
+    str | None, typer.Option(help="Model: HF id or local folder (default: packaged SmolLM2).")
+]
+
+
+def _run_align(
+    kind: str,
+    config: Path | None,
+    resume: bool,
+    output: Path | None,
+    limit: int | None,
+    model: str | None,
+) -> None:
+    import alignment
+
+    train = alignment.train_reward_model if kind == "reward" else alignment.train_sft
+    job = _guard(lambda: _align_config(kind, config, output, limit, model))
+    result = _guard(lambda: train(job, resume=resume))
+    out.print_json(json.dumps(_summary(result), default=str))
+
+
 @align_app.command("reward")
 def align_reward_command(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="Job config (YAML); see examples/configs/reward.yaml."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
-    ] = False,
-    output: Annotated[
-        Path | None, typer.Option(help="Output folder (overrides output_dir).")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Use only the first N records (quick run).")
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Backbone: HF id or local folder (default: packaged SmolLM2)."),
-    ] = None,
+    config: AlignConfig = None,
+    resume: AlignResume = False,
+    output: AlignOutput = None,
+    limit: AlignLimit = None,
+    model: AlignModel = None,
 ) -> None:
     """Train a pairwise (Bradley-Terry) reward model on preference pairs."""
-    from alignment import train_reward_model
-
-    result = _guard(
-        lambda: train_reward_model(
-            _align_config("reward", config, output, limit, model), resume=resume
-        )
-    )
-    out.print_json(json.dumps(_summary(result), default=str))
+    _run_align("reward", config, resume, output, limit, model)
 
 
 @align_app.command("sft")
 def align_sft_command(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="Job config (YAML); see examples/configs/sft.yaml."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
-    ] = False,
-    output: Annotated[
-        Path | None, typer.Option(help="Output folder (overrides output_dir).")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Use only the first N records (quick run).")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model: HF id or local folder (default: packaged SmolLM2).")
-    ] = None,
+    config: AlignConfig = None,
+    resume: AlignResume = False,
+    output: AlignOutput = None,
+    limit: AlignLimit = None,
+    model: AlignModel = None,
 ) -> None:
     """Supervised fine-tuning on demonstrations (loss on response tokens only)."""
-    from alignment import train_sft
-
-    result = _guard(
-        lambda: train_sft(_align_config("sft", config, output, limit, model), resume=resume)
-    )
-    out.print_json(json.dumps(_summary(result), default=str))
+    _run_align("sft", config, resume, output, limit, model)
 
 
 from alignment.ppo.cli import align_ppo_command  # noqa: E402  (torch loads lazily)
