@@ -8,6 +8,7 @@ that names the offending key.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -178,6 +179,24 @@ def validate_config(cls: type[C], data: object, source: str = "config") -> C:
         return cls.model_validate(data if data is not None else {})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def override(config: C, values: Mapping[str, object], source: str = "command line") -> C:
+    """A copy of ``config`` with dotted-path settings replaced (``None`` keeps the setting).
+
+    One place for every front end (``ragkit align``, the example scripts) to apply command-line
+    overrides such as ``{"data.limit": 300, "output_dir": out}``; the result is validated again.
+    """
+    data = config.model_dump()
+    for path, value in values.items():
+        if value is None:
+            continue
+        *parents, leaf = path.split(".")
+        node = data
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return validate_config(type(config), data, source)
 
 
 def load_config(cls: type[C], path: str | os.PathLike[str]) -> C:

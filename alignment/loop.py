@@ -60,6 +60,16 @@ class LoopResult:
         """Training examples (pairs or demonstrations) per second of optimisation (no eval)."""
         return self.examples / self.train_seconds if self.train_seconds > 0 else 0.0
 
+    def summary(self, rate_name: str = "examples_per_second") -> dict[str, Any]:
+        """The headline numbers a finished job prints (the rate under ``rate_name``)."""
+        return {
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+            "train_seconds": round(self.train_seconds, 1),
+            rate_name: round(self.examples_per_second, 2),
+            "peak_rss_mb": round(self.peak_rss_mb),
+        }
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,17 @@ class RewardTrainingResult:
     train_pairs: int
     validation_pairs: int
     reports: list[DataReport] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``ragkit align reward`` and the example script print at the end."""
+        return {
+            "model": str(self.model_dir),
+            **self.loop.summary("pairs_per_second"),
+            "train_pairs": self.train_pairs,
+            "validation_pairs": self.validation_pairs,
+            "validation": self.validation,
+            "normalisation_bias": self.normalisation_bias,
+        }
 
 
 def split_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -150,6 +150,16 @@ class SFTResult:
     validation_examples: int
     reports: list[DataReport] = field(default_factory=list)
 
+    def summary(self) -> dict[str, Any]:
+        """What ``ragkit align sft`` and the example script print at the end."""
+        return {
+            "model": str(self.model_dir),
+            **self.loop.summary("examples_per_second"),
+            "train_examples": self.train_examples,
+            "validation_examples": self.validation_examples,
+            "validation": self.validation,
+        }
+
 
 def save_causal_lm(
     model: nn.Module, tokenizer: Any, directory: Path, info: dict[str, Any], card: str

@@ -16,7 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
-from alignment import SFTJobConfig, load_config, train_sft, validate_config
+from alignment import SFTJobConfig, load_config, train_sft
+from alignment.config import override
 from ragkit.errors import RagkitError
 
 
@@ -35,20 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> SFTJobConfig:
     config = load_config(SFTJobConfig, args.config) if args.config else SFTJobConfig()
-    data = config.model_dump()
-    if args.limit is not None:
-        data["data"]["limit"] = args.limit
-    if args.output is not None:
-        data["output_dir"] = args.output
-    if args.model is not None:
-        data["model"]["name_or_path"] = args.model
-    if args.max_steps is not None:
-        data["training"]["max_steps"] = args.max_steps
-    if args.threads is not None:
-        data["training"]["threads"] = args.threads
-    if args.no_progress:
-        data["training"]["progress"] = False
-    return validate_config(SFTJobConfig, data, "command line")
+    return override(
+        config,
+        {
+            "data.limit": args.limit,
+            "output_dir": args.output,
+            "model.name_or_path": args.model,
+            "training.max_steps": args.max_steps,
+            "training.threads": args.threads,
+            "training.progress": False if args.no_progress else None,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,17 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except RagkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = {
-        "model": str(result.model_dir),
-        "steps": result.loop.steps,
-        "seconds": round(result.loop.seconds, 1),
-        "train_seconds": round(result.loop.train_seconds, 1),
-        "examples_per_second": round(result.loop.examples_per_second, 2),
-        "peak_rss_mb": round(result.loop.peak_rss_mb),
-        "train_examples": result.train_examples,
-        "validation_examples": result.validation_examples,
-        "validation": result.validation,
-    }
+    summary = result.summary()
     print(json.dumps(summary, indent=2))
     return 0
 

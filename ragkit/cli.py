@@ -541,33 +541,14 @@ app.add_typer(align_app, name="align")
 def _align_config(
     kind: str, config: Path | None, output: Path | None, limit: int | None, model: str | None
 ) -> Any:
-    from alignment import RewardJobConfig, SFTJobConfig, load_config, validate_config
+    from alignment import RewardJobConfig, SFTJobConfig, load_config
+    from alignment.config import override
 
     cls: Any = RewardJobConfig if kind == "reward" else SFTJobConfig
     loaded = load_config(cls, config) if config is not None else cls()
-    data = loaded.model_dump()
-    if output is not None:
-        data["output_dir"] = output
-    if limit is not None:
-        data["data"]["limit"] = limit
-    if model is not None:
-        data["model"]["name_or_path"] = model
-    return validate_config(cls, data, "command line")
-
-
-def _summary(result: Any) -> dict[str, Any]:
-    loop = result.loop
-    data: dict[str, Any] = {
-        "model": str(result.model_dir),
-        "steps": loop.steps,
-        "seconds": round(loop.seconds, 1),
-        "examples_per_second": round(loop.examples_per_second, 2),
-        "peak_rss_mb": round(loop.peak_rss_mb),
-    }
-    for name in ("validation", "normalisation_bias", "train_pairs", "validation_pairs"):
-        if hasattr(result, name):
-            data[name] = getattr(result, name)
-    return data
+    return override(
+        loaded, {"output_dir": output, "data.limit": limit, "model.name_or_path": model}
+    )
 
 
 AlignConfig = Annotated[
@@ -594,7 +575,7 @@ def _run_align(
     train = alignment.train_reward_model if kind == "reward" else alignment.train_sft
     job = _guard(lambda: _align_config(kind, config, output, limit, model))
     result = _guard(lambda: train(job, resume=resume))
-    out.print_json(json.dumps(_summary(result), default=str))
+    out.print_json(json.dumps(result.summary(), default=str))
 
 
 @align_app.command("reward")

@@ -20,15 +20,10 @@ from ragkit.errors import RagkitError
 
 
 def _config(config: Path, output: Path | None, limit: int | None) -> Any:
-    from alignment.config import load_config, validate_config
+    from alignment.config import load_config, override
     from alignment.ppo.job import PPOJobConfig
 
-    data = load_config(PPOJobConfig, config).model_dump()
-    if output is not None:
-        data["output_dir"] = output
-    if limit is not None:
-        data["data"]["limit"] = limit
-    return validate_config(PPOJobConfig, data, "command line")
+    return override(load_config(PPOJobConfig, config), {"output_dir": output, "data.limit": limit})
 
 
 def ppo_summary(result: Any) -> dict[str, Any]:
