@@ -7,7 +7,7 @@ the same thing for every retriever: they are resolved by the index's store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -85,6 +85,27 @@ class BM25Retriever(_IndexRetriever):
         return self.index.search_lexical(query, k or self.k, filters)
 
 
+def _fuse(
+    hit_lists: Sequence[Sequence[Hit]],
+    k: int,
+    weights: Sequence[float] | None,
+    contributions: Callable[[Sequence[Hit]], list[float]],
+) -> list[Hit]:
+    """Sum ``weight × contribution`` per chunk over the lists; ties keep first-appearance order."""
+    weights = list(weights) if weights is not None else [1.0] * len(hit_lists)
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for weight, hits in zip(weights, hit_lists, strict=True):
+        for hit, value in zip(hits, contributions(hits), strict=True):
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight * value
+            first.setdefault(hit.chunk.id, hit)
+    ordered = sorted(first, key=lambda cid: -scores[cid])[:k]
+    return [
+        first[cid].model_copy(update={"score": scores[cid], "rank": i, "retriever": "hybrid"})
+        for i, cid in enumerate(ordered)
+    ]
+
+
 def reciprocal_rank_fusion(
     hit_lists: Sequence[Sequence[Hit]],
     k: int,
@@ -92,41 +113,24 @@ def reciprocal_rank_fusion(
     weights: Sequence[float] | None = None,
 ) -> list[Hit]:
     """Fuse rankings by ``sum(w / (rrf_k + rank))``; ties keep the order of first appearance."""
-    weights = list(weights) if weights is not None else [1.0] * len(hit_lists)
-    scores: dict[str, float] = {}
-    first: dict[str, Hit] = {}
-    for weight, hits in zip(weights, hit_lists, strict=True):
-        for rank, hit in enumerate(hits):
-            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight / (rrf_k + rank + 1)
-            first.setdefault(hit.chunk.id, hit)
-    ordered = sorted(first, key=lambda cid: -scores[cid])[:k]
-    return [
-        first[cid].model_copy(update={"score": scores[cid], "rank": i, "retriever": "hybrid"})
-        for i, cid in enumerate(ordered)
-    ]
+    return _fuse(
+        hit_lists, k, weights, lambda hits: [1 / (rrf_k + r + 1) for r in range(len(hits))]
+    )
+
+
+def _min_max(hits: Sequence[Hit]) -> list[float]:
+    values = [h.score for h in hits]
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    return [1.0 if high == low else (v - low) / (high - low) for v in values]
 
 
 def weighted_score_fusion(
     hit_lists: Sequence[Sequence[Hit]], k: int, weights: Sequence[float] | None = None
 ) -> list[Hit]:
     """Fuse by a weighted sum of min-max normalised scores (a hit absent from a list scores 0 there)."""
-    weights = list(weights) if weights is not None else [1.0] * len(hit_lists)
-    scores: dict[str, float] = {}
-    first: dict[str, Hit] = {}
-    for weight, hits in zip(weights, hit_lists, strict=True):
-        if not hits:
-            continue
-        values = [h.score for h in hits]
-        low, high = min(values), max(values)
-        for hit in hits:
-            normalised = 1.0 if high == low else (hit.score - low) / (high - low)
-            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight * normalised
-            first.setdefault(hit.chunk.id, hit)
-    ordered = sorted(first, key=lambda cid: -scores[cid])[:k]
-    return [
-        first[cid].model_copy(update={"score": scores[cid], "rank": i, "retriever": "hybrid"})
-        for i, cid in enumerate(ordered)
-    ]
+    return _fuse(hit_lists, k, weights, _min_max)
 
 
 class HybridRetriever(_IndexRetriever):

@@ -46,6 +46,13 @@ def vector_file(directory: Path, generation: int) -> Path:
     return directory / f"vectors-{generation}.faiss"
 
 
+def _check_query(query: object, k: int) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidQueryError("query is empty")
+    if k <= 0:
+        raise InvalidQueryError(f"k must be positive, got {k}")
+
+
 def lexical_dir(directory: Path, generation: int) -> Path:
     return directory / f"bm25-{generation}"
 
@@ -425,10 +432,7 @@ class Index:
     # -- reading ----------------------------------------------------------------------------
     def search(self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None) -> list[Hit]:
         """The ``k`` chunks most similar to ``query``, optionally restricted by metadata ``filters``."""
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidQueryError("query is empty")
-        if k <= 0:
-            raise InvalidQueryError(f"k must be positive, got {k}")
+        _check_query(query, k)
         return self.search_vector(self.embedder.encode_query(query), k, filters)
 
     def search_vector(
@@ -452,10 +456,7 @@ class Index:
         self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]:
         """BM25 search with the same filters and the same snapshot guarantee as :meth:`search_vector`."""
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidQueryError("query is empty")
-        if k <= 0:
-            raise InvalidQueryError(f"k must be positive, got {k}")
+        _check_query(query, k)
 
         def run() -> list[tuple[int, float]]:
             lexical = self._ensure_lexical()

@@ -127,7 +127,7 @@ def index_paths(
             report.files_unchanged += 1
             continue
         try:
-            loaded = load_file(file, registry)
+            loaded = load_file(file, registry, digest)
         except LoaderError as exc:
             report.skipped.append(SkippedFile(source=file.source, reason=str(exc)))
             continue
@@ -136,7 +136,7 @@ def index_paths(
         if not chunks:
             report.skipped.append(SkippedFile(source=file.source, reason="no extractable text"))
             continue
-        group.append((file, loaded.content_hash, loaded.documents, chunks))
+        group.append((file, digest, loaded.documents, chunks))
         group_chunks += len(chunks)
         total_chunks += len(chunks)
         report.files_indexed += 1

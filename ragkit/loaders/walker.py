@@ -105,17 +105,24 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_file(file: SourceFile, registry: LoaderRegistry | None = None) -> LoadedFile:
-    """Load one selected file; raises :class:`LoaderError` with the reason it cannot be read."""
+def load_file(
+    file: SourceFile, registry: LoaderRegistry | None = None, digest: str | None = None
+) -> LoadedFile:
+    """Load one selected file; raises :class:`LoaderError` with the reason it cannot be read.
+
+    ``digest`` is the file's :func:`content_hash` when the caller already computed it (the
+    indexer does, to skip unchanged files), so the file is not hashed twice.
+    """
     registry = registry or default_registry()
     path = Path(file.path)
     loader = registry.for_path(path)
     if loader is None:
         raise LoaderError(f"unsupported file type: {file.source}")
-    try:
-        digest = content_hash(path)
-    except OSError as exc:
-        raise LoaderError(f"cannot read {file.source}: {exc.strerror or exc}") from None
+    if digest is None:
+        try:
+            digest = content_hash(path)
+        except OSError as exc:
+            raise LoaderError(f"cannot read {file.source}: {exc.strerror or exc}") from None
     documents = loader.load(path, file.source, file.key)
     return LoadedFile(file=file, content_hash=digest, documents=documents)
 

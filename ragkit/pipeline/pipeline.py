@@ -162,28 +162,8 @@ class Pipeline:
             raise PipelineError(f"pipeline {self.name!r} got unknown input {unknown[0]!r}")
 
     def run(self, **inputs: Any) -> PipelineResult:
-        self._validate_inputs(inputs)
-        state: dict[str, Any] = dict(inputs)
-        trace = Trace()
-        started = time.perf_counter()
-        for step, sig in zip(self.steps, self.signatures, strict=True):
-            kwargs = {name: state[name] for name in sig.inputs if name in state}
-            t0 = time.perf_counter()
-            output = step.run(**kwargs)
-            elapsed = time.perf_counter() - t0
-            values = self._outputs(step, sig, output)
-            state.update(values)
-            trace.steps.append(
-                StepTrace(
-                    step=step_name(step),
-                    inputs=jsonable(kwargs),
-                    outputs=jsonable(values),
-                    seconds=elapsed,
-                )
-            )
-            self._collect_notes(trace, values)
-        trace.seconds = time.perf_counter() - started
-        return PipelineResult(outputs=state, trace=trace)
+        """Run one input: a batch of one, so single and batched runs share one code path."""
+        return self.run_batch([inputs])[0]
 
     def run_batch(self, inputs: Sequence[Mapping[str, Any]]) -> list[PipelineResult]:
         """Run many inputs; steps with ``run_batch`` (the generator) get them all at once."""

@@ -91,6 +91,9 @@ class RAGPipeline:
         )
         self.pipeline = pipeline
         self.retriever = pipeline.steps[0]
+        # retrieval + prompt building, run on their own when the generation is streamed
+        head = pipeline.steps[: pipeline.steps.index(self.prompt_builder) + 1]
+        self._head = Pipeline(head, inputs={"question": str}, name="rag-head")
 
     @classmethod
     def from_index(
@@ -152,22 +155,15 @@ class RAGPipeline:
         Strategies other than ``plain`` make several model calls per answer; they are not
         streamed: the finished answer arrives as one piece.
         """
-        values = self._inputs(question, k, filters)
         if self.generate_step is None or self.strategy != "plain":
             answer = self.ask(question, k, filters)
-            holder = AnswerStream(iter([answer.answer]))
-            holder.answer = answer
-            return holder
-        step = self.generate_step
-        steps = self.pipeline.steps
-        head = Pipeline(
-            steps[: steps.index(self.prompt_builder) + 1], inputs={"question": str}, name="rag-head"
-        )
-        prepared = head.run(**values)
+            finished = AnswerStream(iter([answer.answer]))
+            finished.answer = answer
+            return finished
+        prepared = self._head.run(**self._inputs(question, k, filters))
         prompt = prepared.outputs["prompt"]
         passages = prepared.outputs["passages"]
-        text_stream = self.generator.stream(prompt, step.options)
-        holder = AnswerStream(iter(()))
+        text_stream = self.generator.stream(prompt, self.generate_step.options)
 
         def pieces() -> Iterator[str]:
             collected: list[str] = []
@@ -197,8 +193,7 @@ class RAGPipeline:
                 trace=trace,
             )
 
-        holder._pieces = pieces()
-        holder._on_close = text_stream.close
+        holder = AnswerStream(pieces(), on_close=text_stream.close)
         return holder
 
     # -- persistence ------------------------------------------------------------------------
