@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,7 +36,7 @@ T = TypeVar("T")
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 
@@ -105,6 +106,14 @@ def index_command(
         ),
     ] = "auto",
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    embed_backend: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (the fastest backend whose vectors stay within 0.99 cosine of fp32 on "
+            "this machine; measured once, cached), torch, torch-bf16, onnx or onnx-int8. "
+            "An existing index keeps the backend it was built with."
+        ),
+    ] = None,
     prune: Annotated[
         bool, typer.Option(help="Remove indexed files under PATHS that no longer exist.")
     ] = False,
@@ -113,12 +122,18 @@ def index_command(
     """Index files into DIR; unchanged files are not re-embedded."""
     from ragkit.chunking import ChunkingSettings
     from ragkit.embedding import Embedder
+    from ragkit.embedding.embedder import check_backend_name
     from ragkit.index import Index, index_paths
     from ragkit.index.manifest import MANIFEST_NAME
     from ragkit.loaders import discover_files
 
     if chunk_unit not in ("tokens", "chars"):
         _fail(f"--chunk-unit must be 'tokens' or 'chars', got {chunk_unit!r}")
+    if embed_backend is not None:
+        try:
+            check_backend_name(embed_backend)
+        except ValueError as exc:
+            _fail(f"--embed-backend: {exc}")
     if index_type not in ("auto", "flat", "hnsw", "ivf"):
         _fail(f"--index-type must be auto, flat, hnsw or ivf, got {index_type!r}")
     for path in paths:
@@ -129,7 +144,7 @@ def index_command(
         discover_files(
             [str(p) for p in paths], include or (), exclude or ()
         )  # fail fast, before loading a model
-        model = Embedder(embedder, batch_size=batch_size)
+        model = Embedder(embedder, batch_size=batch_size, backend=embed_backend)
         exists = (index / MANIFEST_NAME).exists()
         explicit = chunk_size is not None or chunk_overlap is not None or chunk_unit != "tokens"
         settings = ChunkingSettings.for_unit(chunk_unit, chunk_size, chunk_overlap)  # type: ignore[arg-type]
@@ -297,6 +312,13 @@ def _print_sources(answer: Any) -> None:
         err.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
+from ragkit.server.cli import (  # noqa: E402  (shared with serve; imports no FastAPI)
+    ApiKeyEnvOption,
+    BaseUrlOption,
+    GeneratorBackendOption,
+)
+
+
 def _rag(
     index: Path,
     generator: str | None,
@@ -304,16 +326,21 @@ def _rag(
     max_new_tokens: int,
     retriever: str = "hybrid",
     strategy: str = "plain",
+    backend: str = "transformers",
+    base_url: str | None = None,
+    api_key_env: str | None = None,
 ) -> Any:
+    from ragkit.generation import make_generator
     from ragkit.rag import STRATEGIES, RAGPipeline
 
     if k <= 0:
         raise RagkitError(f"-k must be positive, got {k}")
     if strategy not in STRATEGIES:
         raise RagkitError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    model = make_generator(backend, generator, base_url=base_url, api_key_env=api_key_env)
     return RAGPipeline.from_index(
         index,
-        generator=generator,
+        generator=model,
         k=k,
         retriever=retriever,  # type: ignore[arg-type]
         options={"max_new_tokens": max_new_tokens},
@@ -329,9 +356,13 @@ def ask_command(
     generator: Annotated[
         str | None,
         typer.Option(
-            help="Generator: HF id or local path (default: packaged SmolLM2-135M-Instruct)."
+            help="Generator: HF id or local path (default: packaged SmolLM2-135M-Instruct); "
+            "with --generator-backend openai, the model name on the server."
         ),
     ] = None,
+    generator_backend: GeneratorBackendOption = "transformers",
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
     stream: Annotated[
         bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")
     ] = True,
@@ -354,7 +385,17 @@ def ask_command(
         _fail("question is empty")
 
     def run() -> Any:
-        rag = _rag(index, generator, k, max_new_tokens, retriever, strategy)
+        rag = _rag(
+            index,
+            generator,
+            k,
+            max_new_tokens,
+            retriever,
+            strategy,
+            generator_backend,
+            base_url,
+            api_key_env,
+        )
         if json_output or not stream:
             return rag.ask(question)
         answer_stream = rag.stream(question)
@@ -382,13 +423,34 @@ def ask_command(
 def chat_command(
     index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
     k: Annotated[int, typer.Option("-k", help="Passages to retrieve.")] = 4,
-    generator: Annotated[str | None, typer.Option(help="Generator: HF id or local path.")] = None,
+    generator: Annotated[
+        str | None,
+        typer.Option(
+            help="Generator: HF id or local path; with --generator-backend openai, the model "
+            "name on the server."
+        ),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
+    generator_backend: GeneratorBackendOption = "transformers",
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
 ) -> None:
     """A multi-turn session: follow-up questions are rewritten using the conversation."""
     from ragkit.rag import ChatSession
 
-    session = _guard(lambda: ChatSession(_rag(index, generator, k, max_new_tokens)))
+    session = _guard(
+        lambda: ChatSession(
+            _rag(
+                index,
+                generator,
+                k,
+                max_new_tokens,
+                backend=generator_backend,
+                base_url=base_url,
+                api_key_env=api_key_env,
+            )
+        )
+    )
     err.print("ragkit chat: ask a question (empty line, 'exit' or Ctrl-D to quit)", highlight=False)
     while True:
         try:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
 import pytest
 
 from ragkit.embedding import Embedder
+
+# Deterministic vectors across the suite: "auto" would time backends and could pick a different
+# one from run to run. Backend selection and the ONNX backends have their own tests.
+os.environ.setdefault("RAGKIT_EMBED_BACKEND", "torch")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -112,6 +112,7 @@ class Index:
         embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
         manifest = IndexManifest(
             embedder=embedder.name,
+            embed_backend=embedder.backend_name,
             dimension=embedder.dimension,
             index_type=index_type,
             chunking=chunking or ChunkingSettings(),
@@ -134,16 +135,17 @@ class Index:
         directory = Path(directory)
         manifest = IndexManifest.load(directory)
         if embedder is None:
-            embedder = Embedder(manifest.embedder)
+            embedder = Embedder(manifest.embedder, backend=manifest.embed_backend)
         elif isinstance(embedder, str):
-            embedder = Embedder(embedder)
+            embedder = Embedder(embedder, backend=manifest.embed_backend)
         if embedder.name != manifest.embedder:
             raise IndexFormatError(
                 f"index {directory} was built with embedder {manifest.embedder!r}; refusing to use {embedder.name!r}"
             )
+        _match_backend(directory, manifest, embedder)
         store = ChunkStore(directory / STORE_NAME)
         index = cls(directory, manifest, embedder, store)
-        if embedder._model is not None and embedder.dimension != manifest.dimension:
+        if embedder.is_loaded and embedder.dimension != manifest.dimension:
             raise IndexFormatError(
                 f"index {directory} has dimension {manifest.dimension}; embedder {embedder.name!r} gives {embedder.dimension}"
             )
@@ -515,3 +517,16 @@ class Index:
     def counts(self) -> IndexCounts:
         files, documents, chunks = self.store.counts()
         return IndexCounts(files=files, documents=documents, chunks=chunks)
+
+
+def _match_backend(directory: Path, manifest: IndexManifest, embedder: Embedder) -> None:
+    """Queries are embedded by the backend that embedded the corpus (``auto`` adopts it)."""
+    if not embedder.backend_explicit and not embedder.is_loaded:
+        embedder.backend = manifest.embed_backend
+        return
+    used = embedder.backend_name if embedder.is_loaded else embedder.backend
+    if used != manifest.embed_backend:
+        raise IndexFormatError(
+            f"index {directory} was embedded with backend {manifest.embed_backend!r}; "
+            f"refusing to embed its queries with {used!r} (leave the backend unset to use the index's)"
+        )

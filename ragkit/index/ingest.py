@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -91,60 +92,84 @@ def index_paths(
     group_chunks = 0
     embedded = 0
     total_chunks = 0
+    # One embedding job runs in a worker thread while this thread loads and chunks the next
+    # group (the model releases the GIL), so embedding never waits on file I/O; the store is
+    # written only from this thread.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragkit-embed")
+    pending_job: list[
+        tuple[Future[np.ndarray], list[tuple[SourceFile, str, list[Document], list[Chunk]]]]
+    ] = []
+
+    def write_pending() -> None:
+        nonlocal embedded
+        while pending_job:
+            future, done_group = pending_job.pop(0)
+            vectors = future.result()
+            offset = 0
+            for file, digest, documents, chunks in done_group:
+                index.replace_file(
+                    file.key,
+                    file.source,
+                    digest,
+                    documents,
+                    chunks=chunks,
+                    vectors=vectors[offset : offset + len(chunks)],
+                )
+                offset += len(chunks)
+            index.commit()
+            embedded += len(vectors)
 
     def flush() -> None:
-        nonlocal group, group_chunks, embedded
+        nonlocal group, group_chunks
         if not group:
             return
         texts = [c.text for _, _, _, chunks in group for c in chunks]
-        vectors = embed_sorted(index, texts, progress, embedded, total_chunks)
-        offset = 0
-        for file, digest, documents, chunks in group:
-            index.replace_file(
-                file.key,
-                file.source,
-                digest,
-                documents,
-                chunks=chunks,
-                vectors=vectors[offset : offset + len(chunks)],
-            )
-            offset += len(chunks)
-        index.commit()
-        embedded += len(texts)
+        future = executor.submit(
+            embed_sorted, index, texts, progress, embedded + group_chunks_pending(), total_chunks
+        )
+        write_pending()  # the previous group, while the worker embeds this one
+        pending_job.append((future, group))
         group, group_chunks = [], 0
 
-    for position, file in enumerate(files, start=1):
-        if progress is not None:
-            progress.files(position, len(files))
-        try:
-            digest = content_hash(Path(file.path))
-        except OSError as exc:
-            report.skipped.append(
-                SkippedFile(source=file.source, reason=f"cannot read: {exc.strerror or exc}")
-            )
-            continue
-        if index.store.file_hash(file.key) == digest:
-            report.files_unchanged += 1
-            continue
-        try:
-            loaded = load_file(file, registry, digest)
-        except LoaderError as exc:
-            report.skipped.append(SkippedFile(source=file.source, reason=str(exc)))
-            continue
-        documents = [d for d in loaded.documents if d.text.strip()]
-        chunks = index.splitter.split_many(documents)
-        if not chunks:
-            report.skipped.append(SkippedFile(source=file.source, reason="no extractable text"))
-            continue
-        group.append((file, digest, loaded.documents, chunks))
-        group_chunks += len(chunks)
-        total_chunks += len(chunks)
-        report.files_indexed += 1
-        report.documents += len(loaded.documents)
-        report.chunks_added += len(chunks)
-        if group_chunks >= commit_every:
-            flush()
-    flush()
+    def group_chunks_pending() -> int:
+        return sum(len(c) for _, g in pending_job for _, _, _, c in g)
+
+    try:
+        for position, file in enumerate(files, start=1):
+            if progress is not None:
+                progress.files(position, len(files))
+            try:
+                digest = content_hash(Path(file.path))
+            except OSError as exc:
+                report.skipped.append(
+                    SkippedFile(source=file.source, reason=f"cannot read: {exc.strerror or exc}")
+                )
+                continue
+            if index.store.file_hash(file.key) == digest:
+                report.files_unchanged += 1
+                continue
+            try:
+                loaded = load_file(file, registry, digest)
+            except LoaderError as exc:
+                report.skipped.append(SkippedFile(source=file.source, reason=str(exc)))
+                continue
+            documents = [d for d in loaded.documents if d.text.strip()]
+            chunks = index.splitter.split_many(documents)
+            if not chunks:
+                report.skipped.append(SkippedFile(source=file.source, reason="no extractable text"))
+                continue
+            group.append((file, digest, loaded.documents, chunks))
+            group_chunks += len(chunks)
+            total_chunks += len(chunks)
+            report.files_indexed += 1
+            report.documents += len(loaded.documents)
+            report.chunks_added += len(chunks)
+            if group_chunks >= commit_every:
+                flush()
+        flush()
+        write_pending()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
     if prune:
         selected = {f.key for f in files}

@@ -18,7 +18,7 @@ from ragkit.chunking import ChunkingSettings
 from ragkit.errors import IndexFormatError
 
 FORMAT_NAME = "ragkit-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 IndexType = Literal["flat", "hnsw", "ivf", "auto"]
@@ -42,6 +42,9 @@ class IndexManifest(BaseModel):
     format: Literal["ragkit-index"] = "ragkit-index"
     format_version: int = FORMAT_VERSION
     embedder: str
+    # how the corpus was embedded (version 1 indexes predate backends: fp32 torch); queries
+    # must be embedded the same way
+    embed_backend: str = "torch"
     dimension: int = Field(gt=0)
     index_type: IndexType = "auto"
     chunking: ChunkingSettings

@@ -55,7 +55,7 @@ def test_create_add_search_reopen(tmp_path: Path, tiny_embedder: Embedder) -> No
         doc = reopened.document(hit.chunk.document_id)
         assert doc is not None and doc.text[hit.chunk.start : hit.chunk.end] == hit.chunk.text
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["dimension"] == 32
+    assert manifest["format_version"] == 2 and manifest["dimension"] == 32
     assert manifest["counts"]["documents"] == 3 and manifest["embedder"] == tiny_embedder.name
 
 
