@@ -6,8 +6,12 @@ and the exact validation error, so the next attempt can fix precisely what was w
 ``retries`` times. After that :class:`StructuredOutputError` carries every raw reply, because
 the caller debugging a failure needs to see what the model actually wrote.
 
-Schema-guided (constrained) decoding is not implemented: this works with any generator,
-local or remote, at the cost of retries.
+This works with any generator, local or remote, at the cost of retries. With a local model
+(ragkit's ``Generator``), ``constrained=True`` adds schema-guided decoding
+(:mod:`prompts.constrained`): tokens that would break the JSON or its shape are masked while
+generating, so even a weak model writes parseable JSON of the right shape; validation and
+retries still run, for what the grammar does not check (patterns, numeric bounds, a document
+cut short by ``max_new_tokens``).
 """
 
 from __future__ import annotations
@@ -86,11 +90,22 @@ def parse_with_attempts(
     prompt: PromptValue,
     retries: int = 2,
     instruct: bool = True,
+    *,
+    constrained: bool = False,
     **options: Any,
 ) -> Parsed[M]:
     """Like :func:`parse_as` but also returns the replies and errors of every attempt."""
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if constrained:
+        # imported here: it needs torch and transformers, which plain prompting does not
+        from prompts.constrained import JsonSchemaConstraint
+
+        constraint = JsonSchemaConstraint.for_generator(model, generator)
+        options = {
+            **options,
+            "logits_processors": [*options.get("logits_processors", ()), constraint],
+        }
     messages = (
         _with_instruction(prompt, schema_instruction(model)) if instruct else as_messages(prompt)
     )
@@ -133,15 +148,21 @@ def parse_as(
     prompt: PromptValue,
     retries: int = 2,
     instruct: bool = True,
+    *,
+    constrained: bool = False,
     **options: Any,
 ) -> M:
     """Generate from ``prompt`` and return the reply validated as ``model``.
 
     ``instruct`` appends the JSON-only request with the schema; turn it off when the prompt
-    already asks for the format. ``options`` go to the generator on every attempt. Raises
-    :class:`StructuredOutputError` (with ``.raw``) after ``retries`` failed re-prompts.
+    already asks for the format. ``constrained`` turns on schema-guided decoding (a local
+    generator with a tokenizer only; see :mod:`prompts.constrained`). ``options`` go to the
+    generator on every attempt. Raises :class:`StructuredOutputError` (with ``.raw``) after
+    ``retries`` failed re-prompts.
     """
-    return parse_with_attempts(model, generator, prompt, retries, instruct, **options).value
+    return parse_with_attempts(
+        model, generator, prompt, retries, instruct, constrained=constrained, **options
+    ).value
 
 
 class StructuredResult(BaseModel):
@@ -166,15 +187,22 @@ class StructuredStep:
         generator: TextGenerator,
         retries: int = 2,
         options: Mapping[str, Any] | None = None,
+        constrained: bool = False,
     ) -> None:
         self.model = model
         self.generator = generator
         self.retries = retries
         self.options = dict(options or {})
+        self.constrained = constrained
 
     def run(self, prompt: PromptValue) -> StructuredResult:
         parsed = parse_with_attempts(
-            self.model, self.generator, prompt, self.retries, **self.options
+            self.model,
+            self.generator,
+            prompt,
+            self.retries,
+            constrained=self.constrained,
+            **self.options,
         )
         return StructuredResult(
             data=parsed.value.model_dump(mode="json"),

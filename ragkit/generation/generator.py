@@ -35,9 +35,19 @@ from ragkit.generation.streaming import QueueStreamer, TextStream
 
 if TYPE_CHECKING:
     import torch
+    from transformers import LogitsProcessor
 
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 64
+
+LogitsProcessorFactory = Callable[[int], "LogitsProcessor"]
+"""Builds a fresh transformers ``LogitsProcessor`` for one batch, given the batch's prompt width.
+
+The width (left padding + the longest prompt, in tokens) is where generated tokens begin in
+every row a processor sees. A factory rather than a processor because the generator cuts the
+prompts into batches of different widths, and a stateful processor (one that parses what was
+generated so far) must neither guess that boundary nor share its state between batches or
+concurrent calls."""
 
 
 class ContextLengthError(RagkitError):
@@ -292,6 +302,8 @@ class Generator:
         self,
         prompts: Sequence[Prompt],
         options: GenerationOptions | Mapping[str, Any] | None = None,
+        *,
+        logits_processors: Sequence[LogitsProcessorFactory] | None = None,
         **overrides: Any,
     ) -> list[GenerationResult]:
         """Complete every prompt; results are in the order of ``prompts``.
@@ -300,6 +312,11 @@ class Generator:
         defaults, then ``options``, then keyword ``overrides`` (``generate(ps, max_new_tokens=32)``
         is the call style the ``prompts`` package uses). Greedy results do not depend on the
         batch size or on which prompts share a batch.
+
+        ``logits_processors`` (factories, see :data:`LogitsProcessorFactory`) reshape the
+        next-token scores, e.g. ``prompts.constrained.JsonSchemaConstraint`` for schema-guided
+        decoding; each batch gets fresh processors. They are not decoding options: they hold
+        code, so they are neither validated nor recorded in :class:`GenerationOptions`.
         """
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts: wrap a single prompt in a list")
@@ -315,7 +332,9 @@ class Generator:
         with _seeded(opts.seed, self.device):
             for start in range(0, len(order), size):
                 chosen = order[start : start + size]
-                rows = self._generate_batch([encoded[i] for i in chosen], opts)
+                rows = self._generate_batch(
+                    [encoded[i] for i in chosen], opts, logits_processors=logits_processors
+                )
                 for i, new_ids in zip(chosen, rows, strict=True):
                     results[i] = self._result(rendered[i], encoded[i], new_ids, opts)
         return [r for r in results if r is not None]
@@ -363,10 +382,11 @@ class Generator:
         *,
         streamer: QueueStreamer | None = None,
         is_cancelled: Callable[[], bool] | None = None,
+        logits_processors: Sequence[LogitsProcessorFactory] | None = None,
     ) -> list[list[int]]:
         """Left-pad ``batch``, generate, and return each row's new ids (padding included)."""
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         width = max(len(ids) for ids in batch)
         input_ids = torch.tensor(
@@ -380,12 +400,14 @@ class Generator:
             criteria.append(make_stop_criteria(self._decode, opts.stop, width))
         if is_cancelled is not None:
             criteria.append(make_cancel_criteria(is_cancelled))
+        processors = LogitsProcessorList(factory(width) for factory in logits_processors or ())
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
                 generation_config=self._generation_config(opts),
                 stopping_criteria=criteria,
+                logits_processor=processors or None,
                 streamer=streamer,
             )
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
