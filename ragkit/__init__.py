@@ -12,6 +12,7 @@ from ragkit.errors import (
     ModelNotFoundError,
     RagkitError,
 )
+from ragkit.generation import GeneratorBackend, make_generator
 from ragkit.index import Index, IngestReport, index_paths
 from ragkit.loaders import default_registry, discover_files, load_documents
 from ragkit.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, MMRReranker, Retriever
@@ -26,6 +27,7 @@ __all__ = [
     "DenseRetriever",
     "Document",
     "Embedder",
+    "GeneratorBackend",
     "Hit",
     "HybridRetriever",
     "Index",
@@ -43,4 +45,5 @@ __all__ = [
     "discover_files",
     "index_paths",
     "load_documents",
+    "make_generator",
 ]

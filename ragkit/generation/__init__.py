@@ -6,6 +6,16 @@
 >>> Generator().generate(["What is the capital of France?"])[0].text
 """
 
+from ragkit.generation.backends import (
+    BACKENDS,
+    GenerationStream,
+    GeneratorBackend,
+    GeneratorBackendError,
+    OpenAIGenerator,
+    UnsupportedOptionError,
+    VLLMGenerator,
+    make_generator,
+)
 from ragkit.generation.chat import ChatMessage, Prompt
 from ragkit.generation.checkpoints import resolve_causal_lm
 from ragkit.generation.device import DeviceError, select_device, select_dtype
@@ -15,16 +25,24 @@ from ragkit.generation.results import FinishReason, GenerationResult
 from ragkit.generation.streaming import TextStream
 
 __all__ = [
+    "BACKENDS",
     "ChatMessage",
     "ContextLengthError",
     "DeviceError",
     "FinishReason",
     "GenerationOptions",
     "GenerationResult",
+    "GenerationStream",
     "Generator",
+    "GeneratorBackend",
+    "GeneratorBackendError",
     "GeneratorConfig",
+    "OpenAIGenerator",
     "Prompt",
     "TextStream",
+    "UnsupportedOptionError",
+    "VLLMGenerator",
+    "make_generator",
     "resolve_causal_lm",
     "select_device",
     "select_dtype",

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ragkit.generation import GenerationOptions, Generator
+from ragkit.generation import GenerationOptions, Generator, GeneratorBackend
 
 
 class Generated(BaseModel):
@@ -25,7 +25,7 @@ class GenerateStep:
 
     def __init__(
         self,
-        generator: Generator | None = None,
+        generator: GeneratorBackend | None = None,
         options: GenerationOptions | Mapping[str, Any] | None = None,
     ) -> None:
         self.generator = generator or Generator()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ragkit.errors import InvalidQueryError
-from ragkit.generation import GenerationOptions, Generator
+from ragkit.generation import GenerationOptions, Generator, GeneratorBackend
 from ragkit.pipeline import Pipeline, PipelineResult, Trace, load_pipeline, save_pipeline
 from ragkit.pipeline.trace import StepTrace, jsonable
 from ragkit.rag.citations import CitationStep, map_citations
@@ -51,7 +51,7 @@ class RAGPipeline:
     def __init__(
         self,
         retriever: Any,
-        generator: Generator | str | None = None,
+        generator: GeneratorBackend | str | None = None,
         template: Any = DEFAULT_TEMPLATE,
         options: GenerationOptions | Mapping[str, Any] | None = None,
         pipeline: Pipeline | None = None,
@@ -59,7 +59,7 @@ class RAGPipeline:
         examples: list[Any] | None = None,
     ) -> None:
         if pipeline is None:
-            gen = generator if isinstance(generator, Generator) else Generator(generator)
+            gen = generator if isinstance(generator, GeneratorBackend) else Generator(generator)
             opts = options if options is not None else DEFAULT_OPTIONS
             if isinstance(opts, GenerationOptions):
                 opts = opts.model_dump(exclude_unset=True)
@@ -83,7 +83,7 @@ class RAGPipeline:
             self._generator = next(
                 s.generator
                 for s in pipeline.steps
-                if isinstance(getattr(s, "generator", None), Generator)
+                if isinstance(getattr(s, "generator", None), GeneratorBackend)
             )
         self.strategy = strategy
         self.generate_step: GenerateStep | None = next(
@@ -99,7 +99,7 @@ class RAGPipeline:
     def from_index(
         cls,
         index: str | Path,
-        generator: Generator | str | None = None,
+        generator: GeneratorBackend | str | None = None,
         k: int = 4,
         retriever: RetrieverKind = "hybrid",
         **kwargs: Any,
@@ -107,7 +107,7 @@ class RAGPipeline:
         return cls(make_retriever(index, retriever, k=k), generator, **kwargs)
 
     @property
-    def generator(self) -> Generator:
+    def generator(self) -> GeneratorBackend:
         return self._generator
 
     # -- answering --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from prompts import (
     SemanticSelector,
 )
 from ragkit.errors import RagkitError
-from ragkit.generation import Generator
+from ragkit.generation import GeneratorBackend
 from ragkit.rag.generate_step import GenerateStep
 
 Strategy = Literal["plain", "fewshot", "cot", "self-consistency", "least-to-most"]
@@ -40,7 +40,7 @@ def default_examples() -> list[Example]:
 
 def answer_steps(
     strategy: str,
-    generator: Generator,
+    generator: GeneratorBackend,
     options: Mapping[str, Any] | None,
     embed: Any | None = None,
     examples: list[Example] | None = None,

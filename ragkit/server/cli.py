@@ -29,6 +29,32 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where + ': ' if where else ''}{first['msg']}".replace("Value error, ", "")
 
 
+# Generator-backend options, shared by ``ask``, ``chat`` (ragkit.cli) and ``serve``.
+GeneratorBackendOption = Annotated[
+    str,
+    typer.Option(
+        "--generator-backend",
+        help="transformers (in-process, the default), openai (an OpenAI-compatible server such "
+        "as vllm serve; --generator is then the served model's name) or vllm (in-process vLLM "
+        "engine: needs the ragkit vllm extra and a GPU). See docs/backends.md.",
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="openai backend: the server's API root (default $OPENAI_BASE_URL, "
+        "else http://127.0.0.1:8000/v1)."
+    ),
+]
+ApiKeyEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        help="openai backend: environment variable holding the server's API key "
+        "(default OPENAI_API_KEY; keys are never taken on the command line)."
+    ),
+]
+
+
 def serve_command(
     index: Annotated[Path, typer.Option("--index", "-i", help="Index directory to answer from.")],
     host: Annotated[
@@ -39,6 +65,9 @@ def serve_command(
         str | None,
         typer.Option("--generator", "-g", help="Model: default SmolLM2, a hub id or a path."),
     ] = None,
+    generator_backend: GeneratorBackendOption = "transformers",
+    base_url: BaseUrlOption = None,
+    api_key_env: ApiKeyEnvOption = None,
     api_key_file: Annotated[
         Path | None,
         typer.Option(help="File with API keys, one a line (RAGKIT_API_KEY is also read)."),
@@ -64,6 +93,7 @@ def serve_command(
     """Serve the index over HTTP: query/search API, OpenAI-compatible chat, chat page at /."""
     import uvicorn
 
+    from ragkit.generation import make_generator
     from ragkit.rag import RAGPipeline
     from ragkit.retrieval import RetrieverKind
     from ragkit.server.app import create_app
@@ -86,7 +116,10 @@ def serve_command(
             rate_limit_per_minute=rate_limit or None,
             cors_origins=tuple(cors_origin or ()),
         )
-        rag = RAGPipeline.from_index(index, generator, k=k, retriever=kind)
+        model = make_generator(
+            generator_backend, generator, base_url=base_url, api_key_env=api_key_env
+        )
+        rag = RAGPipeline.from_index(index, model, k=k, retriever=kind)
         typer.echo(f"loading {rag.generator.config.model or 'the default model'} ...", err=True)
         rag.generator.warm_up()
         app = create_app(rag, settings)
