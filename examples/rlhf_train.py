@@ -9,6 +9,10 @@ folder under --output with metrics.jsonl, curves.png and model/; the script prin
     python examples/rlhf_train.py                       # the whole recipe
     python examples/rlhf_train.py --limit 40 --sft-steps 2 --reward-steps 2 --updates 1  # smoke
     python examples/rlhf_train.py --resume              # continue each step where it stopped
+    python examples/rlhf_train.py --ptx-coef 1.0        # PPO-ptx on the SFT demonstrations
+
+For several GPUs, run the PPO step on its own under ``accelerate launch`` (docs/ppo.md,
+"Multi-GPU"); this script is sized for, and was only run on, one CPU process.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sft-steps", type=int, default=40, help="SFT optimizer steps")
     parser.add_argument("--reward-steps", type=int, help="reward-model optimizer steps")
     parser.add_argument("--updates", type=int, help="PPO updates (default: ppo.yaml's)")
+    parser.add_argument(
+        "--ptx-coef",
+        type=float,
+        help="PPO-ptx γ: mix the SFT demonstrations' LM loss into PPO (default: ppo.yaml's, 0)",
+    )
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in PPO"
+    )
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in PPO (for CUDA)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true", help="resume every step")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -91,6 +104,14 @@ def ppo_config(args: argparse.Namespace, policy: Path, reward_model: Path) -> PP
     data["policy"]["name_or_path"] = str(policy)
     data["reward"]["model_dir"] = reward_model
     _data(data["data"], args)
+    if data.get("ptx") is not None:  # PPO-ptx: the same HH chosen answers the SFT step used
+        _data(data["ptx"]["data"], args)
+    if args.ptx_coef is not None:
+        data["ppo"]["ptx_coef"] = args.ptx_coef
+    if args.gradient_checkpointing:
+        data["ppo"]["gradient_checkpointing"] = True
+    if args.bf16:
+        data["ppo"]["bf16"] = True
     if args.updates is not None:
         data["updates"] = args.updates
     data["threads"] = args.threads
@@ -110,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         reward = train_reward_model(reward_config(args), resume=args.resume)
         timings["reward"] = time.perf_counter() - start
         start = time.perf_counter()
-        ppo = train_ppo(ppo_config(args, sft.model_dir, reward.model_dir), resume=args.resume)
+        ppo_settings = ppo_config(args, sft.model_dir, reward.model_dir)
+        ppo = train_ppo(ppo_settings, resume=args.resume)
         timings["ppo"] = time.perf_counter() - start
     except RagkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -135,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "heldout_score_start": ppo.heldout_start.get("score"),
             "heldout_score_end": ppo.heldout_end.get("score"),
             "updates": ppo.updates,
+            "ptx_coef": ppo_settings.ppo.ptx_coef,
         },
     }
     print(json.dumps(summary, indent=2, default=str))

@@ -1,6 +1,7 @@
 """InstructGPT-style PPO for the generator (issue 6): rollouts, rewards, GAE, clipped losses.
 
-See ``docs/ppo.md`` for the design and what is not built yet.
+Also PPO-ptx, stop strings, gradient checkpointing, bf16 autocast, learning-rate schedules and
+``accelerate`` integration. See ``docs/ppo.md`` for the design and what is not built yet.
 """
 
 from __future__ import annotations
@@ -13,19 +14,26 @@ from alignment.ppo.advantages import (
     per_token_rewards,
 )
 from alignment.ppo.config import PPOConfig
-from alignment.ppo.job import PPOJobConfig, PPOResult, train_ppo
+from alignment.ppo.job import PPOJobConfig, PPOResult, PtxSettings, train_ppo
 from alignment.ppo.kl import AdaptiveKLController, FixedKLController, make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
 from alignment.ppo.losses import PolicyLossOutput, clipped_policy_loss, clipped_value_loss
+from alignment.ppo.model import PolicyAndValue, PolicyValueOutput
+from alignment.ppo.ptx import PtxData
 from alignment.ppo.rollout import (
     RewardFn,
     Rollout,
+    StopStringCriterion,
+    cut_at_stop,
     encode_prompts,
+    first_stop_index,
     sample_responses,
     score_rollout,
     truncate_after_eos,
+    truncate_responses,
 )
-from alignment.ppo.trainer import PPOTrainer
+from alignment.ppo.schedule import lr_factor, make_lr_scheduler
+from alignment.ppo.trainer import PPOTrainer, make_accelerator
 from alignment.ppo.value import ValueModel, zero_value_head
 
 __all__ = [
@@ -35,16 +43,26 @@ __all__ = [
     "PPOJobConfig",
     "PPOResult",
     "PPOTrainer",
+    "PolicyAndValue",
     "PolicyLossOutput",
+    "PolicyValueOutput",
+    "PtxData",
+    "PtxSettings",
     "RewardFn",
     "Rollout",
+    "StopStringCriterion",
     "ValueModel",
     "clipped_policy_loss",
     "clipped_value_loss",
+    "cut_at_stop",
     "encode_prompts",
     "entropy_from_logits",
+    "first_stop_index",
     "gae",
+    "lr_factor",
+    "make_accelerator",
     "make_kl_controller",
+    "make_lr_scheduler",
     "masked_mean",
     "masked_var",
     "masked_whiten",
@@ -55,5 +73,6 @@ __all__ = [
     "selected_logprobs",
     "train_ppo",
     "truncate_after_eos",
+    "truncate_responses",
     "zero_value_head",
 ]

@@ -3,9 +3,10 @@
 Conventions (each has a test):
 
 * response tensors are ``[batch, response_length]``, right-aligned after left-padded prompts;
-  ``mask`` is 1 on real response tokens (up to and including the first EOS) and 0 after;
+  ``mask`` is 1 on real response tokens (up to and including the first EOS, or the last token
+  of the first stop string) and 0 after;
 * the per-token reward is ``−β·(log π − log π_ref)`` on every real token, and the sequence score
-  is added once, at the *last real* token (the EOS when there is one);
+  is added once, at the *last real* token (the EOS, or the stop string's last token);
 * statistics (whitening) use only masked positions, so padding never shifts them.
 """
 

@@ -17,10 +17,16 @@ sample logs, held-out evaluation, checkpoints and the final model:
 * ``checkpoints/update-NNNNNN`` every ``checkpoint_every`` updates and at the end (atomic,
   newest ``keep_checkpoints`` kept); the final policy goes to ``model/`` (safetensors,
   tokenizer with its pad token, ``README.md`` model card, ``alignment_ppo.json``).
+* PPO-ptx (``ppo.ptx_coef > 0``): the ``ptx`` section's demonstrations are read, tokenised and
+  collated the way the SFT job does, and the trainer draws one batch per PPO minibatch.
+* Under ``accelerate launch`` every process runs this function: each takes its own slice of
+  each update's prompts (``ppo.batch_size`` per process), and only the main process evaluates,
+  logs and writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -45,19 +51,32 @@ from alignment.backbone import (
     resolve_backbone,
 )
 from alignment.checkpoint import config_fingerprint
-from alignment.config import DEFAULT_HH_DATA, ModelSettings, _Strict, dump_config
+from alignment.config import (
+    DEFAULT_HH_DATA,
+    DemonstrationDataSettings,
+    ModelSettings,
+    _Strict,
+    dump_config,
+)
 from alignment.data import iter_jsonl, read_preference_jsonl
 from alignment.errors import CheckpointError, DataFormatError
-from alignment.jobs import count_parameters, prepare_trainable, set_threads, write_json
+from alignment.jobs import (
+    count_parameters,
+    load_demonstrations,
+    prepare_trainable,
+    set_threads,
+    write_json,
+)
 from alignment.metrics import METRICS_FILE, PLOT_FILE, MetricsSink, plot_curves, read_metrics
 from alignment.modelcard import model_card
 from alignment.ppo.config import PPOConfig
-from alignment.ppo.rollout import RewardFn, sample_responses
-from alignment.ppo.trainer import PPOTrainer
+from alignment.ppo.ptx import PtxData
+from alignment.ppo.rollout import RewardFn
+from alignment.ppo.trainer import PPOTrainer, make_accelerator
 from alignment.ppo.value import ValueModel, zero_value_head
 from alignment.report import DataReport
 from alignment.reward_model import RewardModel
-from alignment.tokenization import ensure_pad_token
+from alignment.tokenization import PromptResponseEncoder, ensure_pad_token, tokenize_demonstrations
 from ragkit.atomic import atomic_directory, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -127,6 +146,30 @@ class PromptDataSettings(_Strict):
     split_seed: int = 0
 
 
+class PtxSettings(_Strict):
+    """Demonstrations for PPO-ptx, read only when ``ppo.ptx_coef > 0``.
+
+    ``data``: as the SFT job's ``data`` (default: the chosen answers of the HH file; no
+    validation split is held out unless asked, since nothing is validated here). Each is
+    tokenised like SFT (prompt cut from the left to ``max_length``, EOS appended, loss on the
+    response tokens only). ``batch_size`` demonstrations per PPO minibatch (per process), split
+    over the ``ppo.grad_accumulation`` micro-batches.
+    """
+
+    data: DemonstrationDataSettings = Field(
+        default_factory=lambda: DemonstrationDataSettings(validation_fraction=0.0)
+    )
+    batch_size: int = Field(4, ge=1)
+    max_length: int = Field(256, ge=8)
+    min_prompt_tokens: int = Field(8, ge=0)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> PtxSettings:
+        if self.min_prompt_tokens >= self.max_length:
+            raise ValueError("ptx.min_prompt_tokens must be smaller than ptx.max_length")
+        return self
+
+
 class PPOJobConfig(_Strict):
     """``ragkit align ppo``: PPO fine-tuning of a causal LM against a reward.
 
@@ -134,13 +177,16 @@ class PPOJobConfig(_Strict):
     ``finetune: lora`` makes the reference the policy with its adapter disabled). The value
     function is chosen by ``ppo.value``: ``model`` (default) copies the reward model (or, with a
     rule reward, the policy's backbone under a zero head); ``head`` is a head on the policy.
-    ``device``: ``None`` = CUDA when available, else the CPU.
+    ``device``: ``None`` = the accelerator's device (CUDA when available, else the CPU; one
+    GPU per process under ``accelerate launch``). ``ptx``: demonstrations for PPO-ptx (needed
+    when ``ppo.ptx_coef > 0``, ignored otherwise).
     """
 
     policy: ModelSettings = Field(default_factory=ModelSettings)
     reward: RewardSettings
     data: PromptDataSettings = Field(default_factory=PromptDataSettings)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+    ptx: PtxSettings | None = None
     updates: int = Field(100, ge=1)
     checkpoint_every: int | None = Field(25, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
@@ -150,6 +196,18 @@ class PPOJobConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     device: str | None = None
     output_dir: Path = Path("runs/ppo")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PPOJobConfig:
+        if self.ppo.ptx_coef > 0 and self.ptx is None:
+            raise ValueError("ppo.ptx_coef > 0 needs a 'ptx' section (the demonstrations)")
+        if self.ptx is not None and self.ptx.batch_size % self.ppo.grad_accumulation:
+            raise ValueError(
+                f"ptx.batch_size {self.ptx.batch_size} must be divisible by "
+                f"ppo.grad_accumulation {self.ppo.grad_accumulation}"
+            )
+        self.ppo.check_schedule(self.updates)
+        return self
 
 
 def ppo_job_fingerprint(config: PPOJobConfig) -> str:
@@ -210,6 +268,15 @@ def load_prompts(settings: PromptDataSettings) -> PromptSplit:
     return PromptSplit(train, heldout, report)
 
 
+def prompts_for_process(
+    prompts: Sequence[str], update: int, batch_size: int, seed: int, rank: int, processes: int
+) -> list[str]:
+    """Process ``rank``'s ``batch_size`` prompts of update ``update``: disjoint slices of one
+    ``batch_size × processes`` batch (on one process, :func:`prompts_for_update` itself)."""
+    batch = prompts_for_update(prompts, update, batch_size * processes, seed)
+    return batch[rank * batch_size : (rank + 1) * batch_size]
+
+
 def prompts_for_update(
     prompts: Sequence[str], update: int, batch_size: int, seed: int
 ) -> list[str]:
@@ -251,36 +318,35 @@ def heldout_score(
     """Mean score of one sampled response per held-out prompt, under a forked, fixed-seed RNG.
 
     The score is the reward's (normalised reward-model score or rule), without the no-EOS
-    penalty and the KL term; ``eos_rate`` says how many responses ended by themselves.
+    penalty and the KL term; ``eos_rate`` and ``stop_rate`` say how many responses ended by
+    themselves (EOS, stop string).
     """
     if not prompts:
         return {}
-    cfg = trainer.config
     devices = [trainer.device] if trainer.device.type == "cuda" else []
-    scores, lengths, eos = [], [], []
+    scores, lengths, eos, stops = [], [], [], []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
-            rollout = sample_responses(
-                trainer.policy,
-                trainer.tokenizer,
-                chunk,
-                response_length=cfg.response_length,
-                temperature=cfg.temperature,
-                max_prompt_length=cfg.max_prompt_length,
-                device=trainer.device,
-            )
+            rollout = trainer.sample(chunk)
             got = torch.as_tensor(trainer.score_fn(chunk, rollout.texts), dtype=torch.float32)
             scores.append(got.reshape(-1).cpu())
             lengths.append(rollout.lengths.float().cpu())
             eos.append(rollout.has_eos.float().cpu())
+            stopped = (
+                rollout.has_stop
+                if rollout.has_stop is not None
+                else torch.zeros_like(rollout.has_eos)
+            )
+            stops.append(stopped.float().cpu())
     all_scores = torch.cat(scores)
     return {
         "score": float(all_scores.mean()),
         "score_std": float(all_scores.std()) if all_scores.numel() > 1 else 0.0,
         "response_length": float(torch.cat(lengths).mean()),
         "eos_rate": float(torch.cat(eos).mean()),
+        "stop_rate": float(torch.cat(stops).mean()),
         "prompts": float(len(prompts)),
     }
 
@@ -302,9 +368,11 @@ def ppo_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _save_checkpoint(trainer: PPOTrainer, output_dir: Path, keep: int) -> Path:
+    """Every process calls this (RNG states are gathered); the main one writes and prunes."""
     path = trainer.save_checkpoint(output_dir / CHECKPOINT_DIR / f"update-{trainer.updates:06d}")
-    for _, old in ppo_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if trainer.accelerator.is_main_process:
+        for _, old in ppo_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -364,7 +432,7 @@ def _value_model(
     return ValueModel(copied, zero_value_head(hidden))
 
 
-def _check_job_file(output_dir: Path, fingerprint: str, resume: bool) -> None:
+def _check_job_file(output_dir: Path, fingerprint: str, resume: bool, write: bool) -> None:
     path = output_dir / JOB_FILE
     if resume and path.is_file():
         found = json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
@@ -372,7 +440,27 @@ def _check_job_file(output_dir: Path, fingerprint: str, resume: bool) -> None:
             raise CheckpointError(
                 f"{output_dir} holds a PPO run with other model/reward/data/ppo settings"
             )
-    write_json(path, {"format_version": PPO_JOB_FORMAT, "fingerprint": fingerprint})
+    if write:
+        write_json(path, {"format_version": PPO_JOB_FORMAT, "fingerprint": fingerprint})
+
+
+def load_ptx_data(config: PPOJobConfig, tokenizer: Any) -> tuple[PtxData | None, list[DataReport]]:
+    """The PPO-ptx demonstrations, tokenised like SFT's (``None`` when ``ptx_coef`` is 0)."""
+    if config.ppo.ptx_coef <= 0 or config.ptx is None:
+        if config.ptx is not None:
+            logger.info("ppo: ptx section ignored (ppo.ptx_coef is 0)")
+        return None, []
+    settings = config.ptx
+    split, reports = load_demonstrations(settings.data)
+    encoder = PromptResponseEncoder(
+        tokenizer, max_length=settings.max_length, min_prompt_tokens=settings.min_prompt_tokens
+    )
+    demos, report = tokenize_demonstrations(split.train, encoder, source="ptx demonstrations")
+    reports.append(report)
+    if not demos:
+        raise DataFormatError(f"no usable ptx demonstrations in {settings.data.path}")
+    data = PtxData(demos, int(tokenizer.pad_token_id), settings.batch_size, config.ppo.seed)
+    return data, reports
 
 
 def train_ppo(
@@ -388,22 +476,28 @@ def train_ppo(
     """
     started = time.perf_counter()
     set_threads(config.threads)
+    accelerator = make_accelerator()
+    main = bool(accelerator.is_main_process)
+    rank, processes = int(accelerator.process_index), int(accelerator.num_processes)
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = ppo_job_fingerprint(config)
 
     split = load_prompts(config.data)
-    logger.info(
-        "ppo: %d training prompts, %d held out; %s",
-        len(split.train),
-        len(split.heldout),
-        split.report.summary(),
-    )
+    if main:
+        logger.info(
+            "ppo: %d training prompts, %d held out; %s",
+            len(split.train),
+            len(split.heldout),
+            split.report.summary(),
+        )
     # adding the pad token draws its embedding row from the global RNG: seed it, or a resumed
-    # run's frozen reference (not in the checkpoint) would differ from the original one
+    # run's frozen reference (not in the checkpoint) would differ from the original one (and
+    # every process must build the same reference)
     torch.manual_seed(config.ppo.seed)
     policy, backbone, tokenizer, base_name = _load_policy(config.policy)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(config.device) if config.device else accelerator.device
+    ptx_data, ptx_reports = load_ptx_data(config, tokenizer)
     reward: RewardFn | RewardModel
     if config.reward.model_dir is not None:
         reward = RewardModel.load(config.reward.model_dir, device=device)
@@ -412,34 +506,61 @@ def train_ppo(
         reward = rule_reward(config.reward.rule)
     value_model = _value_model(config, reward, backbone)
     del backbone
-    trainer = PPOTrainer(policy, None, value_model, reward, tokenizer, config.ppo, device=device)
+    trainer = PPOTrainer(
+        policy,
+        None,
+        value_model,
+        reward,
+        tokenizer,
+        config.ppo,
+        device=device,
+        ptx_data=ptx_data,
+        total_updates=config.updates,
+        accelerator=accelerator,
+    )
     trainable, total = count_parameters(trainer.trainable)
-    logger.info("ppo: %d of %d parameters trainable", trainable, total)
+    if main:
+        logger.info(
+            "ppo: %d of %d parameters trainable, %d process(es) on %s",
+            trainable,
+            total,
+            processes,
+            trainer.device,
+        )
 
     resumed_from: int | None = None
     checkpoints = ppo_checkpoints(out) if resume else []
-    _check_job_file(out, fingerprint, resume and bool(checkpoints))
+    _check_job_file(out, fingerprint, resume and bool(checkpoints), write=False)
+    accelerator.wait_for_everyone()  # every process has read the folder before it changes
+    if main:
+        _check_job_file(out, fingerprint, False, write=True)
     if checkpoints:
         trainer.load_checkpoint(checkpoints[-1][1])
         resumed_from = trainer.updates
-        logger.info("ppo: resumed from update %d (%s)", trainer.updates, checkpoints[-1][1])
-    else:  # a fresh run: forget what an earlier run in this folder wrote
+        if main:
+            logger.info("ppo: resumed from update %d (%s)", trainer.updates, checkpoints[-1][1])
+    elif main:  # a fresh run: forget what an earlier run in this folder wrote
         if resume:
             logger.info("ppo: no checkpoint under %s, starting from scratch", out)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
         (out / METRICS_FILE).unlink(missing_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(config))
-    write_json(out / "data_report.json", [split.report.model_dump()])
+    reports = [split.report, *ptx_reports]
+    if main:
+        atomic_write_text(out / "config.yaml", dump_config(config))
+        write_json(out / "data_report.json", [r.model_dump() for r in reports])
+    accelerator.wait_for_everyone()
 
     start_update = trainer.updates
     samples_path = out / SAMPLES_FILE
-    _keep_records_up_to(samples_path, start_update)
-    sink = MetricsSink(out, resume_step=start_update)
+    sink: MetricsSink | None = None
+    if main:
+        _keep_records_up_to(samples_path, start_update)
+        sink = MetricsSink(out, resume_step=start_update)
     eval_seed = config.ppo.seed + 1_000_003
     eval_batch = config.ppo.batch_size
 
     def evaluate(step: int) -> dict[str, float]:
-        if not (config.eval and split.heldout):
+        if not (config.eval and split.heldout and sink is not None):
             return {}
         result = heldout_score(trainer, split.heldout, eval_seed, eval_batch)
         sink.log(step, "eval", result)
@@ -449,7 +570,7 @@ def train_ppo(
     heldout_start: dict[str, float] = {}
     if start_update == 0:
         heldout_start = evaluate(0)
-    else:
+    elif main:
         heldout_start = {
             k: v
             for r in read_metrics(out / METRICS_FILE)
@@ -460,24 +581,37 @@ def train_ppo(
 
     last: dict[str, float] = {}
     try:
-        with samples_path.open("a", encoding="utf-8") as samples:
+        with contextlib.ExitStack() as stack:
+            samples = (
+                stack.enter_context(samples_path.open("a", encoding="utf-8")) if main else None
+            )
             while trainer.updates < config.updates:
-                batch = prompts_for_update(
-                    split.train, trainer.updates, config.ppo.batch_size, config.ppo.seed
+                batch = prompts_for_process(
+                    split.train,
+                    trainer.updates,
+                    config.ppo.batch_size,
+                    config.ppo.seed,
+                    rank,
+                    processes,
                 )
                 last = trainer.step(batch)
                 update = trainer.updates
-                sink.log(update, "train", last)
-                logger.info(
-                    "ppo update %d/%d: score %.4f kl %.4f entropy %.3f (%.1fs)",
-                    update,
-                    config.updates,
-                    last["score"],
-                    last["kl"],
-                    last.get("entropy", float("nan")),
-                    last["time_total"],
-                )
-                if config.sample_every and update % config.sample_every == 0:
+                if sink is not None:
+                    sink.log(update, "train", last)
+                    logger.info(
+                        "ppo update %d/%d: score %.4f kl %.4f entropy %.3f (%.1fs)",
+                        update,
+                        config.updates,
+                        last["score"],
+                        last["kl"],
+                        last.get("entropy", float("nan")),
+                        last["time_total"],
+                    )
+                if (
+                    samples is not None
+                    and config.sample_every
+                    and update % config.sample_every == 0
+                ):
                     _write_samples(samples, trainer, update, config.samples_per_log)
                 if (
                     config.checkpoint_every
@@ -491,26 +625,33 @@ def train_ppo(
             _save_checkpoint(trainer, out, config.keep_checkpoints)
         heldout_end = evaluate(trainer.updates)
     finally:
-        sink.close()
+        if sink is not None:
+            sink.close()
 
     plot = out / PLOT_FILE
-    plotted = plot_curves(out / METRICS_FILE, plot, PLOT_KEYS)
     model_dir = out / MODEL_DIR
     seconds = time.perf_counter() - started
-    _save_policy(config, trainer, model_dir, base_name, split, heldout_start, heldout_end, seconds)
-    write_json(
-        out / "result.json",
-        {
-            "updates": trainer.updates,
-            "seconds": seconds,
-            "resumed_from": resumed_from,
-            "heldout_start": heldout_start,
-            "heldout_end": heldout_end,
-            "last_metrics": last,
-            "train_prompts": len(split.train),
-            "heldout_prompts": len(split.heldout),
-        },
-    )
+    plotted = False
+    if main:
+        plotted = plot_curves(out / METRICS_FILE, plot, PLOT_KEYS)
+        _save_policy(
+            config, trainer, model_dir, base_name, split, heldout_start, heldout_end, seconds
+        )
+        write_json(
+            out / "result.json",
+            {
+                "updates": trainer.updates,
+                "seconds": seconds,
+                "resumed_from": resumed_from,
+                "heldout_start": heldout_start,
+                "heldout_end": heldout_end,
+                "last_metrics": last,
+                "train_prompts": len(split.train),
+                "heldout_prompts": len(split.heldout),
+                "processes": processes,
+            },
+        )
+    accelerator.wait_for_everyone()
     return PPOResult(
         output_dir=out,
         model_dir=model_dir,
@@ -525,7 +666,7 @@ def train_ppo(
         resumed_from=resumed_from,
         train_prompts=len(split.train),
         heldout_prompts=len(split.heldout),
-        reports=[split.report],
+        reports=reports,
     )
 
 
@@ -543,6 +684,7 @@ def _write_samples(fh: Any, trainer: PPOTrainer, update: int, n: int) -> None:
             "response": text,
             "score": float(scores[i]),
             "has_eos": bool(rollout.has_eos[i]),
+            "stopped": bool(rollout.has_stop[i]) if rollout.has_stop is not None else False,
             "tokens": int(rollout.lengths[i]),
         }
         fh.write(json.dumps(record) + "\n")
@@ -584,6 +726,7 @@ def _save_policy(
             "episodes": trainer.updates * config.ppo.batch_size,
             "finetune": config.policy.finetune,
             "value function": config.ppo.value,
+            "PPO-ptx coefficient": config.ppo.ptx_coef,
             "final KL coefficient": trainer.kl_controller.value,
             "seconds": round(seconds, 1),
         },

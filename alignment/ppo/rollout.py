@@ -7,8 +7,15 @@
   differ from the one whose log-probs PPO recomputes, and the KL goes wrong.
 * Each response is cut after its first EOS (the EOS is kept and is the last real token); the
   mask, not the pad token, says what is real, so a sampled pad id inside a response is harmless.
+* Stop strings end a response too, at token level: the response ends with the first token whose
+  decoded text (special tokens skipped) completes a stop string. Those tokens stay real (masked
+  in, scored at the last one, like an EOS), and the decoded text handed to the reward stops
+  *before* the stop string, just as it never contains the EOS. During generation the same test
+  runs as a stopping criterion, so a stopped row is padded by ``generate`` from exactly the
+  token where the truncation cuts it.
 * Scores come from any callable ``reward(prompts, responses) -> tensor`` on the decoded text;
-  a response without EOS may get a fixed penalty subtracted (it was cut by the length limit).
+  a response that ended neither by EOS nor by a stop string may get a fixed penalty subtracted
+  (it was cut by the length limit).
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ class Rollout:
     response_mask: torch.Tensor
     has_eos: torch.Tensor
     texts: list[str]
+    has_stop: torch.Tensor | None = None  # ended by a stop string (None: no stop strings used)
+
+    @property
+    def ended(self) -> torch.Tensor:
+        """Rows that ended by themselves (EOS or stop string), not by the length limit."""
+        if self.has_stop is None:
+            return self.has_eos
+        return self.has_eos | self.has_stop
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -47,7 +62,7 @@ class Rollout:
 
     @property
     def lengths(self) -> torch.Tensor:
-        """Real response tokens per row (EOS included)."""
+        """Real response tokens per row (EOS or stop-string tokens included)."""
         return self.response_mask.sum(-1)
 
 
@@ -87,6 +102,89 @@ def truncate_after_eos(
     return ids, mask, has_eos
 
 
+def first_stop_index(tokenizer: Any, ids: Sequence[int], stop_strings: Sequence[str]) -> int | None:
+    """Index of the first token whose decoded prefix contains a stop string, or ``None``.
+
+    The test is on ``decode(ids[: k + 1])`` (special tokens skipped), the same text the reward
+    sees, so a stop string spread over several tokens, or sharing a token with other text, is
+    found at the token that completes it.
+    """
+    if not stop_strings or not ids:
+        return None
+
+    def hit(n: int) -> bool:
+        text = tokenizer.decode(list(ids[:n]), skip_special_tokens=True)
+        return any(stop in text for stop in stop_strings)
+
+    if not hit(len(ids)):
+        return None
+    # linear, not a bisection: decoding a prefix is not always a prefix of the decoded whole
+    # (an incomplete UTF-8 sequence decodes to U+FFFD), and the first hit is what counts
+    return next(k for k in range(len(ids)) if hit(k + 1))
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest stop string in it."""
+    found = [i for i in (text.find(stop) for stop in stop_strings) if i >= 0]
+    return text[: min(found)] if found else text
+
+
+def truncate_responses(
+    response_ids: torch.Tensor,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    tokenizer: Any = None,
+    stop_strings: Sequence[str] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut each row at its first EOS or stop string; return ``(ids, mask, has_eos, has_stop)``.
+
+    Whichever comes first ends the row; its tokens (the EOS, or every token of the stop string)
+    are kept as the last real ones and everything after is masked and set to ``pad_token_id``.
+    """
+    ids, mask, has_eos = truncate_after_eos(response_ids, eos_token_ids, pad_token_id)
+    has_stop = torch.zeros_like(has_eos)
+    if not stop_strings:
+        return ids, mask, has_eos, has_stop
+    if tokenizer is None:
+        raise ValueError("stop strings need the tokenizer to decode responses")
+    for row in range(ids.shape[0]):
+        n = int(mask[row].sum()) - int(has_eos[row])  # search before the EOS only
+        k = first_stop_index(tokenizer, ids[row, :n].tolist(), stop_strings)
+        if k is None:
+            continue
+        mask[row, k + 1 :] = 0
+        ids[row, k + 1 :] = pad_token_id
+        has_stop[row] = True
+        has_eos[row] = False
+    return ids, mask, has_eos, has_stop
+
+
+class StopStringCriterion:
+    """A ``generate`` stopping criterion: a row is done once its response holds a stop string.
+
+    It applies :func:`first_stop_index`'s test to the response columns (after the left-padded
+    prompt), one step at a time, so a row stops at the same token the truncation cuts at and
+    ``generate`` pads it from the next one; generation ends early when every row is done.
+    """
+
+    def __init__(self, tokenizer: Any, stop_strings: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop_strings = list(stop_strings)
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        """One bool per row: the response so far contains a stop string."""
+        rows = input_ids[:, self.prompt_width :].tolist()
+        done = [
+            any(
+                stop in self.tokenizer.decode(row, skip_special_tokens=True)
+                for stop in self.stop_strings
+            )
+            for row in rows
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 def eos_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
     """EOS ids to stop at: the tokenizer's EOS plus any in the model's generation config."""
     ids = {int(tokenizer.eos_token_id)}
@@ -110,9 +208,14 @@ def sample_responses(
     temperature: float,
     max_prompt_length: int = 512,
     device: torch.device | str = "cpu",
+    stop_strings: Sequence[str] = (),
 ) -> Rollout:
-    """Sample one response per prompt in one batched ``generate`` call (KV cache on)."""
-    from transformers import GenerationConfig
+    """Sample one response per prompt in one batched ``generate`` call (KV cache on).
+
+    The caller puts ``policy`` in eval mode: under gradient checkpointing, transformers turns
+    the KV cache off for a module in training mode.
+    """
+    from transformers import GenerationConfig, StoppingCriteriaList
 
     query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
@@ -130,7 +233,15 @@ def sample_responses(
         use_cache=True,
     )
     generate: Any = getattr(policy, "generate")  # noqa: B009 - nn.Module typing hides it
-    out = generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
+    criteria = StoppingCriteriaList()
+    if stop_strings:
+        criteria.append(StopStringCriterion(tokenizer, stop_strings, query_ids.shape[1]))
+    out = generate(
+        input_ids=query_ids,
+        attention_mask=query_mask,
+        generation_config=config,
+        stopping_criteria=criteria,
+    )
     raw = out[:, query_ids.shape[1] :]
     if raw.shape[1] < response_length:  # generation stopped early: every row ended
         fill = torch.full(
@@ -140,23 +251,32 @@ def sample_responses(
             device=raw.device,
         )
         raw = torch.cat([raw, fill], dim=1)
-    ids, mask, has_eos = truncate_after_eos(raw, stops, int(tokenizer.pad_token_id))
+    ids, mask, has_eos, has_stop = truncate_responses(
+        raw, stops, int(tokenizer.pad_token_id), tokenizer, stop_strings
+    )
     texts = [
         tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
         for row, n in zip(ids, mask.sum(-1), strict=True)
     ]
-    return Rollout(list(prompts), query_ids, query_mask, ids, mask, has_eos, texts)
+    texts = [
+        cut_at_stop(text, stop_strings) if stopped else text
+        for text, stopped in zip(texts, has_stop.tolist(), strict=True)
+    ]
+    return Rollout(list(prompts), query_ids, query_mask, ids, mask, has_eos, texts, has_stop)
 
 
 @torch.no_grad()
 def score_rollout(
     reward_fn: RewardFn, rollout: Rollout, no_eos_penalty: float | None = None
 ) -> torch.Tensor:
-    """Scores (float32, on the rollout's device) of each truncated response; penalise no EOS."""
+    """Scores (float32, on the rollout's device) of each truncated response.
+
+    ``no_eos_penalty`` is subtracted from rows that ended neither by EOS nor by a stop string.
+    """
     scores = torch.as_tensor(reward_fn(rollout.prompts, rollout.texts), dtype=torch.float32)
     scores = scores.reshape(-1).to(rollout.response_ids.device)
     if scores.shape[0] != len(rollout.prompts):
         raise ValueError(f"reward returned {scores.shape[0]} scores for {len(rollout.prompts)}")
     if no_eos_penalty is not None:
-        scores = scores - no_eos_penalty * (~rollout.has_eos).float()
+        scores = scores - no_eos_penalty * (~rollout.ended).float()
     return scores

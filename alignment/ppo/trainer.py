@@ -12,18 +12,29 @@ Models:
   ``"head"`` puts a zero-initialised scalar head on the policy's last hidden state.
 * ``reward_fn``: any ``reward(prompts, responses) -> tensor`` (a rule, a RAG-grounding check) or
   a :class:`RewardModel`, whose normalised ``score`` is then used.
+* ``ptx_data``: demonstrations for PPO-ptx (needed when ``config.ptx_coef > 0``).
 
 One AdamW optimiser covers the policy's trainable weights and the value function; the loss is
-``policy_loss + vf_coef · value_loss``. All randomness (sampling, minibatch shuffles) comes from
-torch's global RNG, seeded from ``config.seed`` when the trainer is built, so a checkpoint that
-stores the RNG state resumes exactly.
+``policy_loss + vf_coef · value_loss (+ ptx_coef · ptx_loss)``. All randomness (sampling,
+minibatch shuffles) comes from torch's global RNG, seeded from ``config.seed`` (plus the process
+index) when the trainer is built, so a checkpoint that stores the RNG state resumes exactly.
+
+Distribution goes through ``accelerate``: the policy and value function are one module
+(:class:`~alignment.ppo.model.PolicyAndValue`) prepared together with the optimiser, gradients
+flow through ``accelerator.backward`` with synchronisation only on the last micro-batch of a
+minibatch, metrics are averaged over processes, and only the main process writes checkpoint
+files. On one process without a launcher every one of these is a no-op. Generation and the
+no-grad passes use the unwrapped modules (ZeRO-2 keeps whole weights on every process, so
+nothing needs gathering; ZeRO-3, which shards them, is refused).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,19 +54,23 @@ from alignment.checkpoint import (
     load_trainable_state,
     trainable_state,
 )
+from alignment.collate import Batch
 from alignment.errors import CheckpointError
 from alignment.ppo.advantages import gae, masked_mean, masked_whiten, per_token_rewards
 from alignment.ppo.config import PPOConfig
 from alignment.ppo.kl import make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
 from alignment.ppo.losses import clipped_policy_loss, clipped_value_loss
+from alignment.ppo.model import PolicyAndValue
+from alignment.ppo.ptx import PtxData, split_rows
 from alignment.ppo.rollout import RewardFn, Rollout, sample_responses, score_rollout
+from alignment.ppo.schedule import make_lr_scheduler
 from alignment.ppo.value import ValueModel, zero_value_head
 from alignment.reward_model import RewardModel
 from alignment.tokenization import ensure_pad_token
 from ragkit.atomic import atomic_directory
 
-PPO_CHECKPOINT_FORMAT = 1
+PPO_CHECKPOINT_FORMAT = 2
 
 
 def _is_peft(model: nn.Module) -> bool:
@@ -66,8 +81,115 @@ def _is_peft(model: nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
+def make_accelerator() -> Any:
+    """The ``accelerate.Accelerator`` a trainer uses when none is given.
+
+    Built with accelerate's defaults (the launcher decides the processes and the precision):
+    passing a mixed precision here would clash with another ``Accelerator`` in the same
+    process (e.g. the SFT step of ``rlhf_train.py``), and an accumulation count would linger in
+    accelerate's process-wide state. The trainer sets the accumulation count for its PPO phase
+    only, fills DeepSpeed's settings from its config (:func:`configure_deepspeed`) and checks the
+    precision against ``bf16`` (:func:`check_accelerator`).
+    """
+    from accelerate import Accelerator
+
+    return Accelerator()
+
+
+def check_accelerator(accelerator: Any, config: PPOConfig) -> None:
+    """Refuse launch settings the trainer cannot honour, with the reason."""
+    from accelerate.utils import DistributedType
+
+    precision = str(getattr(accelerator, "mixed_precision", "no"))
+    if precision == "fp16":
+        raise ValueError(
+            "fp16 mixed precision needs loss scaling, which the PPO trainer does not do: "
+            "launch with mixed_precision bf16 (and ppo.bf16: true) or no"
+        )
+    if precision == "bf16" and not config.bf16:
+        raise ValueError(
+            "accelerate runs with mixed_precision bf16 but ppo.bf16 is false: set ppo.bf16: true "
+            "so that rollouts and training run at the same precision (else the ratio is not 1)"
+        )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        stage = getattr(accelerator.state.deepspeed_plugin, "zero_stage", None)
+        if stage == 3:
+            raise ValueError(
+                "DeepSpeed ZeRO-3 shards the weights, and every rollout would have to gather "
+                "them for generation: not supported, use ZeRO-2 (examples/configs/"
+                "accelerate_zero2.yaml)"
+            )
+
+
+def configure_deepspeed(accelerator: Any, config: PPOConfig) -> None:
+    """Fill the DeepSpeed settings accelerate cannot infer without a dataloader; check the rest.
+
+    accelerate sizes DeepSpeed's batch from a prepared dataloader, and PPO has none: the micro
+    batch, the accumulation count and gradient clipping (which DeepSpeed applies inside its own
+    step) come from ``config`` unless the accelerate/DeepSpeed config sets them, in which case
+    they must agree (the loss scaling and the accumulation boundaries depend on them).
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    wanted: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.grad_accumulation,
+        "gradient_clipping": config.max_grad_norm or 0.0,  # 0 = no clipping in DeepSpeed
+    }
+    for key, value in wanted.items():
+        found = ds.get(key, "auto")
+        if found == "auto":
+            ds[key] = value
+        elif float(found) != float(value):
+            raise ValueError(
+                f"the DeepSpeed config sets {key} = {found} but the PPO settings give {value}: "
+                "leave it 'auto' (or unset) in the accelerate config"
+            )
+
+
+def check_bf16(device: torch.device) -> None:
+    """bf16 autocast: fine on CUDA with bf16 support, allowed on the CPU with a warning."""
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError("ppo.bf16: this CUDA device does not support bfloat16")
+    elif device.type == "cpu":
+        warnings.warn(
+            "ppo.bf16 on the CPU: autocast to bfloat16 works but is slow on CPUs without native "
+            "bf16 and coarser than float32; it is meant for CUDA",
+            UserWarning,
+            stacklevel=3,
+        )
+    else:
+        raise ValueError(f"ppo.bf16 is supported on cuda and cpu, not {device.type}")
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Turn on (non-reentrant) activation checkpointing of a transformers model.
+
+    transformers checkpoints a layer only while the module is in training mode, which the
+    trainer uses: training mode during the PPO epochs, eval mode (KV cache on) in rollouts.
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if callable(enable):
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        return
+    legacy = getattr(model, "gradient_checkpointing_enable", None)
+    if not callable(legacy):
+        raise ValueError(f"{type(model).__name__} does not support gradient checkpointing")
+    legacy(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 class PPOTrainer:
-    """InstructGPT-style PPO on a causal LM (see the module docstring for the model options)."""
+    """InstructGPT-style PPO on a causal LM (see the module docstring for the model options).
+
+    ``total_updates``: how many updates the run will make; needed by ``lr_schedule: linear``
+    (the decay ends there) and stored in checkpoints. ``accelerator``: an
+    ``accelerate.Accelerator`` (default: :func:`make_accelerator`). ``device``:
+    where the models live (default: the accelerator's device).
+    """
 
     def __init__(
         self,
@@ -79,16 +201,40 @@ class PPOTrainer:
         config: PPOConfig,
         *,
         device: torch.device | str | None = None,
+        ptx_data: PtxData | None = None,
+        total_updates: int | None = None,
+        accelerator: Any = None,
     ) -> None:
         self.config = config
+        self.total_steps = config.check_schedule(total_updates)
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         # a RewardModel's __call__ is its tensor forward; text scoring is .score (normalised)
         self.score_fn: RewardFn = (
             reward_fn.score if isinstance(reward_fn, RewardModel) else reward_fn
         )
-        self.device = torch.device(device) if device is not None else _device_of(policy)
-        torch.manual_seed(config.seed)
+        self.accelerator = accelerator if accelerator is not None else make_accelerator()
+        acc = self.accelerator
+        check_accelerator(acc, config)
+        self.device = torch.device(device) if device is not None else acc.device
+        if acc.num_processes > 1 and self.device != acc.device:
+            raise ValueError(
+                f"under accelerate launch each process uses its own device ({acc.device}); "
+                f"leave device unset (got {self.device})"
+            )
+        if config.bf16:
+            check_bf16(self.device)
+        if config.ptx_coef > 0 and ptx_data is None:
+            raise ValueError("ptx_coef > 0 needs ptx_data (demonstrations for PPO-ptx)")
+        if ptx_data is not None and ptx_data.batch_size % config.grad_accumulation:
+            raise ValueError(
+                f"the ptx batch size {ptx_data.batch_size} must be divisible by "
+                f"grad_accumulation {config.grad_accumulation} (one slice per micro-batch)"
+            )
+        self.ptx_data = ptx_data
+        self.ptx_batches = 0  # demonstration batches drawn so far (the ptx data position)
+        # each process samples its own responses: seed the streams apart
+        torch.manual_seed(config.seed + acc.process_index)
 
         ensure_pad_token(tokenizer, policy)
         disable_dropout(policy)
@@ -127,29 +273,43 @@ class PPOTrainer:
                 )
             self.value_model = value_model.to(self.device).eval()
 
-        self.trainable = nn.ModuleDict({"policy": self.policy})
-        if self.value_model is not None:
-            self.trainable["value"] = self.value_model
-        if self.value_head is not None:
-            self.trainable["value_head"] = self.value_head
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(self.policy)
+            if self.value_model is not None:
+                enable_gradient_checkpointing(self.value_model.backbone)
+
+        # the unwrapped module (weights, checkpoints, no-grad passes) and the prepared one
+        self.trainable = PolicyAndValue(self.policy, self.value_model, self.value_head).eval()
         params = [p for p in self.trainable.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             params,
             lr=config.learning_rate,
             eps=config.adam_eps,
             weight_decay=config.weight_decay,
         )
-        warmup = config.warmup_updates
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda n: min(1.0, (n + 1) / warmup) if warmup else 1.0
+        # the schedule is stepped by hand after each real optimiser step: accelerate's prepared
+        # scheduler would advance num_processes steps at a time
+        self.scheduler = make_lr_scheduler(
+            optimizer, config.lr_schedule, config.warmup_steps, self.total_steps
+        )
+        configure_deepspeed(acc, config)
+        self.model, self.optimizer = acc.prepare(
+            self.trainable, optimizer, device_placement=[False, False]
         )
         self.kl_controller = make_kl_controller(
             config.kl_coef, config.adaptive_kl, config.kl_target, config.kl_horizon
         )
         self.updates = 0
+        self.optimizer_steps = 0
         self.last_rollout: Rollout | None = None
 
     # ------------------------------------------------------------------ forward passes
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast when ``config.bf16``, else nothing (used by every forward pass)."""
+        if self.config.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @contextmanager
     def _reference(self) -> Iterator[nn.Module]:
@@ -159,27 +319,22 @@ class PPOTrainer:
             with self.policy.disable_adapter():  # type: ignore[operator]
                 yield self.policy
 
-    def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Policy log-probs, values and (T-scaled) logits for the response columns."""
-        width = tokens.shape[1]
-        out = response_forward(
-            self.policy,
-            ids,
-            mask,
-            width,
-            self.config.temperature,
-            want_hidden=self.value_head is not None,
-        )
-        logprobs = selected_logprobs(out.logits, tokens)
-        if self.value_head is not None:
-            assert out.hidden is not None
-            values = self.value_head(out.hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        else:
-            assert self.value_model is not None
-            values = self.value_model(ids, mask, width)
-        return logprobs, values.float(), out.logits
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str]) -> Rollout:
+        """One response per prompt from the current policy (stop strings, bf16 applied)."""
+        cfg = self.config
+        self.policy.eval()  # training mode would switch the KV cache off under checkpointing
+        with self.autocast():
+            return sample_responses(
+                self.policy,
+                self.tokenizer,
+                prompts,
+                response_length=cfg.response_length,
+                temperature=cfg.temperature,
+                max_prompt_length=cfg.max_prompt_length,
+                device=self.device,
+                stop_strings=cfg.stop_strings,
+            )
 
     @torch.no_grad()
     def _rollout_statistics(
@@ -189,35 +344,33 @@ class PPOTrainer:
         ids, mask, tokens = rollout.input_ids, rollout.attention_mask, rollout.response_ids
         old, ref, values = [], [], []
         step = self.config.micro_batch_size
+        self.trainable.eval()
         for start in range(0, ids.shape[0], step):
             sl = slice(start, start + step)
-            lp, v, _ = self._forward(ids[sl], mask[sl], tokens[sl])
-            old.append(lp)
-            values.append(v)
-            with self._reference() as reference:
-                out = response_forward(
-                    reference, ids[sl], mask[sl], tokens.shape[1], self.config.temperature
-                )
-                ref.append(selected_logprobs(out.logits, tokens[sl]))
+            with self.autocast():
+                out = self.trainable(ids[sl], mask[sl], tokens[sl], self.config.temperature)
+                old.append(out.logprobs)
+                values.append(out.values)
+                with self._reference() as reference:
+                    ref_out = response_forward(
+                        reference, ids[sl], mask[sl], tokens.shape[1], self.config.temperature
+                    )
+                    ref.append(selected_logprobs(ref_out.logits, tokens[sl]))
         return torch.cat(old), torch.cat(ref), torch.cat(values)
 
     # ------------------------------------------------------------------ one update
 
     def step(self, prompts: Sequence[str]) -> dict[str, float]:
-        """Sample, score and train on ``prompts`` (``config.batch_size`` of them); return metrics."""
+        """Sample, score and train on ``prompts`` (``config.batch_size`` of them); return metrics.
+
+        Under ``accelerate launch`` every process calls this with its own prompts; the metrics
+        returned are averaged over processes (and the adaptive KL controller sees that mean).
+        """
         cfg = self.config
         if len(prompts) != cfg.batch_size:
             raise ValueError(f"step needs {cfg.batch_size} prompts, got {len(prompts)}")
         start = time.perf_counter()
-        rollout = sample_responses(
-            self.policy,
-            self.tokenizer,
-            prompts,
-            response_length=cfg.response_length,
-            temperature=cfg.temperature,
-            max_prompt_length=cfg.max_prompt_length,
-            device=self.device,
-        )
+        rollout = self.sample(prompts)
         generated = time.perf_counter()
         scores = score_rollout(self.score_fn, rollout, cfg.no_eos_penalty)
         old_logprobs, ref_logprobs, old_values = self._rollout_statistics(rollout)
@@ -234,28 +387,49 @@ class PPOTrainer:
         trained = time.perf_counter()
 
         kl_per_sequence = kl.sum(-1)
-        self.kl_controller.update(float(kl_per_sequence.mean()), cfg.batch_size)
-        self.scheduler.step()
-        self.updates += 1
+        stop_rate = 0.0 if rollout.has_stop is None else float(rollout.has_stop.float().mean())
         metrics = {
-            "update": float(self.updates),
+            "update": float(self.updates + 1),
             "score": float(scores.mean()),
             "reward": float((scores - beta * kl_per_sequence).mean()),
             "kl": float(kl_per_sequence.mean()),
             "kl_coef": beta,
             "response_length": float(rollout.lengths.float().mean()),
             "eos_rate": float(rollout.has_eos.float().mean()),
+            "stop_rate": stop_rate,
             "value_mean": float(masked_mean(old_values, mask)),
             "return_mean": float(masked_mean(returns, mask)),
-            "lr": float(self.optimizer.param_groups[0]["lr"]),
             "time_generation": generated - start,
             "time_scoring": scored - generated,
             "time_training": trained - scored,
             "time_total": trained - start,
         }
         metrics.update(stats)
+        metrics = self._average_over_processes(metrics)
+        self.kl_controller.update(metrics["kl"], cfg.batch_size * self.accelerator.num_processes)
+        self.updates += 1
         self.last_rollout = rollout
         return metrics
+
+    def _average_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Mean of each metric over processes (identity on one process)."""
+        if self.accelerator.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
+        mean = self.accelerator.reduce(values, reduction="mean")
+        return {k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}
+
+    def _ptx_slices(self) -> list[Batch | None]:
+        """The next demonstration batch, one slice per micro-batch (``None`` when ptx is off)."""
+        cfg = self.config
+        if cfg.ptx_coef <= 0 or self.ptx_data is None:
+            return [None] * cfg.grad_accumulation
+        acc = self.accelerator
+        index = self.ptx_batches * acc.num_processes + acc.process_index  # disjoint per process
+        self.ptx_batches += 1
+        batch = self.ptx_data.batch(index).to(self.device)
+        return list(split_rows(batch, cfg.grad_accumulation))
 
     def _train(
         self,
@@ -266,103 +440,184 @@ class PPOTrainer:
         returns: torch.Tensor,
     ) -> dict[str, float]:
         cfg = self.config
+        acc = self.accelerator
         ids, attn = rollout.input_ids, rollout.attention_mask
         tokens, mask = rollout.response_ids, rollout.response_mask.float()
         sums: dict[str, list[float]] = defaultdict(list)
         first: dict[str, float] = {}
-        self.trainable.train(False)  # dropout is off anyway; eval keeps norms/caches fixed
-        for epoch in range(cfg.ppo_epochs):
-            order = torch.randperm(cfg.batch_size).to(self.device)
-            for mb in range(cfg.mini_batches):
-                mb_idx = order[mb * cfg.mini_batch_size : (mb + 1) * cfg.mini_batch_size]
-                for micro in range(cfg.grad_accumulation):
-                    sl = mb_idx[micro * cfg.micro_batch_size : (micro + 1) * cfg.micro_batch_size]
-                    logprobs, values, logits = self._forward(ids[sl], attn[sl], tokens[sl])
-                    m = mask[sl]
-                    pg = clipped_policy_loss(
-                        logprobs, old_logprobs[sl], advantages[sl], m, cfg.clip_range
-                    )
-                    vf, vf_clip = clipped_value_loss(
-                        values, old_values[sl], returns[sl], m, cfg.clip_range_value
-                    )
-                    loss = pg.loss + cfg.vf_coef * vf
-                    (loss / cfg.grad_accumulation).backward()
-                    sums["policy_loss"].append(float(pg.loss.detach()))
-                    sums["value_loss"].append(float(vf.detach()))
-                    sums["value_clip_fraction"].append(float(vf_clip))
-                    sums["approx_kl"].append(float(pg.approx_kl))
-                    sums["clip_fraction"].append(float(pg.clip_fraction))
-                    sums["ratio_mean"].append(float(pg.ratio_mean))
-                    sums["ratio_var"].append(float(pg.ratio_var))
-                    if epoch == 0:
-                        entropy = entropy_from_logits(logits.detach())
-                        sums["entropy"].append(float(masked_mean(entropy, m)))
-                    if epoch == 0 and mb == 0:
-                        dev = ((logprobs.detach() - old_logprobs[sl]).abs() * m).max()
-                        first["first_ratio_max_deviation"] = max(
-                            first.get("first_ratio_max_deviation", 0.0), float(dev)
-                        )
-                if cfg.max_grad_norm is not None:
-                    params = [p for p in self.trainable.parameters() if p.grad is not None]
-                    norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    sums["grad_norm"].append(float(norm))
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-        out = {name: sum(values) / len(values) for name, values in sums.items()}
-        out.update(first)
-        return out
+        params = [p for p in self.trainable.parameters() if p.requires_grad]
+        # dropout is off anyway; eval mode keeps norms/caches fixed. Training mode is needed
+        # only for gradient checkpointing, which transformers applies to training-mode modules.
+        self.trainable.train(cfg.gradient_checkpointing)
+        # accelerate's backward divides by its accumulation count, kept in process-wide state
+        # that another Accelerator (e.g. an SFT loop) may have changed: set it for this phase
+        saved_accumulation = acc.gradient_accumulation_steps
+        acc.gradient_accumulation_steps = cfg.grad_accumulation
+        try:
+            for epoch in range(cfg.ppo_epochs):
+                order = torch.randperm(cfg.batch_size).to(self.device)
+                for mb in range(cfg.mini_batches):
+                    mb_idx = order[mb * cfg.mini_batch_size : (mb + 1) * cfg.mini_batch_size]
+                    ptx_parts = self._ptx_slices()
+                    for micro in range(cfg.grad_accumulation):
+                        sl = mb_idx[
+                            micro * cfg.micro_batch_size : (micro + 1) * cfg.micro_batch_size
+                        ]
+                        last = micro == cfg.grad_accumulation - 1
+                        acc.sync_gradients = last  # DeepSpeed's accumulation boundary
+                        sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
+                        with sync:
+                            with self.autocast():
+                                out = self.model(
+                                    ids[sl], attn[sl], tokens[sl], cfg.temperature, ptx_parts[micro]
+                                )
+                            m = mask[sl]
+                            pg = clipped_policy_loss(
+                                out.logprobs, old_logprobs[sl], advantages[sl], m, cfg.clip_range
+                            )
+                            vf, vf_clip = clipped_value_loss(
+                                out.values, old_values[sl], returns[sl], m, cfg.clip_range_value
+                            )
+                            loss = pg.loss + cfg.vf_coef * vf
+                            if out.ptx_loss_sum is not None and out.ptx_tokens is not None:
+                                ptx_loss = out.ptx_loss_sum / out.ptx_tokens.clamp(min=1)
+                                loss = loss + cfg.ptx_coef * ptx_loss
+                                sums["ptx_loss"].append(float(ptx_loss.detach()))
+                            acc.backward(loss)  # divided by grad_accumulation
+                        sums["policy_loss"].append(float(pg.loss.detach()))
+                        sums["value_loss"].append(float(vf.detach()))
+                        sums["value_clip_fraction"].append(float(vf_clip))
+                        sums["approx_kl"].append(float(pg.approx_kl))
+                        sums["clip_fraction"].append(float(pg.clip_fraction))
+                        sums["ratio_mean"].append(float(pg.ratio_mean))
+                        sums["ratio_var"].append(float(pg.ratio_var))
+                        if epoch == 0:
+                            entropy = entropy_from_logits(out.logits.detach())
+                            sums["entropy"].append(float(masked_mean(entropy, m)))
+                        if epoch == 0 and mb == 0:
+                            dev = ((out.logprobs.detach() - old_logprobs[sl]).abs() * m).max()
+                            first["first_ratio_max_deviation"] = max(
+                                first.get("first_ratio_max_deviation", 0.0), float(dev)
+                            )
+                    if cfg.max_grad_norm is not None:
+                        norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                        if norm is not None:  # DeepSpeed clips inside its own step
+                            sums["grad_norm"].append(float(norm))
+                    sums["lr"].append(float(self.scheduler.get_last_lr()[0]))
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.optimizer_steps += 1
+        finally:
+            acc.gradient_accumulation_steps = saved_accumulation
+            acc.sync_gradients = True
+            self.trainable.eval()
+        out_metrics = {name: sum(values) / len(values) for name, values in sums.items()}
+        out_metrics["lr"] = sums["lr"][-1]  # the rate of the update's last optimiser step
+        out_metrics.update(first)
+        return out_metrics
 
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write trainable weights, optimiser, schedule, KL controller, RNG and update count.
+        """Write trainable weights, optimiser, schedule, KL controller, RNG and data positions.
 
         Safetensors + JSON (no pickle), written to a temporary folder and renamed into place.
-        The data position is the update count: feed prompts as a deterministic function of it.
+        The prompt position is the update count (feed prompts as a deterministic function of
+        it); the PPO-ptx position is the number of demonstration batches drawn. Under
+        ``accelerate launch`` every process must call this (their RNG states are gathered);
+        only the main process writes. Under DeepSpeed the optimiser state is left out and the
+        checkpoint is not resumable (it still holds the weights).
         """
-        weights = trainable_state(self.trainable)
-        opt_tensors, opt_meta = _split_optimizer_state(self.optimizer.state_dict())
-        meta = {
-            "format_version": PPO_CHECKPOINT_FORMAT,
-            "kind": "ragkit.alignment.ppo",
-            "updates": self.updates,
-            "kl_controller": self.kl_controller.state_dict(),
-            "optimizer": opt_meta,
-            "scheduler": self.scheduler.state_dict(),
-            "config": self.config.model_dump(mode="json"),
-        }
+        from accelerate.utils import DistributedType, gather_object
 
-        def fill(tmp: Path) -> None:
-            save_file(weights, str(tmp / "trainable.safetensors"))
-            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-            save_file(_rng_state(), str(tmp / "rng.safetensors"))
-            (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        acc = self.accelerator
+        rng_states = gather_object([_rng_state()])
+        path = Path(directory)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            weights = trainable_state(self.trainable)
+            opt_tensors: dict[str, torch.Tensor] = {}
+            opt_meta: dict[str, Any] | None = None
+            if acc.distributed_type != DistributedType.DEEPSPEED:
+                # ZeRO's optimiser state is partitioned over processes and in its own format:
+                # not saved (such a checkpoint is refused by load_checkpoint)
+                opt_tensors, opt_meta = _split_optimizer_state(self.optimizer.state_dict())
+            meta = {
+                "format_version": PPO_CHECKPOINT_FORMAT,
+                "kind": "ragkit.alignment.ppo",
+                "updates": self.updates,
+                "optimizer_steps": self.optimizer_steps,
+                "ptx_batches": self.ptx_batches,
+                "total_steps": self.total_steps,
+                "processes": acc.num_processes,
+                "distributed_type": _distributed_name(acc),
+                "kl_controller": self.kl_controller.state_dict(),
+                "optimizer": opt_meta,
+                "scheduler": self.scheduler.state_dict(),
+                "config": self.config.model_dump(mode="json"),
+            }
 
-        return atomic_directory(Path(directory), fill)
+            def fill(tmp: Path) -> None:
+                save_file(weights, str(tmp / "trainable.safetensors"))
+                save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+                for rank, state in enumerate(rng_states):
+                    save_file(state, str(tmp / _rng_file(rank)))
+                (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+            atomic_directory(path, fill)
+        acc.wait_for_everyone()
+        return path
 
     def load_checkpoint(self, directory: str | Path) -> None:
-        """Restore :meth:`save_checkpoint`; refuse one written with another PPO config."""
+        """Restore :meth:`save_checkpoint`; refuse one written with other settings."""
+        from accelerate.utils import DistributedType
+
+        acc = self.accelerator
         path = Path(directory)
         try:
             meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"unreadable PPO checkpoint {path}: {exc}") from exc
         if meta.get("format_version") != PPO_CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not a PPO checkpoint of format 1")
+            raise CheckpointError(
+                f"{path} is not a PPO checkpoint of format {PPO_CHECKPOINT_FORMAT}"
+            )
         if meta.get("config") != self.config.model_dump(mode="json"):
             raise CheckpointError(f"{path} was written with other PPO settings")
+        if meta.get("total_steps") != self.total_steps:
+            raise CheckpointError(
+                f"{path} was written for a run of {meta.get('total_steps')} optimiser steps, "
+                f"this one has {self.total_steps} (the learning-rate schedule would differ)"
+            )
+        if meta.get("processes") != acc.num_processes:
+            raise CheckpointError(
+                f"{path} was written by {meta.get('processes')} processes, this run has "
+                f"{acc.num_processes}: the per-process data and RNG streams would differ"
+            )
+        deepspeed = DistributedType.DEEPSPEED.value
+        if deepspeed in (meta.get("distributed_type"), _distributed_name(acc)):
+            raise CheckpointError(
+                "resuming under DeepSpeed is not supported: ZeRO partitions the optimiser state "
+                "across processes and the checkpoint holds the main process's part only"
+            )
         load_trainable_state(self.trainable, load_file(str(path / "trainable.safetensors")))
         self.optimizer.load_state_dict(
             _join_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
         )
         self.scheduler.load_state_dict(meta["scheduler"])
         self.kl_controller.load_state_dict(meta["kl_controller"])
-        _restore_rng(load_file(str(path / "rng.safetensors")))
+        _restore_rng(load_file(str(path / _rng_file(acc.process_index))))
         self.updates = int(meta["updates"])
+        self.optimizer_steps = int(meta["optimizer_steps"])
+        self.ptx_batches = int(meta["ptx_batches"])
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - a model without weights
-        return torch.device("cpu")
+def _distributed_name(accelerator: Any) -> str:
+    """``"NO"``, ``"MULTI_GPU"``, ``"DEEPSPEED"``…: the launch mode as stored in checkpoints."""
+    kind = accelerator.distributed_type
+    return str(getattr(kind, "value", kind))
+
+
+def _rng_file(rank: int) -> str:
+    return "rng.safetensors" if rank == 0 else f"rng-rank{rank}.safetensors"

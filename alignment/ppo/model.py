@@ -1,0 +1,89 @@
+"""The trainable parts of PPO as one module with one forward pass.
+
+Why one module: under ``accelerate launch`` (DDP, DeepSpeed) gradients are synchronised by the
+wrapper around the module whose ``forward`` was called, and a wrapper expects one forward per
+backward. Putting the policy, the value function and the PPO-ptx language-model loss behind a
+single ``forward`` gives exactly that, and makes the same code a no-op wrapper on one CPU. The
+submodule names (``policy``, ``value``, ``value_head``) are the names in PPO checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignment.collate import Batch
+from alignment.ppo.logprobs import response_forward, selected_logprobs
+from alignment.ppo.value import ValueModel
+from alignment.sft import ResponseOnlyLM
+
+
+@dataclass
+class PolicyValueOutput:
+    """Log-probs and values of the response tokens, T-scaled logits, and the ptx loss sum.
+
+    ``ptx_loss_sum`` / ``ptx_tokens``: summed negative log-likelihood of the demonstration
+    response tokens and their count (``None`` when no demonstration batch was given).
+    """
+
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    logits: torch.Tensor
+    ptx_loss_sum: torch.Tensor | None = None
+    ptx_tokens: torch.Tensor | None = None
+
+
+class PolicyAndValue(nn.Module):
+    """Policy + value function (a separate :class:`ValueModel` or a head on the policy)."""
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        value_model: ValueModel | None = None,
+        value_head: nn.Linear | None = None,
+    ) -> None:
+        super().__init__()
+        if (value_model is None) == (value_head is None):
+            raise ValueError("give exactly one of value_model and value_head")
+        self.policy = policy
+        self.value = value_model
+        self.value_head = value_head
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        temperature: float,
+        ptx: Batch | None = None,
+    ) -> PolicyValueOutput:
+        """Score ``response_ids`` (the last columns of ``input_ids``) and, optionally, ``ptx``.
+
+        The ptx loss is the plain language-model loss (temperature 1: it is the model's own
+        likelihood of the demonstrations, not the sampling distribution).
+        """
+        width = response_ids.shape[1]
+        out = response_forward(
+            self.policy,
+            input_ids,
+            attention_mask,
+            width,
+            temperature,
+            want_hidden=self.value_head is not None,
+        )
+        logprobs = selected_logprobs(out.logits, response_ids)
+        if self.value_head is not None:
+            assert out.hidden is not None
+            values = self.value_head(out.hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        else:
+            assert self.value is not None
+            values = self.value(input_ids, attention_mask, width)
+        result = PolicyValueOutput(logprobs, values.float(), out.logits)
+        if ptx is not None:
+            assert ptx.labels is not None
+            result.ptx_loss_sum, result.ptx_tokens = ResponseOnlyLM(self.policy)(
+                ptx.input_ids, ptx.attention_mask, ptx.position_ids, ptx.labels
+            )
+        return result
