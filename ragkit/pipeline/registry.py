@@ -36,7 +36,7 @@ def registered_components() -> list[str]:
 def _register_builtins() -> None:
     if "dense_retriever" in _FACTORIES:
         return
-    from ragkit.generation import Generator
+    from ragkit.generation.backends import generator_from_config
     from ragkit.rag.citations import CitationStep
     from ragkit.rag.generate_step import GenerateStep
     from ragkit.rag.prompt_builder import PromptBuilder
@@ -51,7 +51,8 @@ def _register_builtins() -> None:
     def generator(params: dict[str, Any]) -> GenerateStep:
         params = dict(params)
         options = params.pop("options", None)
-        return GenerateStep(Generator.from_config({**params, "options": {}}), options=options)
+        # the "backend" key (transformers, openai, vllm) picks the generator backend
+        return GenerateStep(generator_from_config({**params, "options": {}}), options=options)
 
     def prompt_builder(params: dict[str, Any]) -> PromptBuilder:
         from prompts import ChatTemplate, PromptTemplate
