@@ -52,12 +52,28 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RUNNERS = BENCH_DIR / "ingest_runners"
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "python-docs-3.11.tar.gz"
-ALL_SYSTEMS = ("floor", "ragkit", "langchain", "llamaindex", "haystack")
+# "ragkit" is the default (``--embed-backend auto``); the others pin one embedding backend.
+RAGKIT_BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+RAGKIT_VARIANTS = tuple(f"ragkit-{b}" for b in RAGKIT_BACKENDS)
+ALL_SYSTEMS = ("floor", "ragkit", *RAGKIT_VARIANTS, "langchain", "llamaindex", "haystack")
 PEERS = ("langchain", "llamaindex", "haystack")
 
 # Targets from issue 2.
 INGEST_TARGET = 1.10
 SEARCH_TARGET = 1.5
+# Targets from issue 10: ingestion at most half the floor's time, search p50 at most half of
+# LangChain's FAISS store.
+FAST_INGEST_TARGET = 0.5
+FAST_SEARCH_TARGET = 0.5
+
+
+def is_ragkit(system: str) -> bool:
+    return system == "ragkit" or system.startswith("ragkit-")
+
+
+def ragkit_backend(system: str) -> str:
+    return system.removeprefix("ragkit-") if system.startswith("ragkit-") else "auto"
+
 
 CHILD_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -397,12 +413,13 @@ def python_for(system: str, setup: Setup) -> str:
 
 def ingest_command(system: str, setup: Setup, result: Path) -> list[str]:
     index_dir = setup.index_dir(system)
-    if system == "ragkit":
+    if is_ragkit(system):
         return [
             setup.ragkit_bin, "index", str(setup.corpus), "--index", str(index_dir),
             "--chunk-unit", "chars", "--chunk-size", str(setup.chunk_size),
             "--chunk-overlap", str(setup.chunk_overlap), "--include", "*.txt",
             "--embedder", setup.model, "--batch-size", str(setup.batch_size),
+            "--embed-backend", ragkit_backend(system),
         ]  # fmt: skip
     command = [
         python_for(system, setup), str(RUNNERS / f"run_{system}.py"), "ingest",
@@ -416,8 +433,9 @@ def ingest_command(system: str, setup: Setup, result: Path) -> list[str]:
 
 
 def search_command(system: str, setup: Setup, result: Path) -> list[str]:
+    runner = "ragkit" if is_ragkit(system) else system
     command = [
-        python_for(system, setup), str(RUNNERS / f"run_{system}.py"), "search",
+        python_for(system, setup), str(RUNNERS / f"run_{runner}.py"), "search",
         "--index-dir", str(setup.index_dir(system)), "--model", setup.model,
         "--queries", str(setup.queries_file), "-k", str(setup.k), "--warmup", str(setup.warmup),
         "--result", str(result),
@@ -449,13 +467,61 @@ def run_ingest(system: str, setup: Setup, round_: int) -> ChildRun:
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     command = ingest_command(system, setup, result_path)
     run = run_child(system, "ingest", round_, command, log_path, setup.timeout_s, result_path)
-    if system == "ragkit" and run.returncode == 0:
-        run.result = {"system": "ragkit", "chunks": ragkit_chunk_count(index_dir, run.log)}
+    if is_ragkit(system) and run.returncode == 0:
+        run.result = {"system": system, "chunks": ragkit_chunk_count(index_dir, run.log)}
+        backend = _manifest_backend(index_dir)
+        if backend:
+            run.result["embed_backend"] = backend
         # The CLI's own summary ends with the seconds it spent indexing (after start-up).
         reported = re.findall(r"([\d.]+)\s*s\s*$", Path(run.log).read_text(errors="replace"))
         if reported:
             run.result["phases"] = {"cli_reported": float(reported[-1])}
     return run
+
+
+def _manifest_backend(index_dir: Path) -> str | None:
+    try:
+        manifest = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    backend = manifest.get("embed_backend")
+    return str(backend) if backend else None
+
+
+def prepare_ragkit_backends(setup: Setup, systems: list[str], log: Any) -> dict[str, Any]:
+    """Untimed, once per machine: ONNX exports and the ``auto`` measurement, both cached.
+
+    These are one-time costs like a model download (ragkit caches them in its user cache
+    directory), so they are paid before timing; their duration is reported separately.
+    """
+    backends = sorted({ragkit_backend(s) for s in systems if is_ragkit(s)})
+    if not backends:
+        return {}
+    script = (
+        "import json, sys, time\n"
+        "from ragkit.embedding import Embedder\n"
+        "out = {}\n"
+        "for name in sys.argv[2:]:\n"
+        "    t = time.perf_counter()\n"
+        "    e = Embedder(sys.argv[1], backend=name).warm_up()\n"
+        "    out[name] = {'resolved': e.backend_name, 'seconds': round(time.perf_counter() - t, 1),\n"
+        "                 'choice': e.choice.model_dump() if e.choice else None}\n"
+        "print(json.dumps(out))\n"
+    )
+    log(f"preparing ragkit backends {', '.join(backends)} (untimed, cached per machine) ...")
+    done = subprocess.run(
+        [setup.project_python, "-c", script, setup.model, *backends],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **CHILD_ENV},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"preparing ragkit backends failed:\n{done.stderr[-2000:]}")
+    prepared = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    for name, info in prepared.items():
+        log(f"  {name}: -> {info['resolved']} ({info['seconds']} s)")
+    return prepared
 
 
 def run_search(system: str, setup: Setup, round_: int) -> ChildRun:
@@ -499,6 +565,7 @@ def summarise_ingest(runs: list[ChildRun], systems: list[str]) -> dict[str, dict
             "cpu_s": statistics.median(r.cpu_s for r in ok),
             "other_cpu_cores": max(r.other_cpu_cores for r in ok),
             "chunks": ok[-1].result.get("chunks"),
+            "embed_backend": ok[-1].result.get("embed_backend"),
             "phases_s": phases,
         }
     floor = summary.get("floor", {})
@@ -548,9 +615,38 @@ def summarise_search(runs: list[ChildRun], systems: list[str]) -> dict[str, dict
     return summary
 
 
+def check_fast_targets(ingest: dict[str, Any], search: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 10's targets for the default and each pinned backend (None: not measured)."""
+    checks: list[dict[str, Any]] = []
+    floor, langchain = ingest.get("floor", {}), search.get("langchain", {})
+    for system in ("ragkit", *RAGKIT_VARIANTS):
+        entry = ingest.get(system, {})
+        if entry.get("ok") and floor.get("ok"):
+            checks.append(
+                {
+                    "target": f"{system} ingest <= {FAST_INGEST_TARGET} x floor",
+                    "value": f"{entry['wall_s']:.1f} s vs {floor['wall_s']:.1f} s = {entry['x_floor']:.2f} x",
+                    "met": entry["x_floor"] <= FAST_INGEST_TARGET,
+                }
+            )
+        found = search.get(system, {})
+        if found.get("ok") and langchain.get("ok"):
+            ratio = found["p50_ms"] / langchain["p50_ms"]
+            checks.append(
+                {
+                    "target": f"{system} search p50 <= {FAST_SEARCH_TARGET} x langchain",
+                    "value": f"{found['p50_ms']:.1f} ms vs {langchain['p50_ms']:.1f} ms = {ratio:.2f} x",
+                    "met": ratio <= FAST_SEARCH_TARGET,
+                }
+            )
+    return checks
+
+
 def check_targets(ingest: dict[str, Any], search: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 2's targets, each with the measured value and whether it was met (None: not measured)."""
     checks: list[dict[str, Any]] = []
+    if not ingest.get("ragkit", {}).get("ok") and not search.get("ragkit", {}).get("ok"):
+        return check_fast_targets(ingest, search)
     rk, fl = ingest.get("ragkit", {}), ingest.get("floor", {})
     met = rk["x_floor"] <= INGEST_TARGET if rk.get("ok") and fl.get("ok") else None
     checks.append(
@@ -611,7 +707,7 @@ def check_targets(ingest: dict[str, Any], search: dict[str, Any]) -> list[dict[s
                 "met": rs["x_floor_cpu_p50"] <= SEARCH_TARGET,
             }
         )
-    return checks
+    return checks + check_fast_targets(ingest, search)
 
 
 def _fmt(value: Any, spec: str, missing: str = "-") -> str:
@@ -625,8 +721,8 @@ def _truncation(system: str, ingest: dict[str, Any], search: dict[str, Any]) -> 
     chunks (the chunk counts are checked to match), so the floor's audit stands for both.
     """
     source = system
-    if system == "ragkit":
-        same = ingest.get("ragkit", {}).get("chunks") == ingest.get("floor", {}).get("chunks")
+    if is_ragkit(system):
+        same = ingest.get(system, {}).get("chunks") == ingest.get("floor", {}).get("chunks")
         source = "floor" if same else ""
     audit = search.get(source, {}).get("truncation") if source else None
     if not audit:
@@ -656,8 +752,11 @@ def render(
                 out.append(f"| {system} | failed | | | | | | | | |")
                 continue
             phases = ", ".join(f"{k} {v:.1f}" for k, v in e.get("phases_s", {}).items())
+            label = system
+            if system == "ragkit" and e.get("embed_backend"):
+                label = f"ragkit (auto: {e['embed_backend']})"
             out.append(
-                f"| {system} | {e['wall_s']:.1f} | {_fmt(e.get('x_floor'), '.2f')} "
+                f"| {label} | {e['wall_s']:.1f} | {_fmt(e.get('x_floor'), '.2f')} "
                 f"| {e['cpu_s']:.1f} | {_fmt(e.get('x_floor_cpu'), '.2f')} | {e['peak_rss_mb']:.0f} "
                 f"| {_fmt(e.get('chunks'), ',')} | {_truncation(system, ingest, search)} "
                 f"| {e['other_cpu_cores']:.2f} | {phases} |"
@@ -823,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
         needed = (
             args.peers_python
             if system in PEERS
-            else (args.ragkit_bin if system == "ragkit" else args.project_python)
+            else (args.ragkit_bin if is_ragkit(system) else args.project_python)
         )
         if not Path(needed).exists():
             raise SystemExit(
@@ -862,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     if chunk_meta:
         log(f"floor chunks: {chunk_meta['chunks']:,} from {chunk_meta['chunker']}")
 
+    prepared = prepare_ragkit_backends(setup, systems, log) if args.only != "search" else {}
     quiet_before = check_quiet(args.quiet_threshold, args.wait_quiet, log)
     runs: list[ChildRun] = []
     for mode in ("ingest", "search"):
@@ -954,6 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
             "systems": systems,
         },
         "floor_chunks": chunk_meta,
+        "ragkit_backends_prepared": prepared,
         "versions": {
             "project": versions(
                 args.project_python,

@@ -19,6 +19,7 @@ import numpy as np
 
 from ragkit.embedding.backends.base import AUTO, BACKEND_NAMES, EmbeddingBackend, Vectors
 from ragkit.embedding.backends.torch_backend import TorchBackend
+from ragkit.embedding.coalesce import QueryCoalescer
 from ragkit.embedding.selection import (
     BackendChoice,
     cached_choice,
@@ -87,6 +88,7 @@ class Embedder:
         self._query_cache: OrderedDict[str, Vectors] = OrderedDict()
         self._query_cache_size = query_cache_size
         self._cache_lock = threading.Lock()
+        self.query_batches = QueryCoalescer(self._encode_queries)
 
     @classmethod
     def from_model(cls, model: SentenceTransformer, name: str, batch_size: int = 64) -> Embedder:
@@ -220,13 +222,20 @@ class Embedder:
                 if hit is not None:
                     self._query_cache.move_to_end(text)
                     return hit.copy()
-        vector = self.engine.encode_one(text)
+        vector = self.query_batches.encode(text)
         if self._query_cache_size:
             with self._cache_lock:
                 self._query_cache[text] = vector
                 if len(self._query_cache) > self._query_cache_size:
                     self._query_cache.popitem(last=False)
         return vector.copy()
+
+    def _encode_queries(self, texts: list[str]) -> Vectors:
+        """One query: the lean single-text path; several concurrent ones: one batch."""
+        engine = self.engine
+        if len(texts) == 1:
+            return engine.encode_one(texts[0])
+        return engine.encode(texts, self.batch_size)
 
 
 def _local_folder(location: str) -> Path | None:

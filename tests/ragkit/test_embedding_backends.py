@@ -223,3 +223,54 @@ def test_probe_texts_look_like_chunks() -> None:
     texts = probe_texts()
     assert len(texts) >= 12
     assert sum(len(t) >= 900 for t in texts) >= 8
+
+
+def test_concurrent_queries_share_a_pass() -> None:
+    import threading
+    import time
+
+    from ragkit.embedding.coalesce import QueryCoalescer
+
+    sizes: list[int] = []
+    started = threading.Event()
+
+    def encode_many(texts: list[str]) -> Vectors:
+        sizes.append(len(texts))
+        started.set()
+        time.sleep(0.2)  # a slow pass: callers arriving meanwhile must queue for the next one
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    coalescer = QueryCoalescer(encode_many)
+    results: dict[str, Vectors] = {}
+
+    def call(text: str) -> None:
+        results[text] = coalescer.encode(text)
+
+    first = threading.Thread(target=call, args=("x",))
+    first.start()
+    assert started.wait(5)
+    others = [threading.Thread(target=call, args=("y" * n,)) for n in range(2, 8)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert sizes[0] == 1 and sum(sizes) == 7 and max(sizes) >= 3
+    for text, vector in results.items():  # every caller got its own row
+        assert vector.shape == (1, 2) and vector[0, 0] == len(text)
+
+
+def test_a_failing_pass_fails_only_its_callers() -> None:
+    from ragkit.embedding.coalesce import QueryCoalescer
+
+    calls = iter([RuntimeError("boom"), None])
+
+    def encode_many(texts: list[str]) -> Vectors:
+        error = next(calls)
+        if error is not None:
+            raise error
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    coalescer = QueryCoalescer(encode_many)
+    with pytest.raises(RuntimeError, match="boom"):
+        coalescer.encode("a")
+    assert coalescer.encode("b").shape == (1, 2)  # the coalescer is usable again
