@@ -437,3 +437,35 @@ def test_auto_index_switches_to_hnsw_above_the_threshold(
         reopened.commit()
         assert reopened._ensure_vectors().kind == "flat"
         _consistent(reopened)
+
+
+def test_embedding_failure_in_the_worker_keeps_finished_groups(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    """Groups are embedded in a worker thread; its error surfaces here and earlier groups stay."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"f{i}.txt").write_text(f"the river {i} flows through the city " * 3)
+    embedder = Embedder(str(tiny_model_path), device="cpu", backend="torch").warm_up()
+    calls = {"n": 0}
+    original = embedder.encode
+
+    def flaky(texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("embedding backend crashed")
+        return original(texts, batch_size)
+
+    embedder.encode = flaky  # type: ignore[method-assign]
+    with Index.create(tmp_path / "idx", embedder) as index:
+        with pytest.raises(RuntimeError, match="embedding backend crashed"):
+            index_paths(index, [corpus], commit_every=1)
+        # groups embedded before the failure were committed, consistently
+        assert index.counts().files == 2
+        _consistent(index)
+    with Index.open(tmp_path / "idx", embedder) as index:
+        embedder.encode = original  # type: ignore[method-assign]
+        report = index_paths(index, [corpus], commit_every=1)  # a re-run finishes the rest
+        assert report.files_unchanged == 2 and report.files_indexed == 4
+        assert index.counts().files == 6
