@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
@@ -16,7 +16,9 @@ from alignment.config import (
     DemonstrationDataSettings,
     ModelSettings,
     PreferenceDataSettings,
+    RewardJobConfig,
     dump_config,
+    validate_config,
 )
 from alignment.data import (
     Demonstration,
@@ -172,3 +174,66 @@ def write_run_files(output_dir: Path, config: BaseModel, reports: list[DataRepor
     """``config.yaml`` and ``data_report.json`` at the top of a run folder."""
     atomic_write_text(output_dir / "config.yaml", dump_config(config))
     write_json(output_dir / "data_report.json", [r.model_dump() for r in reports])
+
+
+FEEDBACK_EXPORT_FILE = "feedback_pairs.jsonl"
+
+
+def reward_config_from_feedback(
+    config: RewardJobConfig,
+    db: str | Path,
+    *,
+    prompt_style: str = "passages",
+    resume: bool = False,
+) -> tuple[RewardJobConfig, int]:
+    """Point a reward job at the preference pairs of a ``ragkit serve`` feedback store.
+
+    Why an export file rather than reading SQLite in the job: the store's votes and choices
+    become pairs through one piece of code (:func:`ragkit.feedback.export_preferences`, the one
+    behind ``ragkit feedback export``), and the job keeps a single data path, with its reader,
+    data report, split by prompt and checkpoint fingerprint unchanged. The export goes to
+    ``<output_dir>/feedback_pairs.jsonl`` (kept next to ``config.yaml``, so the run folder says
+    exactly what it trained on); with ``resume`` an existing export is reused, because the
+    store may have grown since the run started and a resume must replay the same data.
+
+    ``prompt_style`` is the export's: ``passages`` (the passages the answer was grounded on,
+    then the question) or ``question``. Returns the updated config (data path, ``fields``
+    format and field names replaced; limit, validation fraction and split seed kept;
+    ``validation_path`` cleared) and the pair count. Raises :class:`AlignmentError` when the
+    store holds no usable pair (or the store is missing: ``FeedbackError``).
+    """
+    from ragkit.feedback import FeedbackStore, export_preferences
+
+    if prompt_style not in ("passages", "question"):
+        raise AlignmentError(
+            f"unknown feedback prompt style {prompt_style!r} (use passages or question)"
+        )
+    style: Literal["passages", "question"] = (
+        "question" if prompt_style == "question" else "passages"
+    )
+    out = config.output_dir / FEEDBACK_EXPORT_FILE
+    if resume and out.is_file():
+        with out.open(encoding="utf-8") as fh:
+            count = sum(1 for line in fh if line.strip())
+    else:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        count = export_preferences(db, out, style)
+    if count == 0:
+        with FeedbackStore(db) as store:
+            counts = store.counts()
+        raise AlignmentError(
+            f"feedback store {db} has no usable preference pairs ({counts['answers']} answers, "
+            f"{counts['votes']} votes, {counts['choices']} choices): a pair needs a choice "
+            "between two answers, or one answer voted up and another voted down on the same "
+            "question"
+        )
+    data = config.model_dump()
+    data["data"].update(
+        path=out,
+        format="fields",
+        prompt_field="prompt",
+        chosen_field="chosen",
+        rejected_field="rejected",
+        validation_path=None,
+    )
+    return validate_config(RewardJobConfig, data, f"--from-feedback {db}"), count

@@ -631,13 +631,23 @@ def _run_align(
     output: Path | None,
     limit: int | None,
     model: str | None,
+    feedback: tuple[Path, str] | None = None,
 ) -> None:
     import alignment
 
     train = alignment.train_reward_model if kind == "reward" else alignment.train_sft
     job = _guard(lambda: _align_config(kind, config, output, limit, model))
+    extra: dict[str, Any] = {}
+    if feedback is not None:  # reward only: the feedback store's pairs replace data.path
+        from alignment.jobs import reward_config_from_feedback
+
+        db, style = feedback
+        job, pairs = _guard(
+            lambda: reward_config_from_feedback(job, db, prompt_style=style, resume=resume)
+        )
+        extra["feedback"] = {"db": str(db), "pairs": pairs, "data": str(job.data.path)}
     result = _guard(lambda: train(job, resume=resume))
-    out.print_json(json.dumps(result.summary(), default=str))
+    out.print_json(json.dumps({**result.summary(), **extra}, default=str))
 
 
 @align_app.command("reward")
@@ -647,9 +657,22 @@ def align_reward_command(
     output: AlignOutput = None,
     limit: AlignLimit = None,
     model: AlignModel = None,
+    from_feedback: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-feedback",
+            help="Train on the preference pairs of this feedback store (the SQLite file of "
+            "`ragkit serve --feedback-db`) instead of data.path.",
+        ),
+    ] = None,
+    feedback_prompt: Annotated[
+        str,
+        typer.Option(help="With --from-feedback: 'passages' (passages + question) or 'question'."),
+    ] = "passages",
 ) -> None:
     """Train a pairwise (Bradley-Terry) reward model on preference pairs."""
-    _run_align("reward", config, resume, output, limit, model)
+    feedback = (from_feedback, feedback_prompt) if from_feedback is not None else None
+    _run_align("reward", config, resume, output, limit, model, feedback)
 
 
 @align_app.command("sft")
