@@ -15,6 +15,7 @@ from ragkit.errors import (
 from ragkit.generation import GeneratorBackend, make_generator
 from ragkit.index import Index, IngestReport, index_paths
 from ragkit.loaders import default_registry, discover_files, load_documents
+from ragkit.query_transforms import HyDERetriever, MultiQueryRetriever
 from ragkit.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, MMRReranker, Retriever
 from ragkit.schema import Chunk, Document, Hit
 
@@ -29,6 +30,7 @@ __all__ = [
     "Embedder",
     "GeneratorBackend",
     "Hit",
+    "HyDERetriever",
     "HybridRetriever",
     "Index",
     "IndexFormatError",
@@ -37,6 +39,7 @@ __all__ = [
     "LoaderError",
     "MMRReranker",
     "ModelNotFoundError",
+    "MultiQueryRetriever",
     "RagkitError",
     "RecursiveSplitter",
     "Retriever",
