@@ -116,6 +116,7 @@ def test_library_has_the_issue_templates_and_they_render() -> None:
         "history": [{"role": "user", "content": "H."}],
         "steps": [{"question": "S?", "answer": "A."}],
         "max_subquestions": 3,
+        "n": 3,
     }
     for name in library_names():
         template = library_template(name)
