@@ -367,14 +367,24 @@ class JsonSchemaMachine:
                 return [(*rest, (_STR, node, count, 0, 0, 0, cont - 1))]
             return []
         if hex_left:
+            # escape 4 marks the \\u escape that must be the low half of a surrogate pair
             if b not in _HEX:
                 return []
             value, left = value * 16 + _HEX[b], hex_left - 1
+            if left == 2:  # the first two hex digits decide whether this is a surrogate
+                low_half = 0xDC <= value <= 0xDF
+                if low_half != (escape == 4):
+                    return []  # a lone low surrogate, or a high one not followed by a low one
             if left:
-                return [(*rest, (_STR, node, count, 0, left, value, 0))]
-            # a high surrogate is half of one character: the low half counts it
-            counted = count if 0xD800 <= value <= 0xDBFF else count + 1
-            return [(*rest, (_STR, node, counted, 0, 0, 0, 0))]
+                return [(*rest, (_STR, node, count, escape, left, value, 0))]
+            if escape != 4 and 0xD800 <= value <= 0xDBFF:
+                # half of one character: a \\u low surrogate must follow (escape 2, then 3)
+                return [(*rest, (_STR, node, count, 2, 0, 0, 0))]
+            return [(*rest, (_STR, node, count + 1, 0, 0, 0, 0))]
+        if escape == 2:
+            return [(*rest, (_STR, node, count, 3, 0, 0, 0))] if b == _BACKSLASH else []
+        if escape == 3:
+            return [(*rest, (_STR, node, count, 4, 4, 0, 0))] if b == ord("u") else []
         if escape:
             if b in _SIMPLE_ESCAPES:
                 return [(*rest, (_STR, node, count + 1, 0, 0, 0, 0))]

@@ -426,3 +426,17 @@ def test_structured_step_passes_constrained_on(json_llama: Any) -> None:
 def test_constrained_needs_a_local_generator(scripted: Any) -> None:
     with pytest.raises(TypeError, match="tokenizer"):
         parse_as(Owner, scripted(['{"name": "a", "phone": null}']), "Who?", constrained=True)
+
+
+def test_surrogate_escapes_must_pair() -> None:
+    """Found by the random-walk property: a lone ``\\udc00`` parses to a string pydantic rejects."""
+    from pydantic import BaseModel as _Base
+
+    class Word(_Base):
+        word: str
+
+    machine = JsonSchemaMachine(Word)
+    assert machine.accepts('{"word": "\\ud83d\\ude00"}')  # a pair: one character
+    assert machine.accepts('{"word": "a\\u00e9"}')
+    for bad in ('{"word": "\\udc00"}', '{"word": "\\ud83d"}', '{"word": "\\ud83dx"}'):
+        assert not machine.accepts(bad), bad
