@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import Request
+from live_server import live_server
 from tiny_llama import build_tiny_llama
 from typer.testing import CliRunner
 
@@ -63,25 +62,9 @@ QUESTIONS = [
 
 @contextlib.contextmanager
 def serving(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a socket bound here (no port race)."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    """The app's OpenAI-compatible base URL (``/v1``) while it is served."""
+    with live_server(app) as base:
+        yield f"{base}/v1"
 
 
 def closed_port_url() -> str:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from live_server import live_server
 from typer.testing import CliRunner
 
 from alignment import read_preference_jsonl
@@ -66,28 +62,6 @@ def test_feedback_export_command(tmp_path: Path) -> None:
         app, ["feedback-export-command", str(db), "-o", str(out), "--format", "csv"]
     )
     assert bad.exit_code == 1 and "unknown format" in bad.output
-
-
-@contextlib.contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port in a thread; yield its base URL."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_openai_client_against_live_server(server_rag: Any) -> None:
