@@ -12,7 +12,12 @@ Conventions (each has a test):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a tensor over data-parallel processes (identity on one process)."""
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -23,31 +28,51 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of the masked entries (Bessel-corrected by default, like the reference code)."""
+def _global_masked_mean(x: torch.Tensor, mask: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+    totals = torch.stack([(x * mask).sum(), mask.sum()])
+    if reduce is not None:
+        totals = reduce(totals)
+    return totals[0] / totals[1].clamp(min=1.0)
+
+
+def masked_var(
+    x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, reduce: Reduce | None = None
+) -> torch.Tensor:
+    """Variance of the masked entries (Bessel-corrected by default, like the reference code).
+
+    With ``reduce`` (a sum over processes) the statistics are those of the global batch, so a
+    data-parallel run whitens exactly as one process holding every row would.
+    """
     mask = mask.to(x.dtype)
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    mean = _global_masked_mean(x, mask, reduce)
+    var = _global_masked_mean((x - mean) ** 2, mask, reduce)
     if unbiased:
-        n = mask.sum()
+        count = mask.sum()
+        n = reduce(count) if reduce is not None else count
         if n > 1:
             var = var * n / (n - 1)
     return var
 
 
 def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    reduce: Reduce | None = None,
 ) -> torch.Tensor:
     """Scale masked entries to unit variance (and zero mean when ``shift_mean``); zero the rest.
 
     Rewards are whitened *without* shifting the mean (a shift would change which responses are
-    better than nothing); advantages are shifted too.
+    better than nothing); advantages are shifted too. ``reduce`` makes the statistics global
+    over data-parallel processes.
     """
-    mean = masked_mean(x, mask)
-    whitened = (x - mean) * torch.rsqrt(masked_var(x, mask) + eps)
+    maskf = mask.to(x.dtype)
+    mean = _global_masked_mean(x, maskf, reduce)
+    whitened = (x - mean) * torch.rsqrt(masked_var(x, maskf, reduce=reduce) + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return whitened * mask.to(x.dtype)
+    return whitened * maskf
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:

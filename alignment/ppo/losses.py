@@ -1,6 +1,10 @@
 """The clipped PPO objectives and the diagnostics that reveal a broken implementation.
 
-Both losses are masked means over real response tokens. Diagnostics: approx-KL
+Both losses average over real response tokens: by default the micro-batch's own tokens; with a
+``normalizer`` (the token count of the whole minibatch across micro-batches and processes,
+scaled by how many of them get averaged) every token of the minibatch weighs the same however
+it is split, so gradient accumulation and data parallelism give the gradient of one big batch.
+Diagnostics: approx-KL
 ``0.5·mean((log π_new − log π_old)²)``, the fraction of tokens where clipping bit, and the
 probability ratio's mean and variance (exactly 1 and 0 on the first minibatch when dropout is
 off; anything else means the rollout and training forward passes disagree).
@@ -13,6 +17,14 @@ from dataclasses import dataclass
 import torch
 
 from alignment.ppo.advantages import masked_mean, masked_var
+
+
+def _token_average(
+    x: torch.Tensor, mask: torch.Tensor, normalizer: torch.Tensor | float | None
+) -> torch.Tensor:
+    if normalizer is None:
+        return masked_mean(x, mask)
+    return (x * mask.to(x.dtype)).sum() / normalizer
 
 
 @dataclass
@@ -32,13 +44,14 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_range: float,
+    normalizer: torch.Tensor | float | None = None,
 ) -> PolicyLossOutput:
     """``masked_mean(max(−A·r, −A·clip(r, 1−ε, 1+ε)))`` with ``r = exp(log π − log π_old)``."""
     diff = logprobs - old_logprobs
     ratio = torch.exp(diff)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = _token_average(torch.maximum(unclipped, clipped), mask, normalizer)
     with torch.no_grad():
         return PolicyLossOutput(
             loss=loss,
@@ -55,6 +68,7 @@ def clipped_value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     clip_range_value: float,
+    normalizer: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``0.5·masked_mean(max((v − R)², (v_clip − R)²))``; returns ``(loss, clip fraction)``.
 
@@ -66,7 +80,7 @@ def clipped_value_loss(
     )
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask)
+    loss = 0.5 * _token_average(torch.maximum(loss_unclipped, loss_clipped), mask, normalizer)
     with torch.no_grad():
         fraction = masked_mean((loss_clipped > loss_unclipped).to(values.dtype), mask)
     return loss, fraction

@@ -377,10 +377,13 @@ class PPOTrainer:
         mask = rollout.response_mask.float()
         beta = self.kl_controller.value
         rewards, kl = per_token_rewards(old_logprobs, ref_logprobs, scores, mask, beta)
+        # statistics of the global batch: a data-parallel run whitens as one process would
         if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
+            rewards = masked_whiten(
+                rewards, mask, shift_mean=False, reduce=self._sum_over_processes
+            )
         advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        advantages = masked_whiten(advantages, mask)
+        advantages = masked_whiten(advantages, mask, reduce=self._sum_over_processes)
         scored = time.perf_counter()
 
         stats = self._train(rollout, old_logprobs, old_values, advantages, returns)
@@ -410,6 +413,12 @@ class PPOTrainer:
         self.updates += 1
         self.last_rollout = rollout
         return metrics
+
+    def _sum_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over data-parallel processes (identity on one process)."""
+        if self.accelerator.num_processes == 1:
+            return values
+        return self.accelerator.reduce(values, reduction="sum")
 
     def _average_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
         """Mean of each metric over processes (identity on one process)."""
@@ -459,6 +468,14 @@ class PPOTrainer:
                 for mb in range(cfg.mini_batches):
                     mb_idx = order[mb * cfg.mini_batch_size : (mb + 1) * cfg.mini_batch_size]
                     ptx_parts = self._ptx_slices()
+                    # Every response token of the minibatch (all micro-batches, all processes)
+                    # weighs the same: the losses are token sums over this normaliser, scaled
+                    # back up by the two averagings that follow (accelerate divides each
+                    # micro-batch loss by the accumulation count, DDP averages over processes).
+                    tokens_in_minibatch = self._sum_over_processes(mask[mb_idx].sum()).clamp(
+                        min=1.0
+                    )
+                    normalizer = tokens_in_minibatch / (cfg.grad_accumulation * acc.num_processes)
                     for micro in range(cfg.grad_accumulation):
                         sl = mb_idx[
                             micro * cfg.micro_batch_size : (micro + 1) * cfg.micro_batch_size
@@ -473,10 +490,20 @@ class PPOTrainer:
                                 )
                             m = mask[sl]
                             pg = clipped_policy_loss(
-                                out.logprobs, old_logprobs[sl], advantages[sl], m, cfg.clip_range
+                                out.logprobs,
+                                old_logprobs[sl],
+                                advantages[sl],
+                                m,
+                                cfg.clip_range,
+                                normalizer,
                             )
                             vf, vf_clip = clipped_value_loss(
-                                out.values, old_values[sl], returns[sl], m, cfg.clip_range_value
+                                out.values,
+                                old_values[sl],
+                                returns[sl],
+                                m,
+                                cfg.clip_range_value,
+                                normalizer,
                             )
                             loss = pg.loss + cfg.vf_coef * vf
                             if out.ptx_loss_sum is not None and out.ptx_tokens is not None:
