@@ -56,6 +56,7 @@ from ragkit.atomic import atomic_directory
 logger = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"  # LoRA runs: the adapter alone, besides the merged model
 SFT_INFO_FILE = "alignment_sft.json"
 SFT_FORMAT = 1
 
@@ -149,11 +150,13 @@ class SFTResult:
     train_examples: int
     validation_examples: int
     reports: list[DataReport] = field(default_factory=list)
+    adapter_dir: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         """What ``ragkit align sft`` and the example script print at the end."""
         return {
             "model": str(self.model_dir),
+            **({"adapter": str(self.adapter_dir)} if self.adapter_dir else {}),
             **self.loop.summary("examples_per_second"),
             "train_examples": self.train_examples,
             "validation_examples": self.validation_examples,
@@ -171,6 +174,30 @@ def save_causal_lm(
         plain.save_pretrained(str(tmp))  # type: ignore[operator]
         tokenizer.save_pretrained(str(tmp))
         (tmp / SFT_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+
+    return atomic_directory(directory, fill)
+
+
+def save_lora_adapter(model: nn.Module, directory: Path, base_name: str, card: str) -> Path | None:
+    """Save the LoRA adapter alone (peft format, safetensors), atomically; None if not LoRA.
+
+    The embeddings are left out on purpose: training resized them for a dedicated pad token
+    that inference never needs, so the adapter applies to the unmodified base model (which is
+    how :class:`ragkit.generation.Generator` loads it, ``adapter=``). The base model recorded
+    is the job's ``model.name_or_path`` (or the packaged model's name), not a cache path.
+    """
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return None
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), save_embedding_layers=False, safe_serialization=True)
+        config_path = tmp / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = base_name
+        config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
     return atomic_directory(directory, fill)
@@ -249,6 +276,7 @@ def train_sft(
     result = loop.run(resume=resume)
     validation = dict(result.eval)
     model_dir = out / MODEL_DIR
+    adapter_dir: Path | None = None
     if loop.accelerator.is_main_process:
         base_name = config.model.name_or_path or "packaged SmolLM2-135M-Instruct"
         card = model_card(
@@ -276,6 +304,7 @@ def train_sft(
             "validation": validation,
         }
         save_causal_lm(lm, tokenizer, model_dir, info, card)
+        adapter_dir = save_lora_adapter(lm, out / ADAPTER_DIR, base_name, card)
         plot_curves(out / "metrics.jsonl", out / PLOT_FILE, ("loss",))
         write_json(
             out / "result.json",
@@ -299,4 +328,5 @@ def train_sft(
         train_examples=len(train),
         validation_examples=len(val),
         reports=reports,
+        adapter_dir=adapter_dir,
     )

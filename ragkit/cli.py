@@ -70,6 +70,18 @@ class _RichIngestProgress:
         self.progress.update(self.chunks_task, completed=done, total=total)
 
 
+# Where an index lives: a directory (FAISS + SQLite) or a PostgreSQL + pgvector store.
+IndexOption = Annotated[
+    str,
+    typer.Option(
+        "--index",
+        "-i",
+        help="Index directory, or a postgresql://user@host/db[?schema=NAME] URL for a "
+        "PostgreSQL + pgvector store (pip install 'ragkit[postgres]'; docs/postgres.md).",
+    ),
+]
+
+
 @app.command("index")
 def index_command(
     paths: Annotated[
@@ -212,7 +224,7 @@ def _parse_filters(filters: list[str] | None) -> dict[str, Any] | None:
 @app.command("search")
 def search_command(
     query: Annotated[str, typer.Argument(help="What to search for.")],
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    index: IndexOption,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
     filters: Annotated[
         list[str] | None,
@@ -224,8 +236,8 @@ def search_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Print the chunks most similar to QUERY with their source and score."""
-    from ragkit.index import Index
     from ragkit.retrieval import make_retriever
+    from ragkit.stores import open_store
 
     if not query.strip():
         _fail("query is empty")
@@ -234,7 +246,7 @@ def search_command(
     parsed = _parse_filters(filters)
 
     def run() -> Any:
-        with Index.open(index) as opened:
+        with open_store(index) as opened:
             return make_retriever(opened, retriever, k=k).search(query, k=k, filters=parsed)  # type: ignore[arg-type]
 
     hits = _guard(run)
@@ -265,26 +277,32 @@ def search_command(
 
 @app.command("info")
 def info_command(
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    index: IndexOption,
 ) -> None:
     """Print an index's manifest (embedder, dimension, chunking, counts)."""
     from ragkit.index.manifest import IndexManifest
+    from ragkit.stores import is_postgres_url, open_store
 
-    manifest = _guard(lambda: IndexManifest.load(index))
-    out.print_json(manifest.model_dump_json())
+    def run() -> IndexManifest:
+        if not is_postgres_url(index):
+            return IndexManifest.load(Path(index))  # no model load for a directory
+        with open_store(index) as opened:
+            return opened.manifest.model_copy(update={"counts": opened.counts()})
+
+    out.print_json(_guard(run).model_dump_json())
 
 
 @app.command("delete")
 def delete_command(
     document_ids: Annotated[list[str], typer.Argument(help="Document ids to delete.")],
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    index: IndexOption,
 ) -> None:
     """Delete documents (and their chunks) by id."""
-    from ragkit.index import Index
+    from ragkit.stores import open_store
 
     def run() -> int:
-        with Index.open(index) as opened:
-            missing = [d for d in document_ids if not opened.store.has_document(d)]
+        with open_store(index) as opened:
+            missing = [d for d in document_ids if opened.document(d) is None]
             if missing:
                 raise RagkitError(f"no such document in {index}: {missing[0]}")
             opened.delete_documents(document_ids)
@@ -313,6 +331,7 @@ def _print_sources(answer: Any) -> None:
 
 
 from ragkit.server.cli import (  # noqa: E402  (shared with serve; imports no FastAPI)
+    AdapterOption,
     ApiKeyEnvOption,
     BaseUrlOption,
     GeneratorBackendOption,
@@ -320,7 +339,7 @@ from ragkit.server.cli import (  # noqa: E402  (shared with serve; imports no Fa
 
 
 def _rag(
-    index: Path,
+    index: str,
     generator: str | None,
     k: int,
     max_new_tokens: int,
@@ -329,6 +348,7 @@ def _rag(
     backend: str = "transformers",
     base_url: str | None = None,
     api_key_env: str | None = None,
+    adapter: str | None = None,
 ) -> Any:
     from ragkit.generation import make_generator
     from ragkit.rag import STRATEGIES, RAGPipeline
@@ -337,7 +357,9 @@ def _rag(
         raise RagkitError(f"-k must be positive, got {k}")
     if strategy not in STRATEGIES:
         raise RagkitError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    model = make_generator(backend, generator, base_url=base_url, api_key_env=api_key_env)
+    model = make_generator(
+        backend, generator, base_url=base_url, api_key_env=api_key_env, adapter=adapter
+    )
     return RAGPipeline.from_index(
         index,
         generator=model,
@@ -351,7 +373,7 @@ def _rag(
 @app.command("ask")
 def ask_command(
     question: Annotated[str, typer.Argument(help="The question.")],
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    index: IndexOption,
     k: Annotated[int, typer.Option("-k", help="Passages to retrieve.")] = 4,
     generator: Annotated[
         str | None,
@@ -361,6 +383,7 @@ def ask_command(
         ),
     ] = None,
     generator_backend: GeneratorBackendOption = "transformers",
+    adapter: AdapterOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
     stream: Annotated[
@@ -395,6 +418,7 @@ def ask_command(
             generator_backend,
             base_url,
             api_key_env,
+            adapter,
         )
         if json_output or not stream:
             return rag.ask(question)
@@ -421,7 +445,7 @@ def ask_command(
 
 @app.command("chat")
 def chat_command(
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory.")],
+    index: IndexOption,
     k: Annotated[int, typer.Option("-k", help="Passages to retrieve.")] = 4,
     generator: Annotated[
         str | None,
@@ -432,6 +456,7 @@ def chat_command(
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
     generator_backend: GeneratorBackendOption = "transformers",
+    adapter: AdapterOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
 ) -> None:
@@ -448,6 +473,7 @@ def chat_command(
                 backend=generator_backend,
                 base_url=base_url,
                 api_key_env=api_key_env,
+                adapter=adapter,
             )
         )
     )

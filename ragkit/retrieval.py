@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ragkit.errors import RagkitError
-from ragkit.index import Index
 from ragkit.schema import Hit
+from ragkit.stores import AnyIndex, open_store
 
 RRF_K = 60
 RetrieverKind = Literal["dense", "bm25", "hybrid"]
@@ -35,15 +35,16 @@ class Retriever(Protocol):
     ) -> list[Hit]: ...
 
 
-def _open(index: Index | str | Path) -> Index:
-    return index if isinstance(index, Index) else Index.open(index)
+def _open(index: AnyIndex | str | Path) -> AnyIndex:
+    """An open index: a directory or a ``postgresql://`` URL is opened, an index passes through."""
+    return open_store(index) if isinstance(index, str | Path) else index
 
 
 class _IndexRetriever:
     component_name = "retriever"
     kind: str = "dense"
 
-    def __init__(self, index: Index | str | Path, k: int = 5) -> None:
+    def __init__(self, index: AnyIndex | str | Path, k: int = 5) -> None:
         if k <= 0:
             raise RagkitError(f"k must be positive, got {k}")
         self.index = _open(index)
@@ -140,7 +141,7 @@ class HybridRetriever(_IndexRetriever):
 
     def __init__(
         self,
-        index: Index | str | Path,
+        index: AnyIndex | str | Path,
         k: int = 5,
         mode: Literal["rrf", "weighted"] = "rrf",
         rrf_k: int = RRF_K,
@@ -218,7 +219,7 @@ class MMRReranker:
 
     component_name = "mmr"
 
-    def __init__(self, index: Index | str | Path, k: int = 5, diversity: float = 0.3) -> None:
+    def __init__(self, index: AnyIndex | str | Path, k: int = 5, diversity: float = 0.3) -> None:
         if not 0.0 <= diversity <= 1.0:
             raise RagkitError(f"diversity must be in [0, 1], got {diversity}")
         self.index = _open(index)
@@ -243,7 +244,7 @@ class MMRReranker:
 
 
 def make_retriever(
-    index: Index | str | Path, kind: RetrieverKind = "hybrid", k: int = 5
+    index: AnyIndex | str | Path, kind: RetrieverKind = "hybrid", k: int = 5
 ) -> _IndexRetriever:
     """The retriever named on the command line (``--retriever dense|bm25|hybrid``)."""
     classes: dict[str, type[_IndexRetriever]] = {

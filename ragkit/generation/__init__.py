@@ -6,6 +6,7 @@
 >>> Generator().generate(["What is the capital of France?"])[0].text
 """
 
+from ragkit.generation.adapters import PACKAGED_ADAPTERS, AdapterError, resolve_adapter
 from ragkit.generation.backends import (
     BACKENDS,
     GenerationStream,
@@ -26,6 +27,8 @@ from ragkit.generation.streaming import TextStream
 
 __all__ = [
     "BACKENDS",
+    "PACKAGED_ADAPTERS",
+    "AdapterError",
     "ChatMessage",
     "ContextLengthError",
     "DeviceError",
@@ -43,6 +46,7 @@ __all__ = [
     "UnsupportedOptionError",
     "VLLMGenerator",
     "make_generator",
+    "resolve_adapter",
     "resolve_causal_lm",
     "select_device",
     "select_dtype",

@@ -70,6 +70,11 @@ class GeneratorConfig(BaseModel):
     options: GenerationOptions = Field(
         default_factory=GenerationOptions, description="Default decoding options of every call."
     )
+    adapter: str | None = Field(
+        None,
+        description="A LoRA adapter merged into the model at load time: a packaged name "
+        "('grounded-qa') or a peft adapter folder.",
+    )
 
 
 class Generator:
@@ -92,13 +97,19 @@ class Generator:
         *,
         batch_size: int | None = None,
         options: GenerationOptions | Mapping[str, Any] | None = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> None:
+        if adapter is not None:
+            from ragkit.generation.adapters import resolve_adapter
+
+            resolve_adapter(adapter)  # a wrong name fails now, not at the first question
         self.config = GeneratorConfig(
             model=os.fspath(model) if model is not None else None,
             device=device,
             dtype=dtype,
             batch_size=batch_size,
             options=GenerationOptions.coerce(options, {}),
+            adapter=os.fspath(adapter) if adapter is not None else None,
         )
         self._lock = threading.RLock()
         self._source: Path | str | None = None
@@ -118,11 +129,19 @@ class Generator:
             if isinstance(config, GeneratorConfig)
             else GeneratorConfig.model_validate(config)
         )
-        return cls(cfg.model, cfg.device, cfg.dtype, batch_size=cfg.batch_size, options=cfg.options)
+        return cls(
+            cfg.model,
+            cfg.device,
+            cfg.dtype,
+            batch_size=cfg.batch_size,
+            options=cfg.options,
+            adapter=cfg.adapter,
+        )
 
     def __repr__(self) -> str:
         state = "loaded" if self._model is not None else "not loaded"
-        return f"Generator(model={self.config.model!r}, device={self._device or self.config.device!r}, {state})"
+        adapter = f", adapter={self.config.adapter!r}" if self.config.adapter else ""
+        return f"Generator(model={self.config.model!r}{adapter}, device={self._device or self.config.device!r}, {state})"
 
     # ------------------------------------------------------------------ loading
 
@@ -202,6 +221,10 @@ class Generator:
 
                 tokenizer = self.tokenizer
                 model = load_model(self.source, self.device, self.dtype)
+                if self.config.adapter is not None:
+                    from ragkit.generation.adapters import apply_adapter
+
+                    model = apply_adapter(model, self.config.adapter)
                 self._eos_ids = _eos_ids(model, tokenizer)
                 self._pad_id = _pad_id(tokenizer, self._eos_ids)
                 self._model = model

@@ -39,6 +39,14 @@ GeneratorBackendOption = Annotated[
         "engine: needs the ragkit vllm extra and a GPU). See docs/backends.md.",
     ),
 ]
+AdapterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="transformers backend: a LoRA adapter merged into the generator at load time: "
+        "grounded-qa (packaged: short SQuAD-style answers for the default SmolLM2) or a peft "
+        "adapter folder (e.g. the adapter/ of a LoRA `ragkit align sft` run)."
+    ),
+]
 BaseUrlOption = Annotated[
     str | None,
     typer.Option(
@@ -56,7 +64,14 @@ ApiKeyEnvOption = Annotated[
 
 
 def serve_command(
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory to answer from.")],
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index",
+            "-i",
+            help="Index directory to answer from, or a postgresql:// URL (docs/postgres.md).",
+        ),
+    ],
     host: Annotated[
         str, typer.Option(help="Interface to bind; anything but loopback requires an API key.")
     ] = "127.0.0.1",
@@ -66,6 +81,7 @@ def serve_command(
         typer.Option("--generator", "-g", help="Model: default SmolLM2, a hub id or a path."),
     ] = None,
     generator_backend: GeneratorBackendOption = "transformers",
+    adapter: AdapterOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
     api_key_file: Annotated[
@@ -117,7 +133,11 @@ def serve_command(
             cors_origins=tuple(cors_origin or ()),
         )
         model = make_generator(
-            generator_backend, generator, base_url=base_url, api_key_env=api_key_env
+            generator_backend,
+            generator,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            adapter=adapter,
         )
         rag = RAGPipeline.from_index(index, model, k=k, retriever=kind)
         typer.echo(f"loading {rag.generator.config.model or 'the default model'} ...", err=True)

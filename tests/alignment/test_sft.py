@@ -152,3 +152,45 @@ def test_sft_lora_trains_the_adapter_only_and_resumes_exactly(
     base = load_file(str(tiny_model_dir / "model.safetensors"))
     key = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(a[key], base[key])  # the merged adapter did change the weights
+
+
+def test_lora_sft_saves_an_adapter_the_generator_applies_to_the_unmodified_base(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from ragkit.generation import Generator
+
+    data = _demos_file(tmp_path / "demos.jsonl", 32)
+    lora = {"name_or_path": str(tiny_model_dir), "finetune": "lora", "lora": {"r": 4, "alpha": 8}}
+    config = _config(
+        tiny_model_dir,
+        data,
+        tmp_path / "run",
+        training={"max_steps": 3, "learning_rate": 1e-2},
+        model=lora,
+    )
+    result = train_sft(config)
+    assert result.adapter_dir == tmp_path / "run" / "adapter"
+    assert result.summary()["adapter"] == str(result.adapter_dir)
+    weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert weights and all("lora_" in k for k in weights)  # no resized embeddings inside
+    adapter_config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir)
+    assert "Validation" in (result.adapter_dir / "README.md").read_text()
+
+    # base + adapter (vocabulary untouched) == the merged model over the base vocabulary
+    generator = Generator(str(tiny_model_dir), device="cpu", adapter=str(result.adapter_dir))
+    merged = AutoModelForCausalLM.from_pretrained(result.model_dir).eval()
+    base_vocab = generator.model.get_input_embeddings().num_embeddings
+    assert base_vocab == merged.get_input_embeddings().num_embeddings - 1  # SFT's pad token
+    ids = torch.tensor([[3, 4, 5, 12, 13, 14, 4, 5]])
+    with torch.no_grad():
+        ours = generator.model(ids).logits
+        theirs = merged(ids).logits[..., :base_vocab]
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert not torch.allclose(ours, plain, atol=1e-3)  # the adapter did something
+    assert generator.generate(["w1 w2"], max_new_tokens=3)[0].text is not None
+    assert "adapter=" in repr(generator)

@@ -1,0 +1,73 @@
+"""LoRA adapters on top of a generator's base model: packaged by name, or any peft folder.
+
+Why merge at load time: a merged model generates exactly as fast as the base (no extra
+matmuls per layer), and the adapter is a few MB on disk instead of a second copy of the model.
+The adapter must have been trained on the same base architecture; its vocabulary is not
+touched (SFT adds a pad token for training only, and the adapter is saved without embeddings),
+so it applies to the unmodified base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ragkit.errors import RagkitError
+
+ADAPTER_CONFIG = "adapter_config.json"
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "adapters"
+# name -> folder under ragkit/adapters/ (shipped in the wheel)
+PACKAGED_ADAPTERS: dict[str, str] = {"grounded-qa": "grounded_qa"}
+
+
+class AdapterError(RagkitError):
+    """An adapter that cannot be found or applied."""
+
+
+def resolve_adapter(adapter: str | os.PathLike[str]) -> Path:
+    """The folder of ``adapter``: a packaged name (``grounded-qa``) or a peft adapter folder."""
+    text = os.fspath(adapter)
+    if text in PACKAGED_ADAPTERS:
+        folder = PACKAGED_DIR / PACKAGED_ADAPTERS[text]
+    else:
+        folder = Path(text).expanduser()
+    if not (folder / ADAPTER_CONFIG).is_file():
+        known = ", ".join(sorted(PACKAGED_ADAPTERS))
+        raise AdapterError(
+            f"adapter {text!r} is neither a packaged adapter ({known}) nor a folder with "
+            f"{ADAPTER_CONFIG} (a peft LoRA adapter, e.g. the adapter/ folder of a LoRA SFT run)"
+        )
+    return folder
+
+
+def adapter_info(folder: Path) -> dict[str, Any]:
+    """The adapter's peft config (type, rank, target modules, recorded base model)."""
+    try:
+        info: dict[str, Any] = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"cannot read {folder / ADAPTER_CONFIG}: {exc}") from None
+    if info.get("peft_type") != "LORA":
+        raise AdapterError(
+            f"{folder} holds a {info.get('peft_type')!r} adapter; only LoRA adapters are supported"
+        )
+    return info
+
+
+def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
+    """``model`` with the LoRA adapter merged into its weights (a plain transformers model)."""
+    from peft import PeftModel
+
+    folder = resolve_adapter(adapter)
+    adapter_info(folder)
+    try:
+        wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AdapterError(
+            f"adapter {os.fspath(adapter)!r} does not fit this base model: {first}"
+        ) from None
+    merged = wrapped.merge_and_unload()
+    merged.eval()
+    return merged

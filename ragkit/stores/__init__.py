@@ -1,0 +1,101 @@
+"""Alternative stores for an index, chosen by the target's form.
+
+``ragkit index PATHS --index DIR`` keeps the file index (FAISS + SQLite, :class:`ragkit.index.Index`);
+``--index postgresql://user@host/db?schema=name`` uses PostgreSQL + pgvector
+(:class:`ragkit.stores.pgvector.PgVectorIndex`, extra ``ragkit[postgres]``). Both offer the same
+``search`` / ``search_lexical`` / ``add_documents`` / ``commit`` interface, so retrievers, the
+ingest loop and the CLI do not care which one they hold. Nothing here imports psycopg until a
+PostgreSQL store is actually opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from ragkit.chunking import ChunkingSettings
+from ragkit.embedding import Embedder
+from ragkit.errors import RagkitError
+from ragkit.index import Index, IndexType
+from ragkit.stores.pgvector import (
+    PgVectorIndex,
+    PgVectorMissingError,
+    PostgresConnectionError,
+    PostgresUnavailableError,
+    is_postgres_url,
+)
+
+if TYPE_CHECKING:
+    from ragkit.index.ingest import IngestProgress, IngestReport
+    from ragkit.loaders import LoaderRegistry
+
+AnyIndex = Union[Index, PgVectorIndex]  # noqa: UP007 - a runtime alias, usable on Python 3.10
+
+__all__ = [
+    "AnyIndex",
+    "PgVectorIndex",
+    "PgVectorMissingError",
+    "PostgresConnectionError",
+    "PostgresUnavailableError",
+    "index_store_paths",
+    "is_postgres_url",
+    "open_or_create_store",
+    "open_store",
+]
+
+
+def open_store(target: str | Path, embedder: Embedder | str | None = None) -> AnyIndex:
+    """Open an existing index: a ``postgresql://`` / ``postgres://`` URL opens a PostgreSQL
+    store, anything else an index directory. ``embedder`` defaults to the recorded one; another
+    one is refused with :class:`~ragkit.errors.IndexFormatError` by either kind."""
+    if is_postgres_url(target):
+        return PgVectorIndex.open(str(target), embedder)
+    return Index.open(target, embedder)
+
+
+def open_or_create_store(
+    target: str | Path,
+    embedder: Embedder | str | None = None,
+    chunking: ChunkingSettings | None = None,
+    index_type: IndexType = "auto",
+) -> AnyIndex:
+    """Open the index at ``target`` or create it (``ragkit index``). PostgreSQL stores always use
+    an HNSW index, so ``index_type`` may only be ``auto`` or ``hnsw`` for them."""
+    if is_postgres_url(target):
+        if index_type not in ("auto", "hnsw"):
+            raise RagkitError(
+                f"a PostgreSQL store always uses pgvector's HNSW index; --index-type {index_type} "
+                "applies to index directories only"
+            )
+        return PgVectorIndex.open_or_create(str(target), embedder, chunking)
+    return Index.open_or_create(target, embedder, chunking, index_type)
+
+
+def index_store_paths(
+    index: AnyIndex,
+    paths: Sequence[str | Path],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    registry: LoaderRegistry | None = None,
+    progress: IngestProgress | None = None,
+    commit_every: int = 4096,
+    prune: bool = False,
+) -> IngestReport:
+    """:func:`ragkit.index.index_paths` for either kind of index."""
+    if isinstance(index, PgVectorIndex):
+        from ragkit.stores.pgvector import index_paths
+
+        return index_paths(
+            index,
+            [str(p) for p in paths],
+            include,
+            exclude,
+            registry,
+            progress,
+            commit_every,
+            prune,
+        )
+    from ragkit.index.ingest import index_paths as file_index_paths
+
+    return file_index_paths(index, paths, include, exclude, registry, progress, commit_every, prune)

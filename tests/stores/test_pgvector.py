@@ -1,0 +1,419 @@
+"""The PostgreSQL + pgvector store against a real server (tests/stores/conftest.py)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ragkit.chunking import ChunkingSettings
+from ragkit.embedding import Embedder
+from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
+from ragkit.index import Index
+from ragkit.schema import Document
+from ragkit.stores import (
+    PgVectorIndex,
+    PgVectorMissingError,
+    PostgresConnectionError,
+    PostgresUnavailableError,
+    index_store_paths,
+    open_or_create_store,
+    open_store,
+)
+from ragkit.stores.pgvector import redact, split_target
+
+CHARS = ChunkingSettings(unit="chars", chunk_size=80, chunk_overlap=10)
+WHOLE = ChunkingSettings(unit="chars", chunk_size=400, chunk_overlap=0)
+
+TOPICS = [
+    Document(
+        id="rhine",
+        text="The Rhine river flows past Strasbourg on its way to the North Sea.",
+        source="rhine.txt",
+        metadata={"kind": "river"},
+    ),
+    Document(
+        id="cathedral",
+        text="Strasbourg cathedral is a gothic church built of pink sandstone.",
+        source="cathedral.txt",
+        metadata={"kind": "building"},
+    ),
+    Document(
+        id="python",
+        text="Python lists are mutable sequences; append adds an item at the end.",
+        source="python.txt",
+        metadata={"kind": "code"},
+    ),
+    Document(
+        id="bread",
+        text="Knead the dough for ten minutes, then let the bread rise for an hour.",
+        source="bread.txt",
+        metadata={"kind": "recipe"},
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Embedder:
+    """The packaged all-MiniLM-L6-v2: real semantics, loads offline."""
+    return Embedder(device="cpu").warm_up()
+
+
+def _docs(prefix: str, n: int, topic: str = "river") -> list[Document]:
+    return [
+        Document(
+            id=f"{prefix}{i}",
+            text=f"the {topic} number {i} flows to the city {i}. " * 3,
+            source=f"{prefix}{i}.txt",
+            metadata={"group": prefix, "n": i},
+        )
+        for i in range(n)
+    ]
+
+
+def _ids(hits: list[Any]) -> list[str]:
+    return [h.chunk.document_id for h in hits]
+
+
+def test_create_add_search_reopen(pg_url: str, minilm: Embedder) -> None:
+    with PgVectorIndex.create(pg_url, minilm, WHOLE) as store:
+        store.add_documents(TOPICS)
+        assert store.search("sandstone church", k=2) == []  # staged, not committed
+        assert store.commit() == len(TOPICS)
+        assert _ids(store.search("Which church is made of pink stone?", k=2))[0] == "cathedral"
+        assert _ids(store.search("how do I add an element to a list", k=1)) == ["python"]
+        hits = store.search("bake a loaf", k=3)
+        assert hits[0].chunk.document_id == "bread" and hits[0].retriever == "dense"
+        assert [h.rank for h in hits] == [0, 1, 2]
+        assert hits[0].score >= hits[1].score >= hits[2].score
+        assert store.counts().documents == 4 and store.counts().chunks == 4
+        assert "password" not in store.directory and "schema=" in store.directory
+    with PgVectorIndex.open(pg_url, minilm) as reopened:
+        assert reopened.manifest.embedder == minilm.name and reopened.manifest.dimension == 384
+        hit = reopened.search("North Sea", k=1)[0]
+        doc = reopened.document(hit.chunk.document_id)
+        assert doc is not None and doc.text[hit.chunk.start : hit.chunk.end] == hit.chunk.text
+        assert doc.metadata == {"kind": "river"}
+        assert reopened.chunk(hit.chunk.id) == hit.chunk
+        vectors = reopened.vectors_of([hit.chunk.id])
+        assert np.linalg.norm(vectors[hit.chunk.id]) == pytest.approx(1.0, abs=1e-4)
+        with pytest.raises(InvalidQueryError, match="empty"):
+            reopened.search("  ")
+
+
+def test_lexical_search_stems_ors_and_filters(pg_url: str, tiny_embedder: Embedder) -> None:
+    with PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store:
+        store.add_documents(
+            [
+                Document(id="r", text="The rivers were running quickly to the sea.", source="r", metadata={"lang": "en"}),
+                Document(id="c", text="Cats sleep all day long.", source="c", metadata={"lang": "en"}),
+                Document(id="f", text="Les rivières coulent vers la mer.", source="f", metadata={"lang": "fr"}),
+            ]
+        )  # fmt: skip
+        store.commit()
+        hits = store.search_lexical("river runs", k=5)
+        assert _ids(hits) == ["r"]  # stemming: runs/running, river/rivers
+        assert hits[0].retriever == "bm25" and hits[0].score > 0
+        # any shared term is enough (OR), and chunks with more of them rank higher
+        assert _ids(store.search_lexical("cats and rivers", k=5)) in (["r", "c"], ["c", "r"])
+        assert store.search_lexical("the and of", k=5) == []  # stopwords only
+        assert store.search_lexical("cats", k=5, filters={"lang": "fr"}) == []
+        assert _ids(store.search_lexical("it's a \\ 'quote' & | ! <-> :*", k=5)) == []
+        store.add_documents(
+            [Document(id="c", text="Dogs and rivers.", source="c", metadata={"lang": "en"})]
+        )
+        store.delete_documents(["f"])
+        store.commit()
+        assert store.search_lexical("cats", k=5) == []
+        assert set(_ids(store.search_lexical("rivers", k=5))) == {"r", "c"}
+
+
+def test_hybrid_and_dense_retrievers_work_unchanged(pg_url: str, minilm: Embedder) -> None:
+    from ragkit.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, make_retriever
+
+    with PgVectorIndex.create(pg_url, minilm, WHOLE) as store:
+        store.add_documents(TOPICS)
+        store.commit()
+        assert _ids(BM25Retriever(store, k=2).search("Rhine Strasbourg"))[0] == "rhine"
+        assert _ids(DenseRetriever(store, k=1).search("a gothic church")) == ["cathedral"]
+        hybrid = HybridRetriever(store, k=3).search("Rhine Strasbourg")
+        assert _ids(hybrid)[0] == "rhine" and {h.retriever for h in hybrid} == {"hybrid"}
+        assert "cathedral" in _ids(hybrid)
+        for kind in ("dense", "bm25", "hybrid"):
+            hits = make_retriever(store, kind, k=10).search(  # type: ignore[arg-type]
+                "Strasbourg river", filters={"kind": "building"}
+            )
+            assert set(_ids(hits)) == {"cathedral"}, kind
+        assert HybridRetriever(store, k=3).to_config()["index"] == store.directory
+
+
+FILTER_CASES: list[dict[str, Any]] = [
+    {"group": "b"},
+    {"n": [1, 2]},
+    {"n": {"$in": [1, 2.0]}},
+    {"group": {"$ne": "a"}, "n": {"$in": [3]}},
+    {"group": "none"},
+    {"document_id": "a2"},
+    {"source": ["a1.txt", "b2.txt"]},
+    {"chunk_id": {"$nin": []}},
+    {"n": {"$in": []}},
+    {"n": {"$nin": [0, 1]}},
+    {"n": {"$nin": [0, None]}},  # NOT IN with a NULL: nothing
+    {"n": {"$in": [0, None]}},
+    {"n": None},
+    {"n": {"$ne": None}},
+    {"flag": True},  # JSON true reads as 1, as in SQLite's json_extract
+    {"flag": 1},
+    {"flag": False},
+    {"flag": {"$ne": True}},  # chunks without the key match $ne
+    {"n": "1"},  # a string never equals a number
+    {"tag": "x"},
+    {"tag": {"$nin": ["x"]}},
+    {"nested": {"$ne": 1}},
+]
+
+
+def _filter_docs() -> list[Document]:
+    docs = _docs("a", 4) + _docs("b", 4, topic="war")
+    docs[0].metadata["flag"] = True
+    docs[1].metadata["flag"] = False
+    docs[2].metadata["flag"] = 1
+    docs[3].metadata["tag"] = None
+    docs[4].metadata["tag"] = "x"
+    docs[5].metadata["nested"] = {"a": 1}
+    docs[6].metadata["odd key \"'); --"] = 7
+    return docs
+
+
+def test_filters_select_the_same_chunks_as_the_file_index(
+    pg_url: str, tiny_embedder: Embedder, tmp_path: Path
+) -> None:
+    docs = _filter_docs()
+    with (
+        PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store,
+        Index.create(tmp_path / "idx", tiny_embedder, CHARS, index_type="flat") as index,
+    ):
+        store.add_documents(docs)
+        store.commit()
+        index.add_documents(docs)
+        index.commit()
+        for filters in FILTER_CASES:
+            want = {h.chunk.id for h in index.search("river", k=200, filters=filters)}
+            got = {h.chunk.id for h in store.search("river", k=200, filters=filters)}
+            assert got == want, filters
+            lexical = {
+                h.chunk.id for h in store.search_lexical("river war", k=200, filters=filters)
+            }
+            assert lexical == want, filters
+        # keys are parameters, never SQL: any key works (SQLite's JSON path cannot express a
+        # key with a double quote, so this one is checked on its own)
+        odd = store.search("river", k=200, filters={"odd key \"'); --": 7})
+        assert {h.chunk.document_id for h in odd} == {"b2"}
+        # the file index's own test cases, as there
+        hits = store.search("river", k=50, filters={"group": "b"})
+        assert hits and {h.chunk.metadata["group"] for h in hits} == {"b"}
+        hits = store.search("river", k=50, filters={"group": {"$ne": "a"}, "n": {"$in": [3]}})
+        assert {(h.chunk.metadata["group"], h.chunk.metadata["n"]) for h in hits} == {("b", 3)}
+        store.delete_documents(["b3"])
+        store.commit()
+        assert store.search("river", k=50, filters={"group": "b", "n": 3}) == []
+        with pytest.raises(RagkitError, match="unknown filter operator"):
+            store.search("x", filters={"group": {"$gt": 1}})
+        with pytest.raises(RagkitError, match="needs a list"):
+            store.search("x", filters={"group": {"$in": "a"}})
+
+
+def test_replace_file_delete_and_incremental_ingest(
+    pg_url: str, tiny_embedder: Embedder, tmp_path: Path
+) -> None:
+    with PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store:
+        store.replace_file("k", "k.txt", "h1", _docs("a", 3))
+        store.commit()
+        assert store.store.file_hash("k") == "h1" and store.counts().documents == 3
+        store.replace_file("k", "k.txt", "h2", [Document(id="a9", text="new text", source="k.txt")])
+        store.commit()
+        assert store.store.documents_of_file("k") == ["a9"]
+        assert store.counts().chunks == 1 and store.store.file_hash("k") == "h2"
+        store.add_documents(_docs("b", 2))
+        store.commit()
+        store.delete_documents(["b0"])
+        store.delete_file("k")
+        store.commit()
+        assert store.counts().files == 0 and store.document("b0") is None
+        assert {h.chunk.document_id for h in store.search("river", k=10)} == {"b1"}
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("one", "two", "three"):
+        (folder / f"{name}.txt").write_text(f"The {name} river flows to the city.\n" * 4)
+    with open_or_create_store(pg_url, tiny_embedder, CHARS) as store:
+        assert isinstance(store, PgVectorIndex)
+        first = index_store_paths(store, [folder])
+        assert first.files_indexed == 3 and first.chunks_total == store.counts().chunks > 0
+        second = index_store_paths(store, [folder])
+        assert second.files_indexed == 0 and second.files_unchanged == 3
+        (folder / "two.txt").write_text("Bread rises in a warm kitchen.")
+        (folder / "three.txt").unlink()
+        third = index_store_paths(store, [folder], prune=True)
+        assert third.files_indexed == 1 and third.files_unchanged == 1
+        assert third.files_removed == 1 and store.counts().files == 2
+        hit = store.search_lexical("bread kitchen", k=1)[0]
+        assert hit.chunk.source.endswith("two.txt")
+    with pytest.raises(IndexFormatError, match="chunking"):
+        open_or_create_store(pg_url, tiny_embedder, WHOLE)
+
+
+def test_two_concurrent_writers(pg_url: str, tiny_embedder: Embedder) -> None:
+    PgVectorIndex.create(pg_url, tiny_embedder, CHARS).close()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def writer(name: str) -> None:
+        try:
+            with PgVectorIndex.open(pg_url, tiny_embedder) as store:
+                barrier.wait()
+                for round_ in range(8):
+                    store.add_documents(_docs(f"{name}{round_}-", 2))
+                    # both replace the same file each round: one wins, nothing is duplicated
+                    store.replace_file(
+                        "shared", "shared.txt", f"{name}{round_}", _docs(f"shared-{name}", 2)
+                    )
+                    store.commit()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    with PgVectorIndex.open(pg_url, tiny_embedder) as store:
+        shared = store.store.documents_of_file("shared")
+        assert shared in (["shared-x0", "shared-x1"], ["shared-y0", "shared-y1"])
+        assert store.counts().documents == 2 * 8 * 2 + 2
+        assert store.store.file_hash("shared") in ("x7", "y7")
+        per_doc = {h.chunk.document_id for h in store.search("river", k=500)}
+        assert len(per_doc) == store.counts().documents
+
+
+def test_a_failed_commit_changes_nothing_and_others_see_only_commits(
+    pg_url: str, tiny_embedder: Embedder
+) -> None:
+    with (
+        PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as writer,
+        PgVectorIndex.open(pg_url, tiny_embedder) as reader,
+    ):
+        writer.add_documents(_docs("a", 2))
+        assert reader.counts().documents == 0
+        writer.commit()
+        assert reader.counts().documents == 2
+        docs = _docs("b", 2)
+        chunks = writer.splitter.split_many(docs)
+        clash = chunks[0].model_copy(update={"id": chunks[-1].id})  # duplicate chunk id
+        writer.delete_documents(["a0"])
+        writer.add_documents(docs, chunks=[clash, *chunks[1:]])
+        with pytest.raises(Exception, match=r"duplicate key|unique"):
+            writer.commit()
+        assert reader.counts().documents == 2 and reader.document("a0") is not None
+
+
+def test_wrong_embedder_missing_store_and_double_create_are_refused(
+    pg_url: str, tiny_embedder: Embedder, minilm: Embedder
+) -> None:
+    with pytest.raises(IndexFormatError, match="no ragkit store"):
+        PgVectorIndex.open(pg_url, tiny_embedder)
+    PgVectorIndex.create(pg_url, tiny_embedder, CHARS).close()
+    with PgVectorIndex.open(pg_url) as reopened:  # the recorded embedder by default
+        assert reopened.embedder.name == tiny_embedder.name
+        assert reopened.embedder.dimension == reopened.manifest.dimension == 32
+    with pytest.raises(IndexFormatError, match="built with embedder"):
+        PgVectorIndex.open(pg_url, minilm)
+    with pytest.raises(IndexFormatError, match="built with embedder"):
+        open_store(pg_url, Embedder("some/other-model"))
+    with pytest.raises(IndexFormatError, match="already exists"):
+        PgVectorIndex.create(pg_url, tiny_embedder, CHARS)
+    with pytest.raises(RagkitError, match="plain identifier"):
+        PgVectorIndex.open(pg_url.split("?")[0] + "?schema=bad-name")
+    with pytest.raises(RagkitError, match="HNSW"):
+        open_or_create_store(pg_url, tiny_embedder, CHARS, index_type="ivf")
+    assert PgVectorIndex.drop(pg_url) is True
+    assert PgVectorIndex.drop(pg_url) is False
+
+
+def test_connection_errors_never_show_the_password(pg_server: str) -> None:
+    with pytest.raises(PostgresConnectionError) as info:
+        open_store("postgresql://alice:s3cret-pw@127.0.0.1:1/db")
+    assert "s3cret-pw" not in str(info.value) and "127.0.0.1:1/db" in str(info.value)
+    with pytest.raises(
+        PostgresConnectionError, match="invalid PostgreSQL connection string"
+    ) as info:
+        PgVectorIndex.open("host=h password=s3cret-pw bogus")
+    assert "s3cret-pw" not in str(info.value)
+    wrong_user = pg_server.replace("ragkit@", "nobody_here:s3cret-pw@")
+    with pytest.raises(PostgresConnectionError) as info:
+        PgVectorIndex.open(wrong_user)
+    assert "s3cret-pw" not in str(info.value)
+    assert redact("postgresql://u:pw@h:5/db") == "postgresql://u@h:5/db"
+    assert split_target("postgresql://h/db?sslmode=disable&schema=docs") == (
+        "postgresql://h/db?sslmode=disable",
+        "docs",
+    )
+
+
+def test_missing_client_and_missing_extension_give_clear_errors(
+    pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+    from psycopg import sql
+
+    database = "no_vector_db"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        admin.execute("DROP ROLE IF EXISTS plain_user")
+        admin.execute("CREATE ROLE plain_user LOGIN")
+    url = pg_server.replace("ragkit@", "plain_user@").rsplit("/", 1)[0] + f"/{database}"
+    with pytest.raises(PgVectorMissingError, match="CREATE EXTENSION vector"):
+        PgVectorIndex.open(url)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+        with pytest.raises(PostgresUnavailableError, match=r"ragkit\[postgres\]"):
+            open_store(pg_server)
+
+
+def test_agrees_with_the_faiss_file_index(pg_url: str, minilm: Embedder, tmp_path: Path) -> None:
+    docs = [
+        *TOPICS,
+        Document(id="alps", text="The Alps are the highest mountain range in Europe.", source="a"),
+        Document(id="jazz", text="Jazz music began in New Orleans in the early 1900s.", source="j"),
+        Document(id="tea", text="Green tea is brewed at about eighty degrees Celsius.", source="t"),
+    ]
+    queries = [
+        "mountains in Europe",
+        "where did jazz start",
+        "water temperature for tea",
+        "gothic church",
+        "river to the North Sea",
+        "append to a list",
+        "letting dough rise",
+    ]
+    with (
+        PgVectorIndex.create(pg_url, minilm, WHOLE) as store,
+        Index.create(tmp_path / "idx", minilm, WHOLE, index_type="flat") as index,
+    ):
+        chunks = store.splitter.split_many(docs)
+        vectors = minilm.encode([c.text for c in chunks])  # embedded once, loaded into both
+        store.add_documents(docs, chunks=chunks, vectors=vectors)
+        store.commit()
+        index.add_documents(docs, chunks=chunks, vectors=vectors)
+        index.commit()
+        for query in queries:
+            ours, theirs = store.search(query, k=3), index.search(query, k=3)
+            assert ours[0].chunk.id == theirs[0].chunk.id, query
+            assert ours[0].score == pytest.approx(theirs[0].score, abs=1e-4), query
+        assert {c.id for c, _ in store.iter_chunks(batch=2)} == {c.id for c in chunks}
