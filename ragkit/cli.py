@@ -114,7 +114,8 @@ def index_command(
     index_type: Annotated[
         str,
         typer.Option(
-            help="auto (exact up to 50k vectors, HNSW above), flat (exact), hnsw or ivf; new indexes only."
+            help="auto (exact up to 50k vectors, HNSW above), flat (exact), hnsw, ivf or ivfpq "
+            "(compressed, memory-mapped, for corpora beyond RAM); new indexes only."
         ),
     ] = "auto",
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
@@ -146,8 +147,8 @@ def index_command(
             check_backend_name(embed_backend)
         except ValueError as exc:
             _fail(f"--embed-backend: {exc}")
-    if index_type not in ("auto", "flat", "hnsw", "ivf"):
-        _fail(f"--index-type must be auto, flat, hnsw or ivf, got {index_type!r}")
+    if index_type not in ("auto", "flat", "hnsw", "ivf", "ivfpq"):
+        _fail(f"--index-type must be auto, flat, hnsw, ivf or ivfpq, got {index_type!r}")
     for path in paths:
         if not path.exists():
             _fail(f"path does not exist: {path}")

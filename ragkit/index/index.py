@@ -449,10 +449,18 @@ class Index:
             if vectors.ntotal == 0:
                 return []
             allowed = self.store.matching_vids(filters) if filters else None
-            scores, ids = vectors.search(query, k, allowed)
+            # compressed (ivfpq) indexes re-rank their candidates with the stored exact vectors
+            scores, ids = vectors.search(query, k, allowed, exact=self._stored_vectors)
             return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
         return self._in_snapshot(run, "dense")
+
+    def _stored_vectors(self, vids: np.ndarray) -> np.ndarray:
+        """Exact vectors of ``vids`` from the store, in order (same snapshot as the search)."""
+        vectors = self.store.vectors_by_vid(vids.tolist(), self.manifest.dimension)
+        if vectors is None:
+            raise IndexFormatError(f"vector ids missing from the chunk store of {self.directory}")
+        return vectors
 
     def search_lexical(
         self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None

@@ -21,7 +21,9 @@ FORMAT_NAME = "ragkit-index"
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
-IndexType = Literal["flat", "hnsw", "ivf", "auto"]
+# flat: exact; hnsw / ivf / ivfpq: approximate (ivfpq: compressed, memory-mapped, for corpora
+# beyond RAM; docs/index-scale.md); auto: flat up to 50k vectors, HNSW above
+IndexType = Literal["flat", "hnsw", "ivf", "ivfpq", "auto"]
 
 
 def utc_now() -> str:

@@ -277,6 +277,22 @@ class ChunkStore:
                 found[int(row[0])] = _row_to_chunk(row)
         return found
 
+    def vectors_by_vid(self, vids: Sequence[int], dimension: int) -> np.ndarray | None:
+        """Stored vectors of ``vids`` in that order (None if any is missing)."""
+        wanted = [int(v) for v in vids]
+        blobs: dict[int, bytes] = {}
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start : start + 500]
+            marks = ", ".join("?" for _ in batch)
+            for vid, blob in self.conn.execute(
+                f"SELECT vid, vector FROM chunks WHERE vid IN ({marks})", batch
+            ):
+                blobs[int(vid)] = blob
+        if len(blobs) != len(set(wanted)):
+            return None
+        joined = b"".join(blobs[v] for v in wanted)
+        return np.frombuffer(joined, dtype=np.float32).reshape(len(wanted), dimension)
+
     def chunk(self, chunk_id: str) -> Chunk | None:
         row = self.conn.execute(
             f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id = ?", (chunk_id,)

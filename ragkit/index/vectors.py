@@ -1,8 +1,12 @@
 """The FAISS side of an index: vectors keyed by int64 ids shared with the chunk store.
 
 Inner product over unit vectors (= cosine). ``flat`` is exact and supports incremental add
-and delete; ``hnsw`` and ``ivf`` are approximate, for large corpora, and are rebuilt from the
-stored vectors when the set of vectors changes. ``auto`` (the default) is exact up to
+and delete; ``hnsw``, ``ivf`` and ``ivfpq`` are approximate, for large corpora, and are rebuilt
+from the stored vectors when the set of vectors changes. ``ivfpq`` (IVF + product quantisation,
+about 100 bytes a vector instead of 1.5 kB) is the type for corpora whose raw vectors do not fit
+in RAM: its file is memory-mapped on load, and its approximate scores are re-ranked with the
+exact vectors of the candidates when the caller can supply them (the chunk store does);
+docs/index-scale.md and benchmarks/faiss_scale_bench.py give the numbers behind its defaults. ``auto`` (the default) is exact up to
 :data:`AUTO_HNSW_THRESHOLD` vectors and HNSW above: below that size an exact search over
 384-dimensional vectors takes a few milliseconds, less than encoding the query
 (benchmarks/index_type_bench.py measures the trade-off). Files are written through a temporary file
@@ -12,6 +16,8 @@ and renamed, so a reader never sees a partial file.
 from __future__ import annotations
 
 import math
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +35,71 @@ HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 16
 
+# IVF-PQ defaults, chosen from benchmarks/faiss_scale_bench.py (docs/index-scale.md):
+# - one PQ sub-quantiser per IVFPQ_DIMS_PER_CODE dimensions (384-d -> 96 bytes a vector): with 8
+#   dimensions a byte, recall@10 stayed near 0.5 even after exact re-ranking;
+# - nlist the power of two nearest 4*sqrt(n), at most IVFPQ_MAX_NLIST: more lists cost k-means
+#   training and assignment time (linear in nlist) on a small CPU machine for little latency gain;
+# - nprobe and the re-ranking depth trade latency for recall as measured at 1M and 10M vectors.
+IVFPQ_DIMS_PER_CODE = 4
+IVFPQ_MAX_NLIST = 2048
+IVFPQ_NPROBE = 32
+IVFPQ_RERANK_FACTOR = 4
+IVFPQ_RERANK_MIN = 40
+# k-means and PQ training see at most this many vectors (a fixed-seed sample): training cost is
+# linear in it; FAISS asks for >= 39 points a centroid
+IVFPQ_TRAIN_PER_LIST = 40
+IVFPQ_MAX_TRAIN = 262_144
+# FAISS wants >= 39 training points per centroid; fewer gives empty or degenerate clusters
+MIN_POINTS_PER_CENTROID = 39
+ADD_BATCH = 65_536
+
+ExactVectors = Callable[[Ids], Matrix]
+"""Returns the stored (exact) vectors of the given ids, in order; used to re-rank PQ candidates."""
+
 
 def _faiss():  # type: ignore[no-untyped-def]
     import faiss
 
     return faiss
+
+
+def ivfpq_nlist(total: int) -> int:
+    """Inverted lists for ``total`` vectors: the power of two nearest 4*sqrt(n), capped.
+
+    4*sqrt(n) is the usual FAISS guidance (a probe scans ~n/nlist codes, the coarse quantiser
+    compares against nlist centroids: both terms balance near sqrt(n)); it is capped so that
+    k-means keeps >= 39 points a centroid and build time stays reasonable (IVFPQ_MAX_NLIST).
+    """
+    if total < 2 * MIN_POINTS_PER_CENTROID:
+        return 1
+    wanted = 2 ** round(math.log2(4 * math.sqrt(total)))
+    return int(max(1, min(wanted, IVFPQ_MAX_NLIST, total // MIN_POINTS_PER_CENTROID)))
+
+
+def ivfpq_shape(dimension: int, total: int) -> tuple[int, int, int]:
+    """(nlist, M sub-quantisers, bits a code) for ``total`` vectors of ``dimension``.
+
+    M is the largest divisor of ``dimension`` not above dimension/4 (FAISS needs M to divide
+    the dimension); codes have 8 bits unless the corpus is too small to train 256 centroids a
+    sub-quantiser, in which case fewer bits keep k-means well posed (tiny indexes only: their
+    candidates are re-ranked exactly anyway).
+    """
+    target = max(1, dimension // IVFPQ_DIMS_PER_CODE)
+    m = max(d for d in range(1, target + 1) if dimension % d == 0)
+    nbits = 8
+    if total < 256 * MIN_POINTS_PER_CENTROID:
+        nbits = int(max(1, min(8, math.floor(math.log2(max(total, 2) / MIN_POINTS_PER_CENTROID)))))
+    return ivfpq_nlist(total), m, nbits
+
+
+def training_sample(vectors: Matrix, size: int, seed: int = 0) -> Matrix:
+    """A fixed-seed sample of rows (all rows when there are at most ``size``), for training."""
+    if len(vectors) <= size:
+        return vectors
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(vectors), size, replace=False))
+    return np.ascontiguousarray(vectors[rows])
 
 
 class VectorIndex:
@@ -42,6 +108,8 @@ class VectorIndex:
         self.index_type: IndexType = index_type
         self.kind: IndexType = "flat" if index_type == "auto" else index_type
         self.needs_rebuild = False
+        # the file this index is memory-mapped from (None: fully in memory)
+        self.mmap_source: Path | None = None
         self._index = self._empty()
 
     def plan(self, total: int) -> None:
@@ -54,7 +122,7 @@ class VectorIndex:
             self.needs_rebuild = True
 
     # -- construction -----------------------------------------------------------------------
-    def _empty(self, training: Matrix | None = None):  # type: ignore[no-untyped-def]
+    def _empty(self, training: Matrix | None = None, total: int = 0):  # type: ignore[no-untyped-def]
         faiss = _faiss()
         if self.kind == "flat":
             return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
@@ -62,6 +130,8 @@ class VectorIndex:
             inner = faiss.IndexHNSWFlat(self.dimension, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efSearch = HNSW_EF_SEARCH
             return faiss.IndexIDMap2(inner)
+        if self.kind == "ivfpq":
+            return self._empty_ivfpq(training, total)
         n = 0 if training is None else len(training)
         nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), max(n // 39, 1)))
         quantizer = faiss.IndexFlatIP(self.dimension)
@@ -70,6 +140,40 @@ class VectorIndex:
         if training is not None and n > 0:
             ivf.train(training)
         return ivf
+
+    def _empty_ivfpq(self, training: Matrix | None, total: int):  # type: ignore[no-untyped-def]
+        faiss = _faiss()
+        nlist, m, nbits = ivfpq_shape(self.dimension, max(total, 0))
+        quantizer = faiss.IndexFlatIP(self.dimension)
+        ivf = faiss.IndexIVFPQ(
+            quantizer, self.dimension, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT
+        )
+        ivf.nprobe = min(IVFPQ_NPROBE, nlist)
+        # the PQ k-means samples its own training set down to 256 points a centroid
+        ivf.cp.min_points_per_centroid = 1  # sizes are chosen above: no FAISS warnings
+        ivf.pq.cp.min_points_per_centroid = 1
+        if training is not None and len(training):
+            needed = max(nlist, 2**nbits)
+            if len(training) < needed:  # a handful of vectors: repeat them so k-means is defined
+                training = np.resize(training, (needed, self.dimension))
+            ivf.train(self._check(training))
+        return ivf
+
+    def prepare(self, total: int, training: Matrix) -> None:
+        """Start an empty, trained structure sized for ``total`` vectors (an IVF's lists and
+        codes depend on the corpus size); fill it with :meth:`add`. ``rebuild`` uses this, and
+        so can a caller that streams more vectors than fit in memory at once."""
+        if self.kind in ("ivf", "ivfpq"):
+            self._index = self._empty(training=training, total=total)
+        else:
+            self._index = self._empty()
+        self.mmap_source = None
+        self.needs_rebuild = False
+
+    @staticmethod
+    def training_size(total: int) -> int:
+        """How many vectors IVF-PQ training needs for ``total`` vectors (a sample suffices)."""
+        return min(total, max(IVFPQ_TRAIN_PER_LIST * ivfpq_nlist(total), 256 * 39), IVFPQ_MAX_TRAIN)
 
     @property
     def supports_incremental(self) -> bool:
@@ -81,16 +185,29 @@ class VectorIndex:
 
     def rebuild(self, ids: Ids, vectors: Matrix) -> None:
         """Replace the contents with exactly these vectors (used by approximate index types)."""
-        self._index = self._empty(training=vectors if self.kind == "ivf" else None)
-        self.needs_rebuild = False
-        if len(ids):
-            self._index.add_with_ids(self._check(vectors), ids.astype(np.int64))
+        if len(ids) != len(vectors):
+            raise IndexFormatError(f"{len(ids)} ids but {len(vectors)} vectors")
+        training: Matrix | None = None
+        if self.kind == "ivf":
+            training = vectors
+        elif self.kind == "ivfpq":
+            training = training_sample(vectors, self.training_size(len(vectors)))
+        if training is not None:
+            training = self._check(training)
+        self.prepare(len(vectors), training if training is not None else vectors[:0])
+        for start in range(0, len(ids), ADD_BATCH):
+            end = start + ADD_BATCH
+            self.add(ids[start:end], vectors[start:end])
 
     def add(self, ids: Ids, vectors: Matrix) -> None:
+        if self.mmap_source is not None:
+            raise IndexFormatError("a memory-mapped vector index is read-only: rebuild it instead")
         if len(ids):
-            self._index.add_with_ids(self._check(vectors), ids.astype(np.int64))
+            self._index.add_with_ids(self._check(vectors), np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: Ids) -> None:
+        if self.mmap_source is not None:
+            raise IndexFormatError("a memory-mapped vector index is read-only: rebuild it instead")
         if len(ids):
             self._index.remove_ids(np.asarray(ids, dtype=np.int64))
 
@@ -103,10 +220,28 @@ class VectorIndex:
         return vectors
 
     # -- search -----------------------------------------------------------------------------
-    def search(self, queries: Matrix, k: int, allowed: Ids | None = None) -> tuple[Matrix, Ids]:
-        """Top-``k`` (scores, ids) per query; ids of -1 mark empty slots. ``allowed`` restricts ids."""
-        faiss = _faiss()
+    def search(
+        self,
+        queries: Matrix,
+        k: int,
+        allowed: Ids | None = None,
+        exact: ExactVectors | None = None,
+    ) -> tuple[Matrix, Ids]:
+        """Top-``k`` (scores, ids) per query; ids of -1 mark empty slots. ``allowed`` restricts ids.
+
+        For ``ivfpq``, ``exact`` (stored vectors by id) turns the PQ search into candidate
+        generation: the top ``max(4k, 40)`` candidates are re-scored with their exact vectors,
+        which recovers most of the recall that quantisation loses (docs/index-scale.md).
+        """
         queries = self._check(queries)
+        if self.kind == "ivfpq" and exact is not None and self.ntotal:
+            depth = max(IVFPQ_RERANK_FACTOR * k, IVFPQ_RERANK_MIN)
+            _, candidates = self._search(queries, depth, allowed)
+            return _rerank(queries, candidates, min(k, self.ntotal), exact)
+        return self._search(queries, k, allowed)
+
+    def _search(self, queries: Matrix, k: int, allowed: Ids | None) -> tuple[Matrix, Ids]:
+        faiss = _faiss()
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if allowed is None:
             scores, ids = self._index.search(queries, k)
@@ -125,21 +260,38 @@ class VectorIndex:
         faiss = _faiss()
         if self.kind == "hnsw":
             return faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
-        if self.kind == "ivf":
+        if self.kind in ("ivf", "ivfpq"):
             return faiss.SearchParametersIVF(sel=selector, nprobe=self._index.nprobe)
         return faiss.SearchParameters(sel=selector)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: Path) -> None:
+        """Write atomically. The file is self-contained (inverted lists inline), so an index
+        directory can be moved or copied; memory-mapping happens only at load time."""
         faiss = _faiss()
         with atomic_path(path) as tmp:
-            faiss.write_index(self._index, str(tmp))
+            if self.mmap_source is not None:
+                # writing a mapped index would store an absolute path to its lists: copy the
+                # (unchanged, read-only) file it was mapped from instead
+                shutil.copyfile(self.mmap_source, tmp)
+            else:
+                faiss.write_index(self._index, str(tmp))
 
     @classmethod
-    def load(cls, path: Path, dimension: int, index_type: IndexType) -> VectorIndex:
+    def load(
+        cls, path: Path, dimension: int, index_type: IndexType, mmap: bool | None = None
+    ) -> VectorIndex:
+        """Read a vector file. ``mmap`` (default: for ``ivfpq`` and ``auto`` indexes) maps the
+        inverted lists of an IVF file instead of reading them: pages load on demand and the OS
+        may evict them, so an index larger than RAM can be served. The mapping is of ``path``
+        itself, so nothing absolute is stored and the directory stays relocatable; on POSIX a
+        mapped file stays readable after a newer generation prunes it."""
         faiss = _faiss()
+        if mmap is None:
+            mmap = index_type in ("ivfpq", "auto")
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
-            raw = faiss.read_index(str(path))
+            raw = faiss.read_index(str(path), flags)
         except RuntimeError as exc:
             raise IndexFormatError(
                 f"cannot read vector file {path}: {str(exc).splitlines()[0]}"
@@ -153,6 +305,16 @@ class VectorIndex:
         index.kind = _kind_of(raw)
         if index.kind == "hnsw":
             faiss.downcast_index(raw.index).hnsw.efSearch = HNSW_EF_SEARCH
+        if index.kind == "ivfpq":
+            raw.nprobe = min(IVFPQ_NPROBE, raw.nlist)
+        if mmap and index.kind in ("ivf", "ivfpq") and raw.ntotal:
+            index.mmap_source = Path(path)
+            lists = faiss.downcast_InvertedLists(raw.invlists)
+            if isinstance(lists, faiss.OnDiskInvertedLists):
+                # FAISS would start 32 threads per search to pre-read the probed lists: that
+                # costs ~2 ms a query (18x the search itself at 20k vectors); page faults on a
+                # local file are cheaper
+                lists.prefetch_nthread = 0
         return index
 
 
@@ -162,6 +324,30 @@ def _kind_of(raw) -> IndexType:  # type: ignore[no-untyped-def]
     inner = faiss.downcast_index(raw.index) if hasattr(raw, "id_map") else faiss.downcast_index(raw)
     if isinstance(inner, faiss.IndexHNSW):
         return "hnsw"
+    if isinstance(inner, faiss.IndexIVFPQ):
+        return "ivfpq"
     if isinstance(inner, faiss.IndexIVF):
         return "ivf"
     return "flat"
+
+
+def _rerank(queries: Matrix, candidates: Ids, k: int, exact: ExactVectors) -> tuple[Matrix, Ids]:
+    """Re-score candidate ids with their exact vectors; keep the best ``k`` per query."""
+    n = len(queries)
+    scores_out = np.full((n, k), -np.inf, dtype=np.float32)
+    ids_out = np.full((n, k), -1, dtype=np.int64)
+    for row in range(n):
+        found = candidates[row][candidates[row] >= 0]
+        if len(found) == 0:
+            continue
+        vectors = np.asarray(exact(found), dtype=np.float32)
+        if vectors.shape != (len(found), queries.shape[1]):
+            raise IndexFormatError(
+                f"exact vectors for re-ranking have shape {vectors.shape}, "
+                f"expected {(len(found), queries.shape[1])}"
+            )
+        scores = vectors @ queries[row]
+        order = np.argsort(-scores, kind="stable")[:k]
+        scores_out[row, : len(order)] = scores[order]
+        ids_out[row, : len(order)] = found[order]
+    return scores_out, ids_out
