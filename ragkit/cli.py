@@ -87,9 +87,7 @@ def index_command(
     paths: Annotated[
         list[Path], typer.Argument(help="Files or folders to index (folders recursively).")
     ],
-    index: Annotated[
-        Path, typer.Option("--index", "-i", help="Index directory (created if missing).")
-    ],
+    index: IndexOption,
     chunk_size: Annotated[
         int | None, typer.Option(help="Chunk size in --chunk-unit units.")
     ] = None,
@@ -130,15 +128,30 @@ def index_command(
     prune: Annotated[
         bool, typer.Option(help="Remove indexed files under PATHS that no longer exist.")
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local (this process: reading overlapped with embedding) or ray (load, chunk "
+            "and embed on Ray workers, pip install 'ragkit[ray]'; docs/ray.md)."
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None, typer.Option(help="ray: embedding actors (default: the cluster's CPUs).")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="ray: cluster address (default $RAY_ADDRESS, else a local Ray)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Index files into DIR; unchanged files are not re-embedded."""
+    """Index files into DIR (or a PostgreSQL store); unchanged files are not re-embedded."""
     from ragkit.chunking import ChunkingSettings
     from ragkit.embedding import Embedder
     from ragkit.embedding.embedder import check_backend_name
-    from ragkit.index import Index, index_paths
+    from ragkit.index import Index
     from ragkit.index.manifest import MANIFEST_NAME
     from ragkit.loaders import discover_files
+    from ragkit.stores import index_store_paths, is_postgres_url, open_or_create_store
 
     if chunk_unit not in ("tokens", "chars"):
         _fail(f"--chunk-unit must be 'tokens' or 'chars', got {chunk_unit!r}")
@@ -149,6 +162,15 @@ def index_command(
             _fail(f"--embed-backend: {exc}")
     if index_type not in ("auto", "flat", "hnsw", "ivf", "ivfpq"):
         _fail(f"--index-type must be auto, flat, hnsw, ivf or ivfpq, got {index_type!r}")
+    if backend not in ("local", "ray"):
+        _fail(f"--backend must be local or ray, got {backend!r}")
+    if backend == "local" and (workers is not None or ray_address is not None):
+        _fail("--workers and --ray-address apply to --backend ray only")
+    if workers is not None and workers < 1:
+        _fail(f"--workers must be positive, got {workers}")
+    postgres = is_postgres_url(index)
+    if backend == "ray" and postgres:
+        _fail("--backend ray writes index directories; a PostgreSQL store is indexed locally")
     for path in paths:
         if not path.exists():
             _fail(f"path does not exist: {path}")
@@ -157,14 +179,32 @@ def index_command(
         discover_files(
             [str(p) for p in paths], include or (), exclude or ()
         )  # fail fast, before loading a model
-        model = Embedder(embedder, batch_size=batch_size, backend=embed_backend)
-        exists = (index / MANIFEST_NAME).exists()
+        if backend == "ray":
+            from ragkit.index.ray_ingest import require_ray
+
+            require_ray()
+        # Without --embedder/--embed-backend an existing index keeps the model it was built
+        # with (a new one gets the default); naming another model is refused on open.
+        model = (
+            Embedder(embedder, batch_size=batch_size, backend=embed_backend)
+            if embedder is not None or embed_backend is not None
+            else None
+        )
         explicit = chunk_size is not None or chunk_overlap is not None or chunk_unit != "tokens"
         settings = ChunkingSettings.for_unit(chunk_unit, chunk_size, chunk_overlap)  # type: ignore[arg-type]
-        if exists:
+        store: Any
+        if postgres:
+            store = open_or_create_store(index, model, settings if explicit else None, index_type)  # type: ignore[arg-type]
+        elif (Path(index) / MANIFEST_NAME).exists():
             store = Index.open_or_create(index, model, settings if explicit else None)
         else:
-            store = Index.create(index, model, settings, index_type)  # type: ignore[arg-type]
+            store = Index.create(
+                index,
+                model or Embedder(batch_size=batch_size),
+                settings,
+                index_type,  # type: ignore[arg-type]
+            )
+        store.embedder.batch_size = batch_size
         with (
             store,
             Progress(
@@ -177,7 +217,20 @@ def index_command(
                 disable=json_output or not err.is_terminal,
             ) as progress,
         ):
-            return index_paths(
+            if backend == "ray":
+                from ragkit.index.ray_ingest import index_paths_ray
+
+                return index_paths_ray(
+                    store,
+                    [str(p) for p in paths],
+                    include or (),
+                    exclude or (),
+                    progress=_RichIngestProgress(progress),
+                    prune=prune,
+                    workers=workers,
+                    address=ray_address,
+                )
+            return index_store_paths(
                 store,
                 [str(p) for p in paths],
                 include or (),

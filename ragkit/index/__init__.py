@@ -3,6 +3,7 @@
 from ragkit.index.index import Index
 from ragkit.index.ingest import IngestReport, index_paths
 from ragkit.index.manifest import FORMAT_VERSION, IndexCounts, IndexManifest, IndexType
+from ragkit.index.ray_ingest import index_paths_ray  # imports Ray only when called
 from ragkit.index.store import ChunkStore, filter_sql
 from ragkit.index.vectors import VectorIndex
 
@@ -17,4 +18,5 @@ __all__ = [
     "VectorIndex",
     "filter_sql",
     "index_paths",
+    "index_paths_ray",
 ]

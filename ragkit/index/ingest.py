@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragkit.chunking import RecursiveSplitter
 from ragkit.errors import LoaderError
 from ragkit.index.index import Index
 from ragkit.loaders import (
@@ -138,32 +139,18 @@ def index_paths(
         for position, file in enumerate(files, start=1):
             if progress is not None:
                 progress.files(position, len(files))
-            try:
-                digest = content_hash(Path(file.path))
-            except OSError as exc:
-                report.skipped.append(
-                    SkippedFile(source=file.source, reason=f"cannot read: {exc.strerror or exc}")
-                )
+            digest = changed_digest(index, file, report)
+            if digest is None:
                 continue
-            if index.store.file_hash(file.key) == digest:
-                report.files_unchanged += 1
+            split = load_and_split(file, digest, registry, index.splitter)
+            if isinstance(split, SkippedFile):
+                report.skipped.append(split)
                 continue
-            try:
-                loaded = load_file(file, registry, digest)
-            except LoaderError as exc:
-                report.skipped.append(SkippedFile(source=file.source, reason=str(exc)))
-                continue
-            documents = [d for d in loaded.documents if d.text.strip()]
-            chunks = index.splitter.split_many(documents)
-            if not chunks:
-                report.skipped.append(SkippedFile(source=file.source, reason="no extractable text"))
-                continue
-            group.append((file, digest, loaded.documents, chunks))
+            documents, chunks = split
+            group.append((file, digest, documents, chunks))
             group_chunks += len(chunks)
             total_chunks += len(chunks)
-            report.files_indexed += 1
-            report.documents += len(loaded.documents)
-            report.chunks_added += len(chunks)
+            record_indexed(report, documents, chunks)
             if group_chunks >= commit_every:
                 flush()
         flush()
@@ -171,6 +158,60 @@ def index_paths(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
+    return finish_report(index, report, paths, files, prune, started)
+
+
+def changed_digest(index: Index, file: SourceFile, report: IngestReport) -> str | None:
+    """The file's content hash when it must be (re)indexed, else None (counted in ``report``).
+
+    Shared by every ingestion path so that "unchanged" means the same thing everywhere: the
+    hash is taken where the index is written, never by a remote worker.
+    """
+    try:
+        digest = content_hash(Path(file.path))
+    except OSError as exc:
+        report.skipped.append(
+            SkippedFile(source=file.source, reason=f"cannot read: {exc.strerror or exc}")
+        )
+        return None
+    if index.store.file_hash(file.key) == digest:
+        report.files_unchanged += 1
+        return None
+    return digest
+
+
+def load_and_split(
+    file: SourceFile, digest: str, registry: LoaderRegistry, splitter: RecursiveSplitter
+) -> tuple[list[Document], list[Chunk]] | SkippedFile:
+    """Load and chunk one file, or say why it is skipped (a plain function: Ray workers call it)."""
+    try:
+        loaded = load_file(file, registry, digest)
+    except LoaderError as exc:
+        return SkippedFile(source=file.source, reason=str(exc))
+    chunks = splitter.split_many([d for d in loaded.documents if d.text.strip()])
+    if not chunks:
+        return SkippedFile(source=file.source, reason="no extractable text")
+    return loaded.documents, chunks
+
+
+def record_indexed(
+    report: IngestReport, documents: Sequence[Document], chunks: Sequence[Chunk]
+) -> None:
+    report.files_indexed += 1
+    report.documents += len(documents)
+    report.chunks_added += len(chunks)
+
+
+def finish_report(
+    index: Index,
+    report: IngestReport,
+    paths: Sequence[str | Path],
+    files: Sequence[SourceFile],
+    prune: bool,
+    started: float,
+) -> IngestReport:
+    """Prune vanished files if asked (indexed files under ``paths`` that no longer exist), then
+    fill in the totals."""
     if prune:
         selected = {f.key for f in files}
         roots = [Path(p).resolve().as_posix() for p in paths]

@@ -1,0 +1,40 @@
+"""Adapter resolution errors: named before any model loads, in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ragkit.generation import PACKAGED_ADAPTERS, AdapterError, Generator, resolve_adapter
+from ragkit.generation.adapters import adapter_info
+
+
+def test_an_unknown_adapter_is_refused_when_the_generator_is_built(tmp_path: Path) -> None:
+    with pytest.raises(AdapterError, match=r"neither a packaged adapter .*grounded-qa"):
+        Generator(adapter="no-such-adapter")
+    with pytest.raises(AdapterError, match=r"adapter_config\.json"):
+        Generator(adapter=str(tmp_path))
+
+
+def test_only_lora_adapters_are_accepted(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    with pytest.raises(AdapterError, match="only LoRA"):
+        adapter_info(resolve_adapter(tmp_path))
+
+
+def test_the_adapter_is_part_of_the_saved_generator_config(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    generator = Generator("some/model", adapter=tmp_path)
+    config = generator.config.model_dump()
+    assert config["adapter"] == str(tmp_path)
+    assert Generator.from_config(config).config.adapter == str(tmp_path)
+
+
+def test_packaged_adapters_are_shipped() -> None:
+    for name in PACKAGED_ADAPTERS:
+        folder = resolve_adapter(name)
+        assert adapter_info(folder)["peft_type"] == "LORA"
+        assert (folder / "adapter_model.safetensors").stat().st_size > 100_000
+        assert (folder / "README.md").is_file()
