@@ -19,8 +19,6 @@ RNG stream), which is why the PPO comparison feeds fixed rollouts to both runs.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +26,8 @@ from typing import Any
 
 import pytest
 import torch
+from distributed_launch import run_two_processes
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLLOUT_TENSORS = ("query_ids", "query_mask", "response_ids", "response_mask", "has_eos")
 
 
@@ -173,9 +171,6 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(
     from alignment import train_reward_model
     from alignment.metrics import read_metrics
 
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():  # pragma: no cover - torch ships it
-        pytest.skip("torchrun not installed next to the interpreter")
     # 64 pairs: 48 for training = 6 batches of 8, an even number, so the 2-process run drops none
     data = write_pairs(tmp_path / "pairs.jsonl", make_pairs(64, seed=3))
     torch.manual_seed(0)
@@ -183,27 +178,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(
     prompts = [f"Human : w{i} w{i + 7} Assistant :" for i in range(4)]
     _save_rollout(rollout_trainer.sample(prompts), tmp_path)
 
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-        "TRANSFORMERS_VERBOSITY": "error",
-    }
-    command = [
-        str(torchrun),
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(Path(__file__)),
-        str(tiny_model_dir),
-        str(data),
-        str(tmp_path),
-    ]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    run_two_processes(Path(__file__), str(tiny_model_dir), str(data), str(tmp_path))
 
     # ---- reward model: same losses step by step, same weights
     single = train_reward_model(_reward_job(tiny_model_dir, data, tmp_path / "reward-1", 2))

@@ -16,45 +16,19 @@ script checks what must hold across processes and rank 0 writes a JSON report:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from distributed_launch import run_two_processes
 
 
 @pytest.mark.slow
 def test_two_process_ddp_training_and_job(tmp_path: Path, tiny_model_dir: Path) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():  # pragma: no cover - torch ships it
-        pytest.skip("torchrun not installed next to the interpreter")
     report_path = tmp_path / "report.json"
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-        "TRANSFORMERS_VERBOSITY": "error",
-    }
-    command = [
-        str(torchrun),
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(Path(__file__)),
-        str(report_path),
-        str(tiny_model_dir),
-        str(tmp_path / "work"),
-    ]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    run_two_processes(Path(__file__), str(report_path), str(tiny_model_dir), str(tmp_path / "work"))
     report = json.loads(report_path.read_text())
 
     assert report["distributed_type"] == "MULTI_CPU" and report["processes"] == 2
