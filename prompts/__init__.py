@@ -67,6 +67,7 @@ from prompts.structured import (
     parse_with_attempts,
 )
 from prompts.template import (
+    RESERVED_NAMES,
     ChatTemplate,
     PromptTemplate,
     TemplateSecurityError,
@@ -77,6 +78,7 @@ from prompts.template import (
 
 __all__ = [
     "LIBRARY",
+    "RESERVED_NAMES",
     "AnswerParser",
     "CallNode",
     "CallRecorder",

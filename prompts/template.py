@@ -39,6 +39,20 @@ class TemplateSecurityError(ValueError):
     """A template tried something the sandbox forbids (Python internals, mutating data)."""
 
 
+# Names Jinja gives a meaning of its own (the template itself, loop/macro helpers, globals such
+# as ``range``): ``{{ self }}`` renders the template object, never a value passed as ``self``.
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {"self", "loop", "super", "caller", "varargs", "kwargs", *_ENV.globals}
+)
+
+
+def _reserved_error(template: str, name: str) -> TemplateVariableError:
+    return TemplateVariableError(
+        f"template {template!r}: {name!r} is a name Jinja reserves for itself and cannot be a "
+        "variable; rename it"
+    )
+
+
 def _variables_of(source: str) -> set[str]:
     try:
         return set(meta.find_undeclared_variables(_ENV.parse(source)))
@@ -65,6 +79,8 @@ class _Declared(BaseModel):
         if missing:
             raise TemplateVariableError(f"template {self.name!r}: missing variable {missing[0]!r}")
         unknown = [k for k in values if k not in self.variables]
+        if unknown and unknown[0] in RESERVED_NAMES:
+            raise _reserved_error(self.name, unknown[0])
         if unknown:
             raise TemplateVariableError(
                 f"template {self.name!r}: unknown variable {unknown[0]!r} (declared: {', '.join(self.variables) or 'none'})"
@@ -78,6 +94,9 @@ class _Declared(BaseModel):
         used: set[str] = set()
         for source in self._sources():
             used |= _variables_of(source)
+        reserved = sorted(set(self.variables) & RESERVED_NAMES)
+        if reserved:
+            raise _reserved_error(self.name, reserved[0])
         if not self.variables:
             self.variables = sorted(used)
         undeclared = used - set(self.variables)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prompts import (
+    RESERVED_NAMES,
     ChatTemplate,
     PromptBudgetError,
     PromptTemplate,
@@ -24,7 +25,10 @@ from prompts import (
 )
 
 NAMES = st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=8).filter(
-    lambda s: s not in {"if", "in", "is", "or", "and", "not", "for", "true", "false", "none"}
+    lambda s: (
+        s not in {"if", "in", "is", "or", "and", "not", "for", "true", "false", "none"}
+        and s not in RESERVED_NAMES
+    )  # e.g. `self`: Jinja's own (tested below)
 )
 VALUES = st.text(alphabet=string.ascii_letters + string.digits + " .,?!", max_size=30)
 
@@ -36,6 +40,17 @@ def test_declared_variables_render(values: dict[str, str]) -> None:
     template = PromptTemplate(template=source)
     assert sorted(template.variables) == sorted(values)
     assert template.render(**values) == " | ".join(values.values())
+
+
+def test_names_jinja_reserves_are_refused_as_variables() -> None:
+    """``{{ self }}`` renders the template object: a value passed as ``self`` would be ignored."""
+    assert {"self", "range", "loop"} <= RESERVED_NAMES
+    with pytest.raises(TemplateVariableError, match="'self' is a name Jinja reserves"):
+        PromptTemplate(template="{{ self }}", variables=["self"])
+    with pytest.raises(TemplateVariableError, match="'loop' is a name Jinja reserves"):
+        PromptTemplate(template="{{ x }}").render(x="a", loop="b")
+    with pytest.raises(TemplateVariableError, match="'range' is a name Jinja reserves"):
+        PromptTemplate(template="{{ range }}", variables=["range"])
 
 
 @settings(max_examples=40, deadline=None)
