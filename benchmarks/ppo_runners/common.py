@@ -239,3 +239,29 @@ def heldout_eval(
         "eos_rate": sum(ended) / len(ended),
         "seconds": time.perf_counter() - start,
     }
+
+
+def timed_heldout_eval(
+    phase: str,
+    clock: PhaseClock,
+    policy: Any,
+    tokenizer: Any,
+    reward_model: Any,
+    spec: dict[str, Any],
+) -> dict[str, Any] | None:
+    """:func:`heldout_eval` with the spec's settings, timed as ``phase`` (None when disabled)."""
+    if spec["heldout_samples"] <= 0:
+        return None
+    marks = clock.start()
+    result = heldout_eval(
+        policy,
+        tokenizer,
+        reward_model,
+        spec["heldout_prompts"],
+        samples=spec["heldout_samples"],
+        seed=spec["seed"] + 1000,
+        response_length=spec["response_length"],
+        temperature=spec["temperature"],
+    )
+    clock.stop(phase, marks)
+    return result

@@ -28,13 +28,13 @@ import torch
 from common import (
     PhaseClock,
     cpu_seconds,
-    heldout_eval,
     load_spec,
     peak_rss_mb,
     reset_peak,
     rss_mb,
     score_texts,
     setup_torch,
+    timed_heldout_eval,
     write_result,
 )
 
@@ -88,23 +88,7 @@ def main(argv: Sequence[str]) -> None:
     reward.requires_grad_(False)
     clock.stop("load", marks)
 
-    def evaluate(model: Any) -> dict[str, Any]:
-        return heldout_eval(
-            model,
-            score_tokenizer,
-            reward,
-            spec["heldout_prompts"],
-            samples=spec["heldout_samples"],
-            seed=spec["seed"] + 1000,
-            response_length=spec["response_length"],
-            temperature=spec["temperature"],
-        )
-
-    before: dict[str, Any] | None = None
-    if spec["heldout_samples"] > 0:
-        marks = clock.start()
-        before = evaluate(policy)
-        clock.stop("eval_before", marks)
+    before = timed_heldout_eval("eval_before", clock, policy, score_tokenizer, reward, spec)
 
     marks = clock.start()
     # the trainer's own setup: pad token (the value model must know it too), reference copy
@@ -171,12 +155,8 @@ def main(argv: Sequence[str]) -> None:
         )
     clock.stop("train", marks)
 
-    after: dict[str, Any] | None = None
-    if spec["heldout_samples"] > 0:
-        marks = clock.start()
-        # the trainer's policy has one extra (pad) logit; the eval never feeds the pad id
-        after = evaluate(trainer.policy)
-        clock.stop("eval_after", marks)
+    # the trainer's policy has one extra (pad) logit; the eval never feeds the pad id
+    after = timed_heldout_eval("eval_after", clock, trainer.policy, score_tokenizer, reward, spec)
     reset_peak()
     write_result(
         out_path,

@@ -35,12 +35,12 @@ import torch
 from common import (
     PhaseClock,
     cpu_seconds,
-    heldout_eval,
     load_spec,
     peak_rss_mb,
     reset_peak,
     rss_mb,
     setup_torch,
+    timed_heldout_eval,
     write_result,
 )
 
@@ -114,23 +114,7 @@ def main(argv: Sequence[str]) -> None:
     ).eval()
     clock.stop("load", marks)
 
-    def evaluate(model: Any) -> dict[str, Any]:
-        return heldout_eval(
-            model,
-            score_tokenizer,
-            reward_model,
-            spec["heldout_prompts"],
-            samples=spec["heldout_samples"],
-            seed=spec["seed"] + 1000,
-            response_length=spec["response_length"],
-            temperature=spec["temperature"],
-        )
-
-    before: dict[str, Any] | None = None
-    if spec["heldout_samples"] > 0:
-        marks = clock.start()
-        before = evaluate(policy)
-        clock.stop("eval_before", marks)
+    before = timed_heldout_eval("eval_before", clock, policy, score_tokenizer, reward_model, spec)
 
     marks = clock.start()
     batch = spec["batch_size"]
@@ -256,12 +240,8 @@ def main(argv: Sequence[str]) -> None:
             }
         )
 
-    after: dict[str, Any] | None = None
-    if spec["heldout_samples"] > 0:
-        marks = clock.start()
-        unwrapped = trainer.accelerator.unwrap_model(trainer.model).policy
-        after = evaluate(unwrapped)
-        clock.stop("eval_after", marks)
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model).policy
+    after = timed_heldout_eval("eval_after", clock, unwrapped, score_tokenizer, reward_model, spec)
     reset_peak()
     write_result(
         out_path,
