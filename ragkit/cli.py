@@ -148,10 +148,10 @@ def index_command(
     from ragkit.chunking import ChunkingSettings
     from ragkit.embedding import Embedder
     from ragkit.embedding.embedder import check_backend_name
-    from ragkit.index import Index
+    from ragkit.index import Index, index_paths
     from ragkit.index.manifest import MANIFEST_NAME
     from ragkit.loaders import discover_files
-    from ragkit.stores import index_store_paths, is_postgres_url, open_or_create_store
+    from ragkit.stores import is_postgres_url, open_or_create_store
 
     if chunk_unit not in ("tokens", "chars"):
         _fail(f"--chunk-unit must be 'tokens' or 'chars', got {chunk_unit!r}")
@@ -230,7 +230,7 @@ def index_command(
                     workers=workers,
                     address=ray_address,
                 )
-            return index_store_paths(
+            return index_paths(
                 store,
                 [str(p) for p in paths],
                 include or (),

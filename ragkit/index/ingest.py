@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,9 @@ from ragkit.loaders import (
 )
 from ragkit.loaders.walker import content_hash
 from ragkit.schema import Chunk, Document
+
+if TYPE_CHECKING:  # the PostgreSQL store offers the same members; no runtime import (psycopg)
+    from ragkit.stores.pgvector import PgVectorIndex
 
 EMBED_BLOCK_BATCHES = 8
 
@@ -55,7 +58,11 @@ class IngestReport(BaseModel):
 
 
 def embed_sorted(
-    index: Index, texts: Sequence[str], progress: IngestProgress | None, done: int, total: int
+    index: Index | PgVectorIndex,
+    texts: Sequence[str],
+    progress: IngestProgress | None,
+    done: int,
+    total: int,
 ) -> np.ndarray:
     """Embed texts longest-first in blocks (less padding, steady progress), returned in input order."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
@@ -70,7 +77,7 @@ def embed_sorted(
 
 
 def index_paths(
-    index: Index,
+    index: Index | PgVectorIndex,
     paths: Sequence[str | Path],
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
@@ -79,7 +86,8 @@ def index_paths(
     commit_every: int = 4096,
     prune: bool = False,
 ) -> IngestReport:
-    """Bring ``index`` up to date with the files under ``paths``.
+    """Bring ``index`` (a directory index or a PostgreSQL store) up to date with the files under
+    ``paths``.
 
     Unchanged files (same content hash) are not re-read; changed files replace their previous
     documents. With ``prune``, indexed files under ``paths`` that no longer exist are removed.
@@ -161,7 +169,9 @@ def index_paths(
     return finish_report(index, report, paths, files, prune, started)
 
 
-def changed_digest(index: Index, file: SourceFile, report: IngestReport) -> str | None:
+def changed_digest(
+    index: Index | PgVectorIndex, file: SourceFile, report: IngestReport
+) -> str | None:
     """The file's content hash when it must be (re)indexed, else None (counted in ``report``).
 
     Shared by every ingestion path so that "unchanged" means the same thing everywhere: the
@@ -203,7 +213,7 @@ def record_indexed(
 
 
 def finish_report(
-    index: Index,
+    index: Index | PgVectorIndex,
     report: IngestReport,
     paths: Sequence[str | Path],
     files: Sequence[SourceFile],

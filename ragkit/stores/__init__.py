@@ -10,9 +10,8 @@ PostgreSQL store is actually opened.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 from ragkit.chunking import ChunkingSettings
 from ragkit.embedding import Embedder
@@ -26,10 +25,6 @@ from ragkit.stores.pgvector import (
     is_postgres_url,
 )
 
-if TYPE_CHECKING:
-    from ragkit.index.ingest import IngestProgress, IngestReport
-    from ragkit.loaders import LoaderRegistry
-
 AnyIndex = Union[Index, PgVectorIndex]  # noqa: UP007 - a runtime alias, usable on Python 3.10
 
 __all__ = [
@@ -38,7 +33,6 @@ __all__ = [
     "PgVectorMissingError",
     "PostgresConnectionError",
     "PostgresUnavailableError",
-    "index_store_paths",
     "is_postgres_url",
     "open_or_create_store",
     "open_store",
@@ -70,32 +64,3 @@ def open_or_create_store(
             )
         return PgVectorIndex.open_or_create(str(target), embedder, chunking)
     return Index.open_or_create(target, embedder, chunking, index_type)
-
-
-def index_store_paths(
-    index: AnyIndex,
-    paths: Sequence[str | Path],
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    registry: LoaderRegistry | None = None,
-    progress: IngestProgress | None = None,
-    commit_every: int = 4096,
-    prune: bool = False,
-) -> IngestReport:
-    """:func:`ragkit.index.index_paths` for either kind of index."""
-    if isinstance(index, PgVectorIndex):
-        from ragkit.stores.pgvector import index_paths
-
-        return index_paths(
-            index,
-            [str(p) for p in paths],
-            include,
-            exclude,
-            registry,
-            progress,
-            commit_every,
-            prune,
-        )
-    from ragkit.index.ingest import index_paths as file_index_paths
-
-    return file_index_paths(index, paths, include, exclude, registry, progress, commit_every, prune)

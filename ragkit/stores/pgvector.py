@@ -52,8 +52,6 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
 
-    from ragkit.index.ingest import IngestProgress, IngestReport
-    from ragkit.loaders import LoaderRegistry
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "ragkit"
@@ -983,33 +981,3 @@ def _create_tables(
             conn.execute(
                 sql.SQL("INSERT INTO {} (key, value) VALUES (%s, %s)").format(meta), [key, value]
             )
-
-
-# -- ingest -------------------------------------------------------------------------------------
-def index_paths(
-    index: PgVectorIndex,
-    paths: Sequence[str],
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    registry: LoaderRegistry | None = None,
-    progress: IngestProgress | None = None,
-    commit_every: int = 4096,
-    prune: bool = False,
-) -> IngestReport:
-    """:func:`ragkit.index.ingest.index_paths` for a PostgreSQL store: the same discovery,
-    content-hash skipping, chunking, overlapped embedding and report; each group of files is
-    one transaction. (The ingest loop only uses the members both stores share.)"""
-    from typing import cast
-
-    from ragkit.index.ingest import index_paths as ingest
-
-    return ingest(
-        cast(Any, index),
-        list(paths),
-        include=include,
-        exclude=exclude,
-        registry=registry,
-        progress=progress,
-        commit_every=commit_every,
-        prune=prune,
-    )

@@ -13,14 +13,13 @@ import pytest
 from ragkit.chunking import ChunkingSettings
 from ragkit.embedding import Embedder
 from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
-from ragkit.index import Index
+from ragkit.index import Index, index_paths
 from ragkit.schema import Document
 from ragkit.stores import (
     PgVectorIndex,
     PgVectorMissingError,
     PostgresConnectionError,
     PostgresUnavailableError,
-    index_store_paths,
     open_or_create_store,
     open_store,
 )
@@ -252,13 +251,13 @@ def test_replace_file_delete_and_incremental_ingest(
         (folder / f"{name}.txt").write_text(f"The {name} river flows to the city.\n" * 4)
     with open_or_create_store(pg_url, tiny_embedder, CHARS) as store:
         assert isinstance(store, PgVectorIndex)
-        first = index_store_paths(store, [folder])
+        first = index_paths(store, [folder])
         assert first.files_indexed == 3 and first.chunks_total == store.counts().chunks > 0
-        second = index_store_paths(store, [folder])
+        second = index_paths(store, [folder])
         assert second.files_indexed == 0 and second.files_unchanged == 3
         (folder / "two.txt").write_text("Bread rises in a warm kitchen.")
         (folder / "three.txt").unlink()
-        third = index_store_paths(store, [folder], prune=True)
+        third = index_paths(store, [folder], prune=True)
         assert third.files_indexed == 1 and third.files_unchanged == 1
         assert third.files_removed == 1 and store.counts().files == 2
         hit = store.search_lexical("bread kitchen", k=1)[0]
