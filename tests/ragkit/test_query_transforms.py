@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from ragkit import ChunkingSettings, Index
-from ragkit.embedding import Embedder
+from ragkit import Index
 from ragkit.errors import RagkitError
 from ragkit.query_transforms import HyDERetriever, MultiQueryRetriever, parse_queries
 from ragkit.retrieval import DenseRetriever
-from ragkit.schema import Chunk, Document, Hit
+from ragkit.schema import Chunk, Hit
 
 
 class ScriptedGenerator:
@@ -93,39 +91,6 @@ def test_multi_query_falls_back_to_the_question_alone() -> None:
     assert [h.chunk.id for h in hits] == ["a"] and len(base.calls) == 1
     with pytest.raises(RagkitError, match="n must be at least 1"):
         MultiQueryRetriever(base, ScriptedGenerator(""), n=0)
-
-
-@pytest.fixture()
-def index(tmp_path: Path, tiny_embedder: Embedder) -> Index:
-    ix = Index.create(
-        tmp_path / "idx",
-        tiny_embedder,
-        ChunkingSettings(unit="chars", chunk_size=200, chunk_overlap=0),
-    )
-    ix.add_documents(
-        [
-            Document(
-                id="r1",
-                text="The Rhine river flows past Strasbourg.",
-                source="r1",
-                metadata={"kind": "river"},
-            ),
-            Document(
-                id="c1",
-                text="Strasbourg cathedral is gothic.",
-                source="c1",
-                metadata={"kind": "building"},
-            ),
-            Document(
-                id="w1",
-                text="The war on terror began in 2001.",
-                source="w1",
-                metadata={"kind": "event"},
-            ),
-        ]
-    )
-    ix.commit()
-    return ix
 
 
 def test_hyde_searches_by_the_mixed_embedding(index: Index) -> None:

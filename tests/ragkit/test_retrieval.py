@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from ragkit import ChunkingSettings, Index
-from ragkit.embedding import Embedder
+from ragkit import Index
 from ragkit.errors import RagkitError
 from ragkit.retrieval import (
     BM25Retriever,
@@ -17,7 +14,7 @@ from ragkit.retrieval import (
     reciprocal_rank_fusion,
     weighted_score_fusion,
 )
-from ragkit.schema import Chunk, Document, Hit
+from ragkit.schema import Chunk, Hit
 
 
 def _hit(cid: str, score: float) -> Hit:
@@ -58,45 +55,6 @@ def test_mmr_prefers_diverse_results() -> None:
     assert maximal_marginal_relevance(query, candidates, k=2, diversity=0.0) == [0, 1]
     assert maximal_marginal_relevance(query, candidates, k=2, diversity=0.5) == [0, 2]
     assert maximal_marginal_relevance(query, candidates[:0], k=2) == []
-
-
-@pytest.fixture()
-def index(tmp_path: Path, tiny_embedder: Embedder) -> Index:
-    ix = Index.create(
-        tmp_path / "idx",
-        tiny_embedder,
-        ChunkingSettings(unit="chars", chunk_size=200, chunk_overlap=0),
-    )
-    ix.add_documents(
-        [
-            Document(
-                id="r1",
-                text="The Rhine river flows past Strasbourg.",
-                source="r1",
-                metadata={"kind": "river"},
-            ),
-            Document(
-                id="r2",
-                text="The Seine river flows through Paris.",
-                source="r2",
-                metadata={"kind": "river"},
-            ),
-            Document(
-                id="c1",
-                text="Strasbourg cathedral is gothic.",
-                source="c1",
-                metadata={"kind": "building"},
-            ),
-            Document(
-                id="w1",
-                text="The war on terror began in 2001.",
-                source="w1",
-                metadata={"kind": "event"},
-            ),
-        ]
-    )
-    ix.commit()
-    return ix
 
 
 def test_filters_mean_the_same_for_every_retriever(index: Index) -> None:
