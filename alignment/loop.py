@@ -32,7 +32,7 @@ from alignment.checkpoint import (
 )
 from alignment.config import TrainingSettings
 from alignment.errors import CheckpointError
-from alignment.metrics import MetricsSink
+from alignment.metrics import MetricsSink, average_over_processes
 
 B = TypeVar("B")
 
@@ -181,17 +181,6 @@ class TrainingLoop(Generic[B]):
         """Optimizer steps one epoch gives (the last may accumulate fewer batches)."""
         return math.ceil(len(self.epoch_plan(epoch)) / self.settings.gradient_accumulation_steps)
 
-    def _average_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Mean of each metric over data-parallel processes, so the logs describe the global
-        batch rather than the main process's share of it (identity on one process)."""
-        acc = self.accelerator
-        if acc.num_processes == 1:
-            return metrics
-        keys = sorted(metrics)
-        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=acc.device)
-        mean = acc.reduce(values, reduction="mean")
-        return {k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}
-
     # ------------------------------------------------------------------ running
 
     def _evaluate(self) -> dict[str, float]:
@@ -289,7 +278,7 @@ class TrainingLoop(Generic[B]):
                     position = LoopPosition(
                         position.step + 1, position.epoch, position.batch_in_epoch + len(chunk)
                     )
-                    values = self._average_over_processes(_mean_metrics(step_metrics))
+                    values = average_over_processes(self.accelerator, _mean_metrics(step_metrics))
                     values["lr"] = lr
                     values["epoch"] = position.epoch + position.batch_in_epoch / len(batches)
                     result.train = values

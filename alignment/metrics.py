@@ -23,6 +23,21 @@ PLOT_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
 
 
+def average_over_processes(accelerator: Any, metrics: dict[str, float]) -> dict[str, float]:
+    """Mean of each metric over data-parallel processes, so the logs describe the global batch
+    rather than one process's share of it (identity on one process)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    import torch
+
+    keys = sorted(metrics)
+    values = torch.tensor(
+        [metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device
+    )
+    mean = accelerator.reduce(values, reduction="mean")
+    return {k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics JSONL file (an absent file has none)."""
     if not path.is_file():

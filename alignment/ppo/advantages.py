@@ -28,11 +28,24 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def _global_masked_mean(x: torch.Tensor, mask: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+def _masked_moments(
+    x: torch.Tensor, mask: torch.Tensor, unbiased: bool, reduce: Reduce | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of the masked entries; with ``reduce`` those of the global batch
+    (two reductions: the sums and count, then the squared deviations)."""
+    mask = mask.to(x.dtype)
     totals = torch.stack([(x * mask).sum(), mask.sum()])
     if reduce is not None:
         totals = reduce(totals)
-    return totals[0] / totals[1].clamp(min=1.0)
+    count = totals[1]
+    mean = totals[0] / count.clamp(min=1.0)
+    squares = ((x - mean) ** 2 * mask).sum()
+    if reduce is not None:
+        squares = reduce(squares)
+    var = squares / count.clamp(min=1.0)
+    if unbiased and count > 1:
+        var = var * count / (count - 1)
+    return mean, var
 
 
 def masked_var(
@@ -43,15 +56,7 @@ def masked_var(
     With ``reduce`` (a sum over processes) the statistics are those of the global batch, so a
     data-parallel run whitens exactly as one process holding every row would.
     """
-    mask = mask.to(x.dtype)
-    mean = _global_masked_mean(x, mask, reduce)
-    var = _global_masked_mean((x - mean) ** 2, mask, reduce)
-    if unbiased:
-        count = mask.sum()
-        n = reduce(count) if reduce is not None else count
-        if n > 1:
-            var = var * n / (n - 1)
-    return var
+    return _masked_moments(x, mask, unbiased, reduce)[1]
 
 
 def masked_whiten(
@@ -67,12 +72,11 @@ def masked_whiten(
     better than nothing); advantages are shifted too. ``reduce`` makes the statistics global
     over data-parallel processes.
     """
-    maskf = mask.to(x.dtype)
-    mean = _global_masked_mean(x, maskf, reduce)
-    whitened = (x - mean) * torch.rsqrt(masked_var(x, maskf, reduce=reduce) + eps)
+    mean, var = _masked_moments(x, mask, True, reduce)
+    whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return whitened * maskf
+    return whitened * mask.to(x.dtype)
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ from alignment.checkpoint import (
 )
 from alignment.collate import Batch
 from alignment.errors import CheckpointError
+from alignment.metrics import average_over_processes
 from alignment.ppo.advantages import gae, masked_mean, masked_whiten, per_token_rewards
 from alignment.ppo.config import PPOConfig
 from alignment.ppo.kl import make_kl_controller
@@ -408,7 +409,7 @@ class PPOTrainer:
             "time_total": trained - start,
         }
         metrics.update(stats)
-        metrics = self._average_over_processes(metrics)
+        metrics = average_over_processes(self.accelerator, metrics)
         self.kl_controller.update(metrics["kl"], cfg.batch_size * self.accelerator.num_processes)
         self.updates += 1
         self.last_rollout = rollout
@@ -419,15 +420,6 @@ class PPOTrainer:
         if self.accelerator.num_processes == 1:
             return values
         return self.accelerator.reduce(values, reduction="sum")
-
-    def _average_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Mean of each metric over processes (identity on one process)."""
-        if self.accelerator.num_processes == 1:
-            return metrics
-        keys = sorted(metrics)
-        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
-        mean = self.accelerator.reduce(values, reduction="mean")
-        return {k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}
 
     def _ptx_slices(self) -> list[Batch | None]:
         """The next demonstration batch, one slice per micro-batch (``None`` when ptx is off)."""
