@@ -148,8 +148,7 @@ def index_command(
     from ragkit.chunking import ChunkingSettings
     from ragkit.embedding import Embedder
     from ragkit.embedding.embedder import check_backend_name
-    from ragkit.index import Index, index_paths
-    from ragkit.index.manifest import MANIFEST_NAME
+    from ragkit.index import index_paths
     from ragkit.loaders import discover_files
     from ragkit.stores import is_postgres_url, open_or_create_store
 
@@ -186,24 +185,20 @@ def index_command(
         # Without --embedder/--embed-backend an existing index keeps the model it was built
         # with (a new one gets the default); naming another model is refused on open.
         model = (
-            Embedder(embedder, batch_size=batch_size, backend=embed_backend)
+            Embedder(embedder, backend=embed_backend)
             if embedder is not None or embed_backend is not None
             else None
         )
         explicit = chunk_size is not None or chunk_overlap is not None or chunk_unit != "tokens"
         settings = ChunkingSettings.for_unit(chunk_unit, chunk_size, chunk_overlap)  # type: ignore[arg-type]
-        store: Any
-        if postgres:
-            store = open_or_create_store(index, model, settings if explicit else None, index_type)  # type: ignore[arg-type]
-        elif (Path(index) / MANIFEST_NAME).exists():
-            store = Index.open_or_create(index, model, settings if explicit else None)
-        else:
-            store = Index.create(
-                index,
-                model or Embedder(batch_size=batch_size),
-                settings,
-                index_type,  # type: ignore[arg-type]
-            )
+        # the same call for a directory or a postgresql:// URL; the chunking of an existing index
+        # is checked only when given explicitly
+        store: Any = open_or_create_store(
+            index,
+            model,
+            settings if explicit else None,
+            index_type,  # type: ignore[arg-type]
+        )
         store.embedder.batch_size = batch_size
         with (
             store,
