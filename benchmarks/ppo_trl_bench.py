@@ -81,6 +81,14 @@ SYSTEMS = {
         "ragkit",
         {"ragkit_value": "model", "ragkit_overrides": {"gradient_checkpointing": True}},
     ),
+    "ragkit_onepass": (
+        "ragkit",
+        {"ragkit_value": "model", "ragkit_overrides": {"tokens_per_pass": None}},
+    ),
+    "ragkit_notrim": (
+        "ragkit",
+        {"ragkit_value": "model", "ragkit_overrides": {"trim_cpu_memory": False}},
+    ),
     "ragkit_head": ("ragkit", {"ragkit_value": "head"}),
     "ragkit_head_gc": (
         "ragkit",
@@ -91,6 +99,8 @@ SYSTEMS = {
 LABELS = {
     "ragkit": "ragkit",
     "ragkit_gc": "ragkit + checkpointing",
+    "ragkit_onepass": "ragkit, one padded pass",
+    "ragkit_notrim": "ragkit, no malloc_trim",
     "ragkit_head": "ragkit, value head",
     "ragkit_head_gc": "ragkit, value head + checkpointing",
     "trl": "TRL 1.12",
@@ -105,8 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--order",
         default="ragkit,trl",
-        help="systems in the order of round 1 (ragkit, trl, ragkit_gc, ragkit_head, "
-        "ragkit_head_gc)",
+        help="systems in the order of round 1 (ragkit, trl, ragkit_gc, ragkit_onepass, "
+        "ragkit_notrim, ragkit_head, ragkit_head_gc)",
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--response-length", type=int, default=32)
@@ -125,6 +135,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HH JSONL(.gz) file")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     p.add_argument("--tag", default="", help="added to the result file name")
+    p.add_argument(
+        "--ragkit-set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a PPOConfig field for every ragkit system, e.g. tokens_per_pass=256 (repeatable)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.updates = 2
@@ -219,6 +236,13 @@ def run_system(system: str, spec: dict[str, Any], tag: str, timeout: float) -> d
     out_path = WORK / f"out-{tag}-{system}.json"
     log_path = WORK / f"log-{tag}-{system}.txt"
     runner, overrides = SYSTEMS[system]
+    overrides = dict(overrides)
+    if runner == "ragkit" and spec.get("ragkit_set"):
+        # --ragkit-set applies on top of the system's own PPOConfig overrides
+        overrides["ragkit_overrides"] = {
+            **overrides.get("ragkit_overrides", {}),
+            **spec["ragkit_set"],
+        }
     spec_path.write_text(json.dumps({**spec, **overrides}), encoding="utf-8")
     out_path.unlink(missing_ok=True)
     busy = machine_busy()
@@ -348,6 +372,20 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def ragkit_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=JSON`` pairs (``tokens_per_pass=256``, ``trim_cpu_memory=false``) as a dict."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--ragkit-set wants KEY=JSON, got {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     order = [s.strip() for s in args.order.split(",") if s.strip()]
@@ -386,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "seed": args.seed,
         "heldout_samples": args.heldout_samples,
+        "ragkit_set": ragkit_settings(args.ragkit_set),
     }
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     tag = f"{args.updates}u{('-' + args.tag) if args.tag else ''}-{stamp}"

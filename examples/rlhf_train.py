@@ -57,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gradient-checkpointing", action="store_true", help="recompute activations in PPO"
     )
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in PPO (for CUDA)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's, one per core)"
+    )
     parser.add_argument("--resume", action="store_true", help="resume every step")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)

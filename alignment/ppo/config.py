@@ -32,6 +32,15 @@ class PPOConfig(BaseModel):
     * ``stop_strings``: a response also ends at the first token whose decoded text completes
       one of these strings; its tokens stay in the response (the score sits on the last one),
       the text given to the reward stops before the string.
+    * ``tokens_per_pass``: each micro-batch runs as forward/backward passes of rows of similar
+      length, at most this many padded tokens each (``rows × longest``), with the prompt
+      padding trimmed (:mod:`alignment.ppo.passes`). The gradient is the micro-batch's, up to
+      float rounding; less padding is computed and fewer activations are alive at once.
+      ``null`` = one pass per micro-batch. Larger values suit GPUs; under DeepSpeed (fixed
+      accumulation boundaries) a micro-batch is always one pass.
+    * ``trim_cpu_memory``: on the CPU, return freed memory to the OS after every pass
+      (glibc ``malloc_trim``, :mod:`alignment.ppo.memory`); passes of varying sizes otherwise
+      leave gigabytes of free but unreturned heap. No effect on results.
     * ``gradient_checkpointing``: recompute activations of the policy (and value model) in the
       backward pass during the PPO epochs; rollouts still use the KV cache.
     * ``bf16``: forward passes and generation under ``torch.autocast(bfloat16)``; log-probs,
@@ -72,6 +81,8 @@ class PPOConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     lr_schedule: Literal["constant", "linear"] = "constant"
     warmup_steps: int = Field(0, ge=0)
+    tokens_per_pass: int | None = Field(512, ge=1)
+    trim_cpu_memory: bool = True
     gradient_checkpointing: bool = False
     bf16: bool = False
     seed: int = 0

@@ -38,6 +38,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ from alignment.ppo.advantages import gae, masked_mean, masked_whiten, per_token_
 from alignment.ppo.config import PPOConfig
 from alignment.ppo.kl import make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
-from alignment.ppo.losses import clipped_policy_loss, clipped_value_loss
-from alignment.ppo.model import PolicyAndValue
+from alignment.ppo.losses import PolicyLossOutput, clipped_policy_loss, clipped_value_loss
+from alignment.ppo.memory import release_free_memory
+from alignment.ppo.model import PolicyAndValue, PolicyValueOutput
+from alignment.ppo.passes import padded_widths, plan_passes, trim_left_padding
 from alignment.ppo.ptx import PtxData, split_rows
 from alignment.ppo.rollout import RewardFn, Rollout, sample_responses, score_rollout
 from alignment.ppo.schedule import make_lr_scheduler
@@ -72,6 +75,18 @@ from alignment.tokenization import ensure_pad_token
 from ragkit.atomic import atomic_directory
 
 PPO_CHECKPOINT_FORMAT = 2
+
+
+@dataclass
+class _PassResult:
+    """What one forward/backward pass reports (losses detached)."""
+
+    policy: PolicyLossOutput
+    value_loss: float
+    value_clip_fraction: float
+    logprobs: torch.Tensor
+    logits: torch.Tensor
+    ptx_loss: float | None
 
 
 def _is_peft(model: nn.Module) -> bool:
@@ -341,23 +356,48 @@ class PPOTrainer:
     def _rollout_statistics(
         self, rollout: Rollout
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Old log-probs, reference log-probs and values, micro-batch by micro-batch."""
+        """Old log-probs, reference log-probs and values, pass by pass (see :meth:`_passes`)."""
         ids, mask, tokens = rollout.input_ids, rollout.attention_mask, rollout.response_ids
-        old, ref, values = [], [], []
-        step = self.config.micro_batch_size
+        rows, width = tokens.shape
+        old = torch.zeros(rows, width, dtype=torch.float32, device=tokens.device)
+        ref, values = torch.zeros_like(old), torch.zeros_like(old)
+        widths = padded_widths(rollout.query_mask, width)
+        everything = torch.arange(rows, device=tokens.device)
+        if self.config.tokens_per_pass is None:  # micro-batch by micro-batch, as in training
+            groups = list(everything.split(self.config.micro_batch_size))
+        else:
+            groups = self._passes(everything, widths)
         self.trainable.eval()
-        for start in range(0, ids.shape[0], step):
-            sl = slice(start, start + step)
+        for sl in groups:
+            pass_ids, pass_mask = trim_left_padding(ids[sl], mask[sl])
             with self.autocast():
-                out = self.trainable(ids[sl], mask[sl], tokens[sl], self.config.temperature)
-                old.append(out.logprobs)
-                values.append(out.values)
+                out = self.trainable(pass_ids, pass_mask, tokens[sl], self.config.temperature)
+                old[sl] = out.logprobs.float()
+                values[sl] = out.values.float()
                 with self._reference() as reference:
                     ref_out = response_forward(
-                        reference, ids[sl], mask[sl], tokens.shape[1], self.config.temperature
+                        reference, pass_ids, pass_mask, width, self.config.temperature
                     )
-                    ref.append(selected_logprobs(ref_out.logits, tokens[sl]))
-        return torch.cat(old), torch.cat(ref), torch.cat(values)
+                    ref[sl] = selected_logprobs(ref_out.logits, tokens[sl])
+            self._trim()
+        return old, ref, values
+
+    def _trim(self) -> None:
+        """Hand freed CPU memory back to the OS (``trim_cpu_memory``, :mod:`.memory`)."""
+        if self.config.trim_cpu_memory and self.device.type == "cpu":
+            release_free_memory()
+
+    def _passes(self, rows: torch.Tensor, widths: torch.Tensor) -> list[torch.Tensor]:
+        """``rows`` as forward passes of at most ``tokens_per_pass`` padded tokens.
+
+        Under DeepSpeed a micro-batch stays one pass: its engine counts backward calls to find
+        the accumulation boundary, so their number must not depend on the prompts' lengths.
+        """
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            return [rows]
+        return plan_passes(rows, widths[rows], self.config.tokens_per_pass)
 
     # ------------------------------------------------------------------ one update
 
@@ -444,6 +484,7 @@ class PPOTrainer:
         acc = self.accelerator
         ids, attn = rollout.input_ids, rollout.attention_mask
         tokens, mask = rollout.response_ids, rollout.response_mask.float()
+        widths = padded_widths(rollout.query_mask, tokens.shape[1])
         sums: dict[str, list[float]] = defaultdict(list)
         first: dict[str, float] = {}
         params = [p for p in self.trainable.parameters() if p.requires_grad]
@@ -460,64 +501,72 @@ class PPOTrainer:
                 for mb in range(cfg.mini_batches):
                     mb_idx = order[mb * cfg.mini_batch_size : (mb + 1) * cfg.mini_batch_size]
                     ptx_parts = self._ptx_slices()
-                    # Every response token of the minibatch (all micro-batches, all processes)
-                    # weighs the same: the losses are token sums over this normaliser, scaled
-                    # back up by the two averagings that follow (accelerate divides each
-                    # micro-batch loss by the accumulation count, DDP averages over processes).
+                    # Every response token of the minibatch (all micro-batches, passes and
+                    # processes) weighs the same: the losses are token sums over this
+                    # normaliser, scaled back up by the two averagings that follow (accelerate
+                    # divides each backward by the accumulation count, DDP averages over
+                    # processes). So passes and micro-batches add up to one big batch.
                     tokens_in_minibatch = self._sum_over_processes(mask[mb_idx].sum()).clamp(
                         min=1.0
                     )
                     normalizer = tokens_in_minibatch / (cfg.grad_accumulation * acc.num_processes)
+                    weighted: dict[str, float] = defaultdict(float)  # token-weighted diagnostics
+                    losses: dict[str, float] = defaultdict(float)  # summed over passes
                     for micro in range(cfg.grad_accumulation):
                         sl = mb_idx[
                             micro * cfg.micro_batch_size : (micro + 1) * cfg.micro_batch_size
                         ]
-                        last = micro == cfg.grad_accumulation - 1
-                        acc.sync_gradients = last  # DeepSpeed's accumulation boundary
-                        sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
-                        with sync:
-                            with self.autocast():
-                                out = self.model(
-                                    ids[sl], attn[sl], tokens[sl], cfg.temperature, ptx_parts[micro]
+                        passes = self._passes(sl, widths)
+                        for number, rows in enumerate(passes):
+                            last = micro == cfg.grad_accumulation - 1 and number == len(passes) - 1
+                            acc.sync_gradients = last  # DeepSpeed's accumulation boundary
+                            sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
+                            pass_ids, pass_attn = trim_left_padding(ids[rows], attn[rows])
+                            m = mask[rows]
+                            with sync:
+                                done = self._forward_backward(
+                                    pass_ids,
+                                    pass_attn,
+                                    tokens[rows],
+                                    # the first pass carries the micro-batch's demonstrations
+                                    ptx_parts[micro] if number == 0 else None,
+                                    old_logprobs[rows],
+                                    advantages[rows],
+                                    old_values[rows],
+                                    returns[rows],
+                                    m,
+                                    normalizer,
+                                    split=self._split_models(last),
                                 )
-                            m = mask[sl]
-                            pg = clipped_policy_loss(
-                                out.logprobs,
-                                old_logprobs[sl],
-                                advantages[sl],
-                                m,
-                                cfg.clip_range,
-                                normalizer,
-                            )
-                            vf, vf_clip = clipped_value_loss(
-                                out.values,
-                                old_values[sl],
-                                returns[sl],
-                                m,
-                                cfg.clip_range_value,
-                                normalizer,
-                            )
-                            loss = pg.loss + cfg.vf_coef * vf
-                            if out.ptx_loss_sum is not None and out.ptx_tokens is not None:
-                                ptx_loss = out.ptx_loss_sum / out.ptx_tokens.clamp(min=1)
-                                loss = loss + cfg.ptx_coef * ptx_loss
-                                sums["ptx_loss"].append(float(ptx_loss.detach()))
-                            acc.backward(loss)  # divided by grad_accumulation
-                        sums["policy_loss"].append(float(pg.loss.detach()))
-                        sums["value_loss"].append(float(vf.detach()))
-                        sums["value_clip_fraction"].append(float(vf_clip))
-                        sums["approx_kl"].append(float(pg.approx_kl))
-                        sums["clip_fraction"].append(float(pg.clip_fraction))
-                        sums["ratio_mean"].append(float(pg.ratio_mean))
-                        sums["ratio_var"].append(float(pg.ratio_var))
-                        if epoch == 0:
-                            entropy = entropy_from_logits(out.logits.detach())
-                            sums["entropy"].append(float(masked_mean(entropy, m)))
-                        if epoch == 0 and mb == 0:
-                            dev = ((out.logprobs.detach() - old_logprobs[sl]).abs() * m).max()
-                            first["first_ratio_max_deviation"] = max(
-                                first.get("first_ratio_max_deviation", 0.0), float(dev)
-                            )
+                            pg = done.policy
+                            if done.ptx_loss is not None:
+                                sums["ptx_loss"].append(done.ptx_loss)
+                            losses["policy_loss"] += float(pg.loss)
+                            losses["value_loss"] += done.value_loss
+                            weight = float(m.sum())
+                            weighted["_tokens"] += weight
+                            weighted["value_clip_fraction"] += weight * done.value_clip_fraction
+                            weighted["approx_kl"] += weight * float(pg.approx_kl)
+                            weighted["clip_fraction"] += weight * float(pg.clip_fraction)
+                            weighted["ratio_mean"] += weight * float(pg.ratio_mean)
+                            weighted["ratio_var"] += weight * float(pg.ratio_var)
+                            if epoch == 0:
+                                entropy = entropy_from_logits(done.logits)
+                                weighted["entropy"] += weight * float(masked_mean(entropy, m))
+                            if epoch == 0 and mb == 0:
+                                dev = ((done.logprobs - old_logprobs[rows]).abs() * m).max()
+                                first["first_ratio_max_deviation"] = max(
+                                    first.get("first_ratio_max_deviation", 0.0), float(dev)
+                                )
+                            del done, pg
+                            self._trim()
+                    # a loss summed over passes, averaged over micro-batches, is the minibatch's
+                    # token average: the number one big batch would report
+                    for name, total in losses.items():
+                        sums[name].append(total / cfg.grad_accumulation)
+                    count = max(weighted.pop("_tokens"), 1.0)
+                    for name, total in weighted.items():
+                        sums[name].append(total / count)
                     if cfg.max_grad_norm is not None:
                         norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
                         if norm is not None:  # DeepSpeed clips inside its own step
@@ -535,6 +584,89 @@ class PPOTrainer:
         out_metrics["lr"] = sums["lr"][-1]  # the rate of the update's last optimiser step
         out_metrics.update(first)
         return out_metrics
+
+    def _split_models(self, last: bool) -> bool:
+        """Run policy and value model as two forward/backward passes in this pass?
+
+        Only one backbone's activations are then alive at a time (half the activation memory,
+        same gradients: the two models share no weight). Not with a value head (one backbone),
+        not under DeepSpeed (its engine steps inside each backward), and not in the one
+        backward per minibatch where DDP synchronises gradients: its reducer expects every
+        parameter from one forward.
+        """
+        from accelerate.utils import DistributedType
+
+        if not self.trainable.separable:
+            return False
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            return False
+        return not (last and self.accelerator.num_processes > 1)
+
+    def _forward_backward(
+        self,
+        ids: torch.Tensor,
+        attn: torch.Tensor,
+        tokens: torch.Tensor,
+        ptx: Batch | None,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        old_values: torch.Tensor,
+        returns: torch.Tensor,
+        mask: torch.Tensor,
+        normalizer: torch.Tensor,
+        *,
+        split: bool,
+    ) -> _PassResult:
+        """One pass's losses and their backward (jointly, or model by model when ``split``)."""
+        cfg = self.config
+        acc = self.accelerator
+
+        def policy_terms(out: PolicyValueOutput) -> tuple[PolicyLossOutput, torch.Tensor, Any]:
+            assert out.logprobs is not None
+            pg = clipped_policy_loss(
+                out.logprobs, old_logprobs, advantages, mask, cfg.clip_range, normalizer
+            )
+            loss, ptx_loss = pg.loss, None
+            if out.ptx_loss_sum is not None and out.ptx_tokens is not None:
+                ptx_loss = out.ptx_loss_sum / out.ptx_tokens.clamp(min=1)
+                loss = loss + cfg.ptx_coef * ptx_loss
+            return pg, loss, ptx_loss
+
+        def value_terms(out: PolicyValueOutput) -> tuple[torch.Tensor, torch.Tensor]:
+            assert out.values is not None
+            return clipped_value_loss(
+                out.values, old_values, returns, mask, cfg.clip_range_value, normalizer
+            )
+
+        if split:
+            with self.autocast():
+                out = self.model(ids, attn, tokens, cfg.temperature, ptx, part="policy")
+            pg, loss, ptx_loss = policy_terms(out)
+            acc.backward(loss)  # divided by grad_accumulation
+            assert out.logprobs is not None and out.logits is not None
+            logprobs, logits = out.logprobs.detach(), out.logits.detach()
+            del out, loss  # frees the policy's graph before the value model runs
+            with self.autocast():
+                out = self.model(ids, attn, tokens, cfg.temperature, None, part="value")
+            vf, vf_clip = value_terms(out)
+            acc.backward(cfg.vf_coef * vf)
+        else:
+            with self.autocast():
+                out = self.model(ids, attn, tokens, cfg.temperature, ptx)
+            pg, loss, ptx_loss = policy_terms(out)
+            vf, vf_clip = value_terms(out)
+            acc.backward(loss + cfg.vf_coef * vf)
+            assert out.logprobs is not None and out.logits is not None
+            logprobs, logits = out.logprobs.detach(), out.logits.detach()
+        pg.loss = pg.loss.detach()
+        return _PassResult(
+            policy=pg,
+            value_loss=float(vf.detach()),
+            value_clip_fraction=float(vf_clip),
+            logprobs=logprobs,
+            logits=logits,
+            ptx_loss=None if ptx_loss is None else float(ptx_loss.detach()),
+        )
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -399,14 +399,24 @@ class Index:
     def _rebuild_vectors(
         self, vectors: VectorIndex, removed: set[int], new_ids: np.ndarray, new_vectors: np.ndarray
     ) -> None:
-        id_parts, vec_parts = [], []
-        for ids, vecs in self.store.iter_vectors(self.manifest.dimension):
-            keep = np.fromiter((i not in removed for i in ids.tolist()), dtype=bool, count=len(ids))
-            id_parts.append(ids[keep])
-            vec_parts.append(vecs[keep])
-        id_parts.append(new_ids)
-        vec_parts.append(new_vectors)
-        vectors.rebuild(np.concatenate(id_parts), np.concatenate(vec_parts).astype(np.float32))
+        """Rebuild from the stored vectors minus ``removed`` plus the new ones, streamed from
+        the store (an IVF-PQ rebuild never holds the whole corpus's raw vectors in memory)."""
+        dimension = self.manifest.dimension
+
+        def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for ids, vecs in self.store.iter_vectors(dimension):
+                if removed:
+                    keep = np.fromiter(
+                        (i not in removed for i in ids.tolist()), dtype=bool, count=len(ids)
+                    )
+                    ids, vecs = ids[keep], vecs[keep]
+                if len(ids):
+                    yield ids, vecs
+            if len(new_ids):
+                yield new_ids, new_vectors.astype(np.float32, copy=False)
+
+        stored = self.store.counts()[2]
+        vectors.rebuild_streaming(stored - len(removed) + len(new_ids), batches)
 
     def _prune_vector_files(self, keep_from: int) -> None:
         """Remove vector files older than the previous generation (a reader may still be loading it)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +198,49 @@ class VectorIndex:
         for start in range(0, len(ids), ADD_BATCH):
             end = start + ADD_BATCH
             self.add(ids[start:end], vectors[start:end])
+
+    def rebuild_streaming(
+        self, total: int, batches: Callable[[], Iterator[tuple[Ids, Matrix]]]
+    ) -> None:
+        """:meth:`rebuild` from batches, without holding every vector at once for ``ivfpq``.
+
+        ``batches()`` must yield the same ``total`` vectors in the same order each time it is
+        called: IVF-PQ reads them twice, once for the training sample (the rows
+        :func:`training_sample` would pick from the concatenation, so the index is the one
+        :meth:`rebuild` builds) and once to encode them. Memory is the sample plus one batch plus
+        the codes. The other types keep raw vectors in the index anyway and are rebuilt from
+        the concatenation.
+        """
+        if self.kind != "ivfpq":
+            id_parts, vec_parts = [], []
+            for ids, vecs in batches():
+                id_parts.append(np.asarray(ids, dtype=np.int64))
+                vec_parts.append(np.asarray(vecs, dtype=np.float32))
+            if not id_parts:
+                self.rebuild(np.zeros(0, np.int64), np.zeros((0, self.dimension), np.float32))
+                return
+            self.rebuild(np.concatenate(id_parts), np.concatenate(vec_parts))
+            return
+        size = self.training_size(total)
+        if total <= size:
+            wanted = np.arange(total)
+        else:
+            wanted = np.sort(np.random.default_rng(0).choice(total, size, replace=False))
+        picked: list[Matrix] = []
+        seen = 0
+        for _, vecs in batches():
+            lo, hi = np.searchsorted(wanted, [seen, seen + len(vecs)])
+            if hi > lo:
+                picked.append(np.asarray(vecs[wanted[lo:hi] - seen], dtype=np.float32))
+            seen += len(vecs)
+        if seen != total:
+            raise IndexFormatError(f"expected {total} vectors to rebuild from, got {seen}")
+        training = np.concatenate(picked) if picked else np.zeros((0, self.dimension), np.float32)
+        self.prepare(total, self._check(training))
+        del picked, training
+        for ids, vecs in batches():
+            for start in range(0, len(ids), ADD_BATCH):
+                self.add(ids[start : start + ADD_BATCH], vecs[start : start + ADD_BATCH])
 
     def add(self, ids: Ids, vectors: Matrix) -> None:
         if self.mmap_source is not None:

@@ -72,8 +72,12 @@ def _word_count(prompts: Any, responses: Any) -> torch.Tensor:
     return torch.tensor([float(len(r.split())) for r in responses])
 
 
-def _ppo_trainer(rows: int, accumulation: int, accelerator: Any = None) -> Any:
-    from alignment.ppo import PPOConfig, PPOTrainer
+def _ppo_trainer(rows: int, accumulation: int, accelerator: Any = None, value: str = "head") -> Any:
+    """A value head (one backbone, one joint pass), or a separate value model run in one-row
+    passes: policy and value model back-propagated one after the other, except in the one
+    backward per minibatch where DDP synchronises (each process has its own number of passes)."""
+    from alignment import RewardModel, ensure_pad_token
+    from alignment.ppo import PPOConfig, PPOTrainer, ValueModel
 
     conftest = _conftest()
     config = PPOConfig(
@@ -84,16 +88,23 @@ def _ppo_trainer(rows: int, accumulation: int, accelerator: Any = None) -> Any:
         response_length=5,
         temperature=1.0,
         learning_rate=1e-3,
-        value="head",
+        value=value,
         max_grad_norm=None,
         kl_coef=0.05,
+        tokens_per_pass=1 if value == "model" else 512,
     )
+    tokenizer = conftest.make_tokenizer()
+    value_model = None
+    if value == "model":
+        backbone = conftest.make_model(seed=1).model
+        ensure_pad_token(tokenizer, backbone)
+        value_model = ValueModel.from_reward_model(RewardModel(backbone, tokenizer))
     return PPOTrainer(
         conftest.make_model(),
         None,
-        None,
+        value_model,
         _word_count,
-        conftest.make_tokenizer(),
+        tokenizer,
         config,
         accelerator=accelerator,
     )
@@ -201,16 +212,17 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(
     unchanged = [k for k in compared if torch.allclose(a[k], initial[k])]
     assert len(compared) > 10 and len(unchanged) < len(compared) // 2, "training hardly moved"
 
-    # ---- PPO: one update on the same 4 rollouts
-    torch.manual_seed(0)
-    trainer = _ppo_trainer(rows=4, accumulation=2)
-    before = _flat(trainer.trainable).clone()
-    _ppo_update(trainer, _load_rollout(tmp_path, slice(0, 4)))
-    after = _flat(trainer.trainable)
-    distributed = load_file(str(tmp_path / "ppo-2.st"))["weights"]
-    assert float((after - before).abs().max()) > 1e-4  # the update did something
-    gap = float((distributed - after).abs().max())
-    assert gap < 1e-5, f"2-process PPO weights differ from 1 process by {gap}"
+    # ---- PPO: one update on the same 4 rollouts (value head; separate value model)
+    for value in ("head", "model"):
+        torch.manual_seed(0)
+        trainer = _ppo_trainer(rows=4, accumulation=2, value=value)
+        before = _flat(trainer.trainable).clone()
+        _ppo_update(trainer, _load_rollout(tmp_path, slice(0, 4)))
+        after = _flat(trainer.trainable)
+        distributed = load_file(str(tmp_path / f"ppo-2-{value}.st"))["weights"]
+        assert float((after - before).abs().max()) > 1e-4  # the update did something
+        gap = float((distributed - after).abs().max())
+        assert gap < 1e-5, f"2-process PPO weights ({value}) differ from 1 process by {gap}"
 
 
 # --------------------------------------------------------------------------- the worker
@@ -226,13 +238,15 @@ def _worker(model_dir: Path, data: Path, work: Path) -> None:  # pragma: no cove
     acc = Accelerator()
     train_reward_model(_reward_job(model_dir, data, work / "reward-2", 1), accelerator=acc)
 
-    torch.manual_seed(0)
-    trainer = _ppo_trainer(rows=2, accumulation=1, accelerator=acc)
     rank = acc.process_index
-    _ppo_update(trainer, _load_rollout(work, slice(2 * rank, 2 * rank + 2)))
-    if acc.is_main_process:
-        save_file({"weights": _flat(trainer.trainable).contiguous()}, str(work / "ppo-2.st"))
-    acc.wait_for_everyone()
+    for value in ("head", "model"):
+        torch.manual_seed(0)
+        trainer = _ppo_trainer(rows=2, accumulation=1, accelerator=acc, value=value)
+        _ppo_update(trainer, _load_rollout(work, slice(2 * rank, 2 * rank + 2)))
+        if acc.is_main_process:
+            weights = _flat(trainer.trainable).contiguous()
+            save_file({"weights": weights}, str(work / f"ppo-2-{value}.st"))
+        acc.wait_for_everyone()
 
 
 if __name__ == "__main__":  # launched by the test through torchrun

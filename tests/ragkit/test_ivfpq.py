@@ -227,3 +227,32 @@ def test_index_with_ivfpq_ingests_searches_and_reloads(
     shutil.move(str(tmp_path / "pq"), str(tmp_path / "pq-moved"))
     with Index.open(tmp_path / "pq-moved", tiny_embedder) as moved:
         assert len(moved.search("the river number 1", k=3)) == 3
+
+
+def test_streaming_rebuild_equals_the_in_memory_rebuild_and_reads_twice() -> None:
+    """More vectors than the training sample: the stream picks the same sample rows."""
+    dim, n = 16, 60_000
+    vectors = clustered(n, seed=5, dim=dim)
+    ids = np.arange(n, dtype=np.int64) * 3 + 1
+    queries = clustered(20, seed=6, dim=dim)
+    assert VectorIndex.training_size(n) < n  # the sampling path is exercised
+
+    reads: list[int] = []
+
+    def batches():  # type: ignore[no-untyped-def]
+        reads.append(1)
+        for start in range(0, n, 7000):
+            yield ids[start : start + 7000], vectors[start : start + 7000]
+
+    streamed = VectorIndex(dim, "ivfpq")
+    streamed.rebuild_streaming(n, batches)
+    in_memory = VectorIndex(dim, "ivfpq")
+    in_memory.rebuild(ids, vectors)
+    assert len(reads) == 2 and streamed.ntotal == n
+    got_scores, got_ids = streamed.search(queries, 10)
+    want_scores, want_ids = in_memory.search(queries, 10)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
+
+    with pytest.raises(IndexFormatError, match="expected 60001 vectors"):
+        VectorIndex(dim, "ivfpq").rebuild_streaming(n + 1, batches)
