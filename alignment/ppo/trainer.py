@@ -232,6 +232,10 @@ class PPOTrainer:
         self.accelerator = accelerator if accelerator is not None else make_accelerator()
         acc = self.accelerator
         check_accelerator(acc, config)
+        from accelerate.utils import DistributedType
+
+        # DeepSpeed fixes the backward calls per step: one pass per micro-batch, models joint
+        self._deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         self.device = torch.device(device) if device is not None else acc.device
         if acc.num_processes > 1 and self.device != acc.device:
             raise ValueError(
@@ -393,9 +397,7 @@ class PPOTrainer:
         Under DeepSpeed a micro-batch stays one pass: its engine counts backward calls to find
         the accumulation boundary, so their number must not depend on the prompts' lengths.
         """
-        from accelerate.utils import DistributedType
-
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+        if self._deepspeed:
             return [rows]
         return plan_passes(rows, widths[rows], self.config.tokens_per_pass)
 
@@ -511,6 +513,7 @@ class PPOTrainer:
                     )
                     normalizer = tokens_in_minibatch / (cfg.grad_accumulation * acc.num_processes)
                     weighted: dict[str, float] = defaultdict(float)  # token-weighted diagnostics
+                    weighted_tokens = 0.0
                     losses: dict[str, float] = defaultdict(float)  # summed over passes
                     for micro in range(cfg.grad_accumulation):
                         sl = mb_idx[
@@ -544,7 +547,7 @@ class PPOTrainer:
                             losses["policy_loss"] += float(pg.loss)
                             losses["value_loss"] += done.value_loss
                             weight = float(m.sum())
-                            weighted["_tokens"] += weight
+                            weighted_tokens += weight
                             weighted["value_clip_fraction"] += weight * done.value_clip_fraction
                             weighted["approx_kl"] += weight * float(pg.approx_kl)
                             weighted["clip_fraction"] += weight * float(pg.clip_fraction)
@@ -564,7 +567,7 @@ class PPOTrainer:
                     # token average: the number one big batch would report
                     for name, total in losses.items():
                         sums[name].append(total / cfg.grad_accumulation)
-                    count = max(weighted.pop("_tokens"), 1.0)
+                    count = max(weighted_tokens, 1.0)
                     for name, total in weighted.items():
                         sums[name].append(total / count)
                     if cfg.max_grad_norm is not None:
@@ -594,11 +597,7 @@ class PPOTrainer:
         backward per minibatch where DDP synchronises gradients: its reducer expects every
         parameter from one forward.
         """
-        from accelerate.utils import DistributedType
-
-        if not self.trainable.separable:
-            return False
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+        if not self.trainable.separable or self._deepspeed:
             return False
         return not (last and self.accelerator.num_processes > 1)
 
