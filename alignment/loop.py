@@ -239,7 +239,7 @@ class TrainingLoop(Generic[B]):
         settings = self.settings
         accum = settings.gradient_accumulation_steps
         self.model.train()
-        progress = _Progress(
+        progress = TrainingProgress(
             enabled=settings.progress and acc.is_main_process,
             total=self.total_steps,
             done=position.step,
@@ -314,17 +314,31 @@ class TrainingLoop(Generic[B]):
         return result
 
 
-class _Progress:
-    """A rich progress bar showing live (smoothed) training and last validation metrics."""
+class TrainingProgress:
+    """A rich progress bar showing live (smoothed) training and last validation metrics.
 
-    def __init__(self, *, enabled: bool, total: int, done: int, description: str) -> None:
+    Shared by the SFT/reward loop and the PPO job; ``eval_keys`` are the validation metrics
+    worth a place on the bar.
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        total: int,
+        done: int,
+        description: str,
+        eval_keys: tuple[str, ...] = ("loss", "accuracy"),
+    ) -> None:
         self.enabled = enabled
+        self.eval_keys = eval_keys
         self._bar: Any = None
         self._task: Any = None
         self.total, self.done, self.description = total, done, description
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> TrainingProgress:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -334,6 +348,7 @@ class _Progress:
                 TimeRemainingColumn,
             )
 
+            # stderr: a command's stdout stays machine-readable (the job summaries are JSON)
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -341,6 +356,7 @@ class _Progress:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[metrics]}"),
+                console=Console(stderr=True),
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(
@@ -355,7 +371,7 @@ class _Progress:
         text = " ".join(f"{k} {v:.4f}" for k, v in running.items())
         if evaluation:
             text += " | val " + " ".join(
-                f"{k} {v:.4f}" for k, v in evaluation.items() if k in ("loss", "accuracy")
+                f"{k} {v:.4f}" for k, v in evaluation.items() if k in self.eval_keys
             )
         self._bar.update(self._task, advance=1, metrics=text)
 

@@ -129,6 +129,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads in both")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reward-seed", type=int, default=1234, help="seed of the reward head")
+    p.add_argument(
+        "--reward-model",
+        type=Path,
+        default=None,
+        help="a reward model folder trained by ragkit (e.g. benchmarks/.work/reward_hh/model) "
+        "instead of the seeded head; scored at an appended EOS as it was trained",
+    )
+    p.add_argument(
+        "--heldout-every",
+        type=int,
+        default=0,
+        help="also evaluate the held-out prompts after every N updates (0: before/after only)",
+    )
     p.add_argument("--heldout", type=int, default=16, help="held-out prompts")
     p.add_argument("--heldout-samples", type=int, default=2, help="samples per held-out prompt")
     p.add_argument("--max-prompt-tokens", type=int, default=192)
@@ -183,6 +196,63 @@ def reward_folder(model_dir: Path, seed: int) -> Path:
     AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(tmp))
     tmp.rename(dest)
     return dest
+
+
+def exported_reward_folder(reward_model_dir: Path) -> tuple[Path, float]:
+    """A ragkit reward model as ``AutoModelForSequenceClassification`` (num_labels 1), saved once.
+
+    Both runners load reward and value models through transformers, so ragkit's folder
+    (backbone + ``head.safetensors``) becomes a sequence-classification folder with the same
+    backbone and ``score.weight`` = the head's weight. That class has no bias, so the head's
+    bias and the normalisation bias (a constant, irrelevant to PPO's advantages) are left out
+    and returned: ragkit's normalised score = the benchmark's score + that offset. Checked on
+    one scored pair before saving.
+    """
+    import copy
+    import hashlib
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from alignment.reward_model import HEAD_FILE, RewardModel
+
+    digest = hashlib.sha256((reward_model_dir / HEAD_FILE).read_bytes()).hexdigest()[:12]
+    dest = WORK / f"reward-ragkit-{digest}"
+    meta_path = dest / "ragkit_export.json"
+    if meta_path.is_file():
+        return dest, float(json.loads(meta_path.read_text(encoding="utf-8"))["score_offset"])
+    ragkit_model = RewardModel.load(reward_model_dir)
+    backbone_config = copy.deepcopy(ragkit_model.backbone.config)  # type: ignore[union-attr]
+    backbone_config.num_labels = 1
+    classifier = AutoModelForSequenceClassification.from_config(
+        backbone_config, dtype=torch.float32
+    )
+    classifier.config.pad_token_id = ragkit_model.pad_token_id
+    prefix = classifier.base_model_prefix
+    getattr(classifier, prefix).load_state_dict(ragkit_model.backbone.state_dict())
+    with torch.no_grad():
+        classifier.score.weight.copy_(ragkit_model.head.weight)
+    classifier.eval()
+    offset = float(ragkit_model.head.bias.item()) + ragkit_model.normalisation_bias
+    # the check: one pair through ragkit's scorer and through the exported classifier
+    sys.path.insert(0, str(RUNNERS))
+    from common import score_texts
+
+    prompt, response = "\n\nHuman: What is a good name for a cat?\n\nAssistant:", " Whiskers."
+    expected = float(ragkit_model.score([prompt], [response])[0])
+    got = float(
+        score_texts(classifier, ragkit_model.tokenizer, [prompt], [response], append_eos=True)[0]
+    )
+    if abs(got + offset - expected) > 1e-3:
+        raise SystemExit(f"reward export mismatch: {got + offset:.5f} vs ragkit {expected:.5f}")
+    tmp = dest.with_name(dest.name + ".tmp")
+    classifier.save_pretrained(str(tmp))
+    ragkit_model.tokenizer.save_pretrained(str(tmp))
+    (tmp / "ragkit_export.json").write_text(
+        json.dumps({"source": str(reward_model_dir), "score_offset": offset}), encoding="utf-8"
+    )
+    tmp.rename(dest)
+    return dest, offset
 
 
 def load_prompts(path: Path, model_dir: Path, max_tokens: int, seed: int) -> list[str]:
@@ -274,6 +344,33 @@ def run_system(system: str, spec: dict[str, Any], tag: str, timeout: float) -> d
     return result
 
 
+def paired_change(before: dict[str, Any], after: dict[str, Any]) -> tuple[float, float] | None:
+    """Mean and standard error of after − before over the same held-out samples.
+
+    Both evaluations draw with the same seed from the same prompts in the same order, so the
+    i-th responses before and after training start alike: pairing removes the prompt-to-prompt
+    spread that dominates the two unpaired means.
+    """
+    a, b = after.get("scores"), before.get("scores")
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return None
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    return statistics.fmean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
+def score_slope(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """Least-squares slope of the training score per update, with its standard error."""
+    points = [(r["update"], r["score"]) for r in rows if r.get("score") is not None]
+    if len(points) < 3:
+        return None
+    xs, ys = [float(x) for x, _ in points], [float(y) for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    return slope, (residual / (len(points) - 2) / sxx) ** 0.5
+
+
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
     """The table's numbers for one run."""
     rows = result["updates"]
@@ -284,6 +381,11 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     share = statistics.fmean(r["generation_s"] / r["wall_s"] for r in timed)
     train_share = statistics.fmean(r["training_s"] / r["wall_s"] for r in timed)
     before, after = result.get("heldout_before") or {}, result.get("heldout_after") or {}
+    change = paired_change(before, after)
+    slope = score_slope(rows)
+    curve = [(0, before.get("score"))]
+    curve += [(c["update"], c["score"]) for c in result.get("heldout_curve", [])]
+    curve += [(len(rows), after.get("score"))]
     return {
         "s_per_update": mean_wall,
         "s_per_update_median": statistics.median(wall),
@@ -309,6 +411,11 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "heldout_before": before.get("score"),
         "heldout_after": after.get("score"),
         "heldout_sem_after": after.get("score_sem"),
+        "heldout_change": change[0] if change else None,
+        "heldout_change_sem": change[1] if change else None,
+        "heldout_curve": " ".join(f"{u}:{score:+.3f}" for u, score in curve if score is not None),
+        "score_slope": slope[0] if slope else None,
+        "score_slope_sem": slope[1] if slope else None,
         "machine_busy_before": result["machine_busy_before"],
     }
 
@@ -356,6 +463,10 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         ("KL (nats/seq), last update", "last_kl", ".4f", False),
         ("held-out reward before", "heldout_before", "+.3f", False),
         ("held-out reward after", "heldout_after", "+.3f", False),
+        ("held-out change, paired", "heldout_change", "+.3f", False),
+        ("  its standard error", "heldout_change_sem", ".3f", False),
+        ("training score slope / update", "score_slope", "+.4f", False),
+        ("  its standard error", "score_slope_sem", ".4f", False),
     ]
     trl = summary.get("trl", {})
     ours = [s for s in SYSTEMS if s != "trl" and s in summary]
@@ -398,7 +509,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"missing interpreter for {system}: {python} (see the docstring)")
             return 2
     model_dir = model_folder()
-    reward_dir = reward_folder(model_dir, args.reward_seed)
+    score_offset = 0.0
+    if args.reward_model is not None:
+        reward_dir, score_offset = exported_reward_folder(args.reward_model.resolve())
+    else:
+        reward_dir = reward_folder(model_dir, args.reward_seed)
     prompts = load_prompts(args.data, model_dir, args.max_prompt_tokens, args.seed)
     need = args.heldout + args.updates * args.batch_size
     if len(prompts) < need:
@@ -409,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = {
         "model_dir": str(model_dir),
         "reward_dir": str(reward_dir),
+        "reward_eos": args.reward_model is not None,
+        "reward_score_offset": score_offset,
+        "heldout_every": args.heldout_every,
         "train_prompts": train,
         "heldout_prompts": heldout,
         "updates": args.updates,
@@ -440,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(summary)
     print()
     print(text)
+    for system, numbers in summary.items():
+        print(f"held-out curve, {LABELS[system]} (update:score): {numbers['heldout_curve']}")
     trl = summary.get("trl")
     targets: dict[str, Any] = {}
     for system in (s for s in SYSTEMS if s != "trl" and s in summary and trl):

@@ -14,7 +14,13 @@ from alignment.ppo.advantages import (
     per_token_rewards,
 )
 from alignment.ppo.config import PPOConfig
-from alignment.ppo.job import PPOJobConfig, PPOResult, PtxSettings, train_ppo
+from alignment.ppo.engines import (
+    RolloutEngine,
+    TransformersRolloutEngine,
+    VLLMRolloutEngine,
+    policy_weights,
+)
+from alignment.ppo.job import PPOJobConfig, PPOResult, PtxSettings, RolloutSettings, train_ppo
 from alignment.ppo.kl import AdaptiveKLController, FixedKLController, make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
 from alignment.ppo.losses import PolicyLossOutput, clipped_policy_loss, clipped_value_loss
@@ -26,6 +32,8 @@ from alignment.ppo.rollout import (
     StopStringCriterion,
     cut_at_stop,
     encode_prompts,
+    engine_rollout,
+    finish_rollout,
     first_stop_index,
     sample_responses,
     score_rollout,
@@ -50,13 +58,19 @@ __all__ = [
     "PtxSettings",
     "RewardFn",
     "Rollout",
+    "RolloutEngine",
+    "RolloutSettings",
     "StopStringCriterion",
+    "TransformersRolloutEngine",
+    "VLLMRolloutEngine",
     "ValueModel",
     "clipped_policy_loss",
     "clipped_value_loss",
     "cut_at_stop",
     "encode_prompts",
+    "engine_rollout",
     "entropy_from_logits",
+    "finish_rollout",
     "first_stop_index",
     "gae",
     "lr_factor",
@@ -67,6 +81,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "per_token_rewards",
+    "policy_weights",
     "response_forward",
     "sample_responses",
     "score_rollout",

@@ -11,8 +11,8 @@ sample logs, held-out evaluation, checkpoints and the final model:
 * Every update appends its metrics to ``metrics.jsonl`` (and TensorBoard when installed);
   ``curves.png`` is drawn at the end. Every ``sample_every`` updates a few rollouts go to
   ``samples.jsonl``.
-* The mean score on held-out prompts is measured at the start and at the end (split ``eval``
-  in the metrics). Evaluation samples under a forked RNG with a fixed seed, so it neither
+* The mean score on held-out prompts is measured at the start, every ``eval_every`` updates
+  and at the end (split ``eval`` in the metrics). Evaluation samples under a forked RNG with a fixed seed, so it neither
   disturbs the training trajectory nor differs between a fresh and a resumed run.
 * ``checkpoints/update-NNNNNN`` every ``checkpoint_every`` updates and at the end (atomic,
   newest ``keep_checkpoints`` kept); the final policy goes to ``model/`` (safetensors,
@@ -67,6 +67,7 @@ from alignment.jobs import (
     set_threads,
     write_json,
 )
+from alignment.loop import TrainingProgress
 from alignment.metrics import METRICS_FILE, PLOT_FILE, MetricsSink, plot_curves, read_metrics
 from alignment.modelcard import model_card
 from alignment.ppo.config import PPOConfig
@@ -100,7 +101,11 @@ BOOKKEEPING = {
     "samples_per_log",
     "threads",
     "device",
+    "eval_every",
+    "progress",
 }
+# what the progress bar shows after each update (all in metrics.jsonl)
+PROGRESS_KEYS = ("score", "kl", "entropy", "clip_fraction", "response_length")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -170,6 +175,24 @@ class PtxSettings(_Strict):
         return self
 
 
+class RolloutSettings(_Strict):
+    """Who samples the responses: ``engine: policy`` (default; ``transformers.generate`` on the
+    policy) or ``engine: vllm`` (vLLM's in-process engine on the policy's base model, weights
+    pushed after every update; needs ``pip install 'ragkit[vllm]'`` and a CUDA GPU, see
+    :mod:`alignment.ppo.engines`). The other keys configure the vLLM engine: ``dtype`` (None:
+    the model's), ``gpu_memory_utilization`` (share of the GPU for vLLM's weights and KV cache;
+    the trainer needs the rest), ``max_model_len``, ``enforce_eager``, ``engine_options`` (more
+    ``vllm.LLM`` keywords).
+    """
+
+    engine: Literal["policy", "vllm"] = "policy"
+    dtype: str | None = None
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(None, ge=1)
+    enforce_eager: bool = False
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+
 class PPOJobConfig(_Strict):
     """``ragkit align ppo``: PPO fine-tuning of a causal LM against a reward.
 
@@ -177,9 +200,12 @@ class PPOJobConfig(_Strict):
     ``finetune: lora`` makes the reference the policy with its adapter disabled). The value
     function is chosen by ``ppo.value``: ``model`` (default) copies the reward model (or, with a
     rule reward, the policy's backbone under a zero head); ``head`` is a head on the policy.
-    ``device``: ``None`` = the accelerator's device (CUDA when available, else the CPU; one
-    GPU per process under ``accelerate launch``). ``ptx``: demonstrations for PPO-ptx (needed
-    when ``ppo.ptx_coef > 0``, ignored otherwise).
+    ``eval_every``: also score the held-out prompts every N updates (besides the start and the
+    end). ``progress``: a progress bar with the latest metrics (main process only).
+    ``rollout``: who samples (:class:`RolloutSettings`). ``device``: ``None`` = the
+    accelerator's device (CUDA when available, else the CPU; one GPU per process under
+    ``accelerate launch``). ``ptx``: demonstrations for PPO-ptx (needed when
+    ``ppo.ptx_coef > 0``, ignored otherwise).
     """
 
     policy: ModelSettings = Field(default_factory=ModelSettings)
@@ -187,12 +213,15 @@ class PPOJobConfig(_Strict):
     data: PromptDataSettings = Field(default_factory=PromptDataSettings)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     ptx: PtxSettings | None = None
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     updates: int = Field(100, ge=1)
     checkpoint_every: int | None = Field(25, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     sample_every: int | None = Field(10, ge=1)
     samples_per_log: int = Field(4, ge=1)
     eval: bool = True
+    eval_every: int | None = Field(None, ge=1)
+    progress: bool = True
     threads: int | None = Field(None, ge=1)
     device: str | None = None
     output_dir: Path = Path("runs/ppo")
@@ -213,7 +242,31 @@ class PPOJobConfig(_Strict):
 def ppo_job_fingerprint(config: PPOJobConfig) -> str:
     """Digest of the settings that decide the trajectory (bookkeeping excluded)."""
     data = config.model_dump(mode="json")
+    rollout = data.pop("rollout")
+    if rollout["engine"] != "policy":  # engine tuning (memory share...) is not in the digest
+        data["rollout"] = {"engine": rollout["engine"], "dtype": rollout["dtype"]}
     return config_fingerprint(data, ignore=BOOKKEEPING)
+
+
+def make_rollout_engine(settings: RolloutSettings, policy_name: str | None) -> Any:
+    """The configured rollout engine (``None`` for ``engine: policy``).
+
+    vLLM loads the policy's base model (``policy.name_or_path``); the trainer then pushes the
+    policy's current weights into it before the first rollout, so an SFT'd or resumed policy is
+    what samples.
+    """
+    if settings.engine == "policy":
+        return None
+    from alignment.ppo.engines import VLLMRolloutEngine
+
+    return VLLMRolloutEngine.from_model(
+        policy_name,
+        dtype=settings.dtype,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_model_len=settings.max_model_len,
+        enforce_eager=settings.enforce_eager,
+        engine_options=settings.engine_options,
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -329,7 +382,7 @@ def heldout_score(
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
-            rollout = trainer.sample(chunk)
+            rollout = trainer.sample(chunk, seed=seed + start)  # the seed: rollout engines
             got = torch.as_tensor(trainer.score_fn(chunk, rollout.texts), dtype=torch.float32)
             scores.append(got.reshape(-1).cpu())
             lengths.append(rollout.lengths.float().cpu())
@@ -517,6 +570,7 @@ def train_ppo(
         ptx_data=ptx_data,
         total_updates=config.updates,
         accelerator=accelerator,
+        rollout_engine=make_rollout_engine(config.rollout, config.policy.name_or_path),
     )
     trainable, total = count_parameters(trainer.trainable)
     if main:
@@ -580,10 +634,20 @@ def train_ppo(
         }
 
     last: dict[str, float] = {}
+    latest_eval: dict[str, float] = dict(heldout_start)
     try:
         with contextlib.ExitStack() as stack:
             samples = (
                 stack.enter_context(samples_path.open("a", encoding="utf-8")) if main else None
+            )
+            bar = stack.enter_context(
+                TrainingProgress(
+                    enabled=config.progress and main,
+                    total=config.updates,
+                    done=start_update,
+                    description="ppo",
+                    eval_keys=("score",),
+                )
             )
             while trainer.updates < config.updates:
                 batch = prompts_for_process(
@@ -607,6 +671,13 @@ def train_ppo(
                         last.get("entropy", float("nan")),
                         last["time_total"],
                     )
+                if (
+                    config.eval_every
+                    and update % config.eval_every == 0
+                    and update < config.updates
+                ):
+                    latest_eval = evaluate(update) or latest_eval
+                bar.advance({k: last[k] for k in PROGRESS_KEYS if k in last}, latest_eval)
                 if (
                     samples is not None
                     and config.sample_every

@@ -243,6 +243,26 @@ def sample_responses(
         stopping_criteria=criteria,
     )
     raw = out[:, query_ids.shape[1] :]
+    return finish_rollout(
+        prompts, query_ids, query_mask, raw, tokenizer, stops, stop_strings, response_length
+    )
+
+
+def finish_rollout(
+    prompts: Sequence[str],
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    raw: torch.Tensor,
+    tokenizer: Any,
+    stops: Sequence[int],
+    stop_strings: Sequence[str],
+    response_length: int,
+) -> Rollout:
+    """A :class:`Rollout` from sampled response ids (``[batch, <= response_length]``).
+
+    The one place where responses are padded to ``response_length``, cut after EOS / stop
+    strings and decoded, whoever sampled them (the policy or a rollout engine).
+    """
     if raw.shape[1] < response_length:  # generation stopped early: every row ended
         fill = torch.full(
             (raw.shape[0], response_length - raw.shape[1]),
@@ -263,6 +283,57 @@ def sample_responses(
         for text, stopped in zip(texts, has_stop.tolist(), strict=True)
     ]
     return Rollout(list(prompts), query_ids, query_mask, ids, mask, has_eos, texts, has_stop)
+
+
+def engine_rollout(
+    engine: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    response_length: int,
+    temperature: float,
+    seed: int,
+    max_prompt_length: int = 512,
+    device: torch.device | str = "cpu",
+    stop_strings: Sequence[str] = (),
+    stops: Sequence[int] | None = None,
+) -> Rollout:
+    """Like :func:`sample_responses`, with the tokens drawn by a rollout engine.
+
+    The prompts are encoded exactly as for the policy (left-padded, cut to
+    ``max_prompt_length``) and handed over without padding; the engine's responses go through
+    :func:`finish_rollout`. Stop strings are applied afterwards, at token level (the engine
+    samples to the length limit or a stop token).
+    """
+    from alignment.ppo.engines import iter_prompt_ids
+
+    query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+    stops = list(stops) if stops is not None else eos_ids(tokenizer)
+    sampled = engine.generate(
+        list(iter_prompt_ids(query_ids, query_mask)),
+        max_new_tokens=response_length,
+        temperature=temperature,
+        stop_token_ids=stops,
+        seed=seed,
+    )
+    if len(sampled) != len(prompts):
+        raise ValueError(f"the rollout engine returned {len(sampled)} responses for {len(prompts)}")
+    pad = int(tokenizer.pad_token_id)
+    raw = torch.full((len(prompts), response_length), pad, dtype=torch.long)
+    for row, response in enumerate(sampled):
+        response = list(response)[:response_length]
+        if response:
+            raw[row, : len(response)] = torch.tensor(response, dtype=torch.long)
+    return finish_rollout(
+        prompts,
+        query_ids.to(device),
+        query_mask.to(device),
+        raw.to(device),
+        tokenizer,
+        stops,
+        stop_strings,
+        response_length,
+    )
 
 
 @torch.no_grad()

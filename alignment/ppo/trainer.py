@@ -60,6 +60,7 @@ from alignment.errors import CheckpointError
 from alignment.metrics import average_over_processes
 from alignment.ppo.advantages import gae, masked_mean, masked_whiten, per_token_rewards
 from alignment.ppo.config import PPOConfig
+from alignment.ppo.engines import RolloutEngine, engine_seed, policy_weights
 from alignment.ppo.kl import make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
 from alignment.ppo.losses import PolicyLossOutput, clipped_policy_loss, clipped_value_loss
@@ -67,7 +68,14 @@ from alignment.ppo.memory import release_free_memory
 from alignment.ppo.model import PolicyAndValue, PolicyValueOutput
 from alignment.ppo.passes import padded_widths, plan_passes, trim_left_padding
 from alignment.ppo.ptx import PtxData, split_rows
-from alignment.ppo.rollout import RewardFn, Rollout, sample_responses, score_rollout
+from alignment.ppo.rollout import (
+    RewardFn,
+    Rollout,
+    engine_rollout,
+    eos_ids,
+    sample_responses,
+    score_rollout,
+)
 from alignment.ppo.schedule import make_lr_scheduler
 from alignment.ppo.value import ValueModel, zero_value_head
 from alignment.reward_model import RewardModel
@@ -220,8 +228,12 @@ class PPOTrainer:
         ptx_data: PtxData | None = None,
         total_updates: int | None = None,
         accelerator: Any = None,
+        rollout_engine: RolloutEngine | None = None,
     ) -> None:
         self.config = config
+        # a separate sampler (vLLM, a bf16 copy) fed with the policy's weights: .engines
+        self.rollout_engine = rollout_engine
+        self._engine_weights_at: int | None = None  # the update whose weights it holds
         self.total_steps = config.check_schedule(total_updates)
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
@@ -340,9 +352,15 @@ class PPOTrainer:
                 yield self.policy
 
     @torch.no_grad()
-    def sample(self, prompts: Sequence[str]) -> Rollout:
-        """One response per prompt from the current policy (stop strings, bf16 applied)."""
+    def sample(self, prompts: Sequence[str], seed: int | None = None) -> Rollout:
+        """One response per prompt from the current policy (stop strings, bf16 applied).
+
+        ``seed`` matters only with a rollout engine (default: derived from the update); the
+        in-process path draws from torch's global RNG, which the caller may fork and seed.
+        """
         cfg = self.config
+        if self.rollout_engine is not None:
+            return self._engine_sample(prompts, seed)
         self.policy.eval()  # training mode would switch the KV cache off under checkpointing
         with self.autocast():
             return sample_responses(
@@ -355,6 +373,31 @@ class PPOTrainer:
                 device=self.device,
                 stop_strings=cfg.stop_strings,
             )
+
+    def _engine_sample(self, prompts: Sequence[str], seed: int | None = None) -> Rollout:
+        """Sample with the rollout engine, first pushing the policy's weights if they changed."""
+        engine = self.rollout_engine
+        assert engine is not None
+        cfg = self.config
+        if self._engine_weights_at != self.updates:
+            engine.load_weights(policy_weights(self.policy, engine.vocab_size))
+            self._engine_weights_at = self.updates
+        return engine_rollout(
+            engine,
+            self.tokenizer,
+            prompts,
+            response_length=cfg.response_length,
+            temperature=cfg.temperature,
+            seed=(
+                seed
+                if seed is not None
+                else engine_seed(cfg.seed, int(self.accelerator.process_index), self.updates)
+            ),
+            max_prompt_length=cfg.max_prompt_length,
+            device=self.device,
+            stop_strings=cfg.stop_strings,
+            stops=eos_ids(self.tokenizer, self.policy),
+        )
 
     @torch.no_grad()
     def _rollout_statistics(
@@ -759,6 +802,7 @@ class PPOTrainer:
         self.kl_controller.load_state_dict(meta["kl_controller"])
         _restore_rng(load_file(str(path / _rng_file(acc.process_index))))
         self.updates = int(meta["updates"])
+        self._engine_weights_at = None  # the rollout engine gets the loaded weights
         self.optimizer_steps = int(meta["optimizer_steps"])
         self.ptx_batches = int(meta["ptx_batches"])
 

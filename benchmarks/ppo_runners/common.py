@@ -124,15 +124,21 @@ def score_texts(
     prompts: Sequence[str],
     responses: Sequence[str],
     batch_size: int = 8,
+    append_eos: bool = False,
 ) -> torch.Tensor:
-    """Reward of each ``prompt + response``: the head at the last token, no EOS appended.
+    """Reward of each ``prompt + response``: the head at the last token.
 
     Ids are ``tokenize(prompt) + tokenize(response)`` (what a policy generating after the
-    prompt produced, up to re-tokenisation), right-padded, positions ``cumsum(mask) − 1``.
+    prompt produced, up to re-tokenisation), then EOS when ``append_eos`` (a reward model
+    trained by ragkit reads its score at the EOS it was trained with), right-padded, positions
+    ``cumsum(mask) − 1``. ``responses`` never contain the EOS itself (it is cut when decoding).
     """
     backbone = getattr(reward_model, reward_model.base_model_prefix)
+    tail = [int(tokenizer.eos_token_id)] if append_eos else []
     rows = [
-        list(tokenizer(p)["input_ids"]) + list(tokenizer(r, add_special_tokens=False)["input_ids"])
+        list(tokenizer(p)["input_ids"])
+        + list(tokenizer(r, add_special_tokens=False)["input_ids"])
+        + tail
         for p, r in zip(prompts, responses, strict=True)
     ]
     out = torch.empty(len(rows))
@@ -208,12 +214,19 @@ def heldout_eval(
     response_length: int,
     temperature: float,
     batch_size: int = 8,
+    append_eos: bool = False,
 ) -> dict[str, Any]:
-    """Mean reward of ``samples`` sampled responses per held-out prompt, under a fixed seed."""
+    """Mean reward of ``samples`` sampled responses per held-out prompt, under a fixed seed.
+
+    Every call samples with the same seed, so two evaluations of nearby policies draw mostly the
+    same tokens: the per-response ``scores`` are kept (in a fixed order) for a paired comparison.
+    The policy's train/eval mode is restored afterwards (the evaluation may run mid-training).
+    """
     scores: list[float] = []
     lengths: list[int] = []
     ended: list[bool] = []
     start = time.perf_counter()
+    was_training = bool(policy.training)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for _ in range(samples):
@@ -226,11 +239,17 @@ def heldout_eval(
                     response_length=response_length,
                     temperature=temperature,
                 )
-                scores.extend(score_texts(reward_model, tokenizer, chunk, texts).tolist())
+                scores.extend(
+                    score_texts(
+                        reward_model, tokenizer, chunk, texts, append_eos=append_eos
+                    ).tolist()
+                )
                 lengths.extend(lens)
                 ended.extend(ends)
+    policy.train(was_training)
     t = torch.tensor(scores)
     return {
+        "scores": scores,
         "score": float(t.mean()),
         "score_std": float(t.std()) if t.numel() > 1 else 0.0,
         "score_sem": float(t.std() / t.numel() ** 0.5) if t.numel() > 1 else 0.0,
@@ -241,19 +260,11 @@ def heldout_eval(
     }
 
 
-def timed_heldout_eval(
-    phase: str,
-    clock: PhaseClock,
-    policy: Any,
-    tokenizer: Any,
-    reward_model: Any,
-    spec: dict[str, Any],
-) -> dict[str, Any] | None:
-    """:func:`heldout_eval` with the spec's settings, timed as ``phase`` (None when disabled)."""
-    if spec["heldout_samples"] <= 0:
-        return None
-    marks = clock.start()
-    result = heldout_eval(
+def spec_heldout_eval(
+    policy: Any, tokenizer: Any, reward_model: Any, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`heldout_eval` with the spec's settings (prompts, samples, seed, reward EOS)."""
+    return heldout_eval(
         policy,
         tokenizer,
         reward_model,
@@ -262,6 +273,37 @@ def timed_heldout_eval(
         seed=spec["seed"] + 1000,
         response_length=spec["response_length"],
         temperature=spec["temperature"],
+        append_eos=bool(spec.get("reward_eos", False)),
     )
+
+
+def timed_heldout_eval(
+    phase: str,
+    clock: PhaseClock,
+    policy: Any,
+    tokenizer: Any,
+    reward_model: Any,
+    spec: dict[str, Any],
+) -> dict[str, Any] | None:
+    """:func:`spec_heldout_eval` timed as ``phase`` (None when disabled).
+
+    Mid-run evaluations call :func:`spec_heldout_eval` directly instead: a phase would reset
+    the memory high-water mark of the enclosing training phase.
+    """
+    if spec["heldout_samples"] <= 0:
+        return None
+    marks = clock.start()
+    result = spec_heldout_eval(policy, tokenizer, reward_model, spec)
     clock.stop(phase, marks)
     return result
+
+
+def heldout_due(update: int, spec: dict[str, Any]) -> bool:
+    """Whether a mid-run held-out evaluation follows ``update`` (1-based; not after the last)."""
+    every = int(spec.get("heldout_every") or 0)
+    return (
+        every > 0
+        and spec["heldout_samples"] > 0
+        and update % every == 0
+        and update < spec["updates"]
+    )

@@ -28,15 +28,30 @@ import torch
 from common import (
     PhaseClock,
     cpu_seconds,
+    heldout_due,
     load_spec,
     peak_rss_mb,
     reset_peak,
     rss_mb,
     score_texts,
     setup_torch,
+    spec_heldout_eval,
     timed_heldout_eval,
     write_result,
 )
+
+
+def eval_view(policy: Any, vocab_size: int) -> Any:
+    """A copy of the trained policy without the trainer's extra pad row (embedding and head).
+
+    The held-out evaluation samples with a fixed seed; with one more logit the sampler draws
+    different tokens from the same seed, and the before/after pairing (and the comparison with
+    TRL, whose policy never gets the row) would be lost. The pad token is never a real token.
+    """
+    view = copy.deepcopy(policy)
+    if view.get_input_embeddings().num_embeddings != vocab_size:
+        view.resize_token_embeddings(vocab_size)
+    return view
 
 
 def build_config(spec: dict[str, Any]) -> Any:
@@ -101,7 +116,9 @@ def main(argv: Sequence[str]) -> None:
         value_model.requires_grad_(True)
 
     def reward_fn(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        return score_texts(reward, score_tokenizer, prompts, responses)
+        return score_texts(
+            reward, score_tokenizer, prompts, responses, append_eos=bool(spec.get("reward_eos"))
+        )
 
     config = build_config(spec)
     trainer = PPOTrainer(
@@ -117,6 +134,7 @@ def main(argv: Sequence[str]) -> None:
     clock.stop("setup", marks)
 
     updates: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []
     prompts = spec["train_prompts"]
     batch = spec["batch_size"]
     marks = clock.start()
@@ -153,10 +171,17 @@ def main(argv: Sequence[str]) -> None:
             f"rss {row['rss_mb']:.0f} MiB, peak {row['peak_rss_so_far_mb']:.0f} MiB",
             flush=True,
         )
+        if heldout_due(u + 1, spec):  # outside the timed step
+            view = eval_view(trainer.policy, len(score_tokenizer))
+            result = spec_heldout_eval(view, score_tokenizer, reward, spec)
+            del view
+            curve.append({"update": u + 1, **result})
+            print(f"[ragkit] held-out after update {u + 1}: {result['score']:+.3f}", flush=True)
     clock.stop("train", marks)
 
-    # the trainer's policy has one extra (pad) logit; the eval never feeds the pad id
-    after = timed_heldout_eval("eval_after", clock, trainer.policy, score_tokenizer, reward, spec)
+    # the trainer's policy has one extra (pad) logit: evaluated without it, like the "before"
+    view = eval_view(trainer.policy, len(score_tokenizer))
+    after = timed_heldout_eval("eval_after", clock, view, score_tokenizer, reward, spec)
     reset_peak()
     write_result(
         out_path,
@@ -174,6 +199,7 @@ def main(argv: Sequence[str]) -> None:
             "peak_rss_mb": clock.overall_peak,
             "updates": updates,
             "heldout_before": before,
+            "heldout_curve": curve,
             "heldout_after": after,
         },
     )

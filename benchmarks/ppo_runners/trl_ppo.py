@@ -22,6 +22,7 @@ prompts, so both systems see the same prompts in the same order.
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 import time
@@ -35,11 +36,13 @@ import torch
 from common import (
     PhaseClock,
     cpu_seconds,
+    heldout_due,
     load_spec,
     peak_rss_mb,
     reset_peak,
     rss_mb,
     setup_torch,
+    spec_heldout_eval,
     timed_heldout_eval,
     write_result,
 )
@@ -50,6 +53,9 @@ class UpdateTimes:
 
     def __init__(self) -> None:
         self.begin = (0.0, 0.0)
+        # (wall, cpu) when each update began: the previous end, or the end of the held-out
+        # evaluation that followed it (evaluations are not part of any update's time)
+        self.starts: list[tuple[float, float]] = []
         self.ends: list[tuple[float, float]] = []
         self.generation: list[tuple[float, float]] = []
         self.train_start: list[float] = []
@@ -78,6 +84,35 @@ def install_hooks(module: Any, times: UpdateTimes, training_model: list[Any]) ->
 
     module.batch_generation = timed_generation
     module.forward = timed_forward
+
+
+def install_reward_eos(module: Any, reward_model: Any, eos_token_id: int) -> None:
+    """Score ``reward_model`` at an EOS appended to responses that do not end with one.
+
+    TRL reads the reward at the last non-pad token of the truncated response; a reward model
+    trained by ragkit was trained with EOS after every response, and ragkit's side appends it
+    too (``common.score_texts(append_eos=True)``). The value model is left untouched.
+    """
+    original = module.get_reward
+
+    def with_eos(
+        model: Any, query_responses: torch.Tensor, pad_token_id: int, context_length: int
+    ) -> Any:
+        if model is not reward_model:
+            return original(model, query_responses, pad_token_id, context_length)
+        response = query_responses[:, context_length:]
+        is_pad = response == pad_token_id
+        full = torch.full_like(is_pad[:, 0], response.shape[1], dtype=torch.long)
+        length = torch.where(is_pad.any(1), is_pad.long().argmax(1), full).clamp(min=1)
+        rows = torch.arange(query_responses.shape[0], device=query_responses.device)
+        extended = torch.cat(
+            [query_responses, torch.full_like(query_responses[:, :1], pad_token_id)], 1
+        )
+        needs = extended[rows, context_length + length - 1] != eos_token_id
+        extended[rows[needs], (context_length + length)[needs]] = eos_token_id
+        return original(model, extended, pad_token_id, context_length)
+
+    module.get_reward = with_eos
 
 
 def main(argv: Sequence[str]) -> None:
@@ -112,6 +147,8 @@ def main(argv: Sequence[str]) -> None:
     reward_model = AutoModelForSequenceClassification.from_pretrained(
         spec["reward_dir"], num_labels=1, dtype=torch.float32
     ).eval()
+    if spec.get("reward_eos"):
+        install_reward_eos(ppo_module, reward_model, int(score_tokenizer.eos_token_id))
     clock.stop("load", marks)
 
     before = timed_heldout_eval("eval_before", clock, policy, score_tokenizer, reward_model, spec)
@@ -153,10 +190,13 @@ def main(argv: Sequence[str]) -> None:
         **spec.get("trl_overrides", {}),
     )
     times = UpdateTimes()
+    curve: list[dict[str, Any]] = []
+    trainer_holder: list[Any] = []
 
     class Recorder(TrainerCallback):  # type: ignore[misc]
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             times.begin = (time.perf_counter(), cpu_seconds())
+            times.starts.append(times.begin)
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
@@ -170,7 +210,7 @@ def main(argv: Sequence[str]) -> None:
             times.peaks.append(peak_rss_mb())
             u = len(times.ends)
             last = times.logs[-1] if times.logs else {}
-            prev = times.ends[-2] if u > 1 else times.begin
+            prev = times.starts[u - 1]
             gen = times.generation[-1][1] - times.generation[-1][0] if times.generation else 0
             print(
                 f"[trl] update {u}/{updates}: {times.ends[-1][0] - prev[0]:.1f} s wall, "
@@ -180,6 +220,15 @@ def main(argv: Sequence[str]) -> None:
                 f"peak {times.peaks[-1]:.0f} MiB",
                 flush=True,
             )
+            if heldout_due(u, spec):
+                trainer = trainer_holder[0]
+                # a copy, as on ragkit's side: sampling must not touch the trained model
+                policy = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model).policy)
+                result = spec_heldout_eval(policy, score_tokenizer, reward_model, spec)
+                del policy
+                curve.append({"update": u, **result})
+                print(f"[trl] held-out after update {u}: {result['score']:+.3f}", flush=True)
+            times.starts.append((time.perf_counter(), cpu_seconds()))
 
     training_model: list[Any] = []
     install_hooks(ppo_module, times, training_model)
@@ -195,6 +244,7 @@ def main(argv: Sequence[str]) -> None:
         callbacks=[Recorder()],
     )
     training_model.append(trainer.model)
+    trainer_holder.append(trainer)
     # the same prompts in the same order as ragkit: replace the shuffling loader
     trainer.dataloader = trainer.accelerator.prepare(
         DataLoader(
@@ -213,7 +263,7 @@ def main(argv: Sequence[str]) -> None:
 
     rows: list[dict[str, Any]] = []
     for u, (end, cpu_end) in enumerate(times.ends):
-        prev_wall, prev_cpu = times.ends[u - 1] if u else times.begin
+        prev_wall, prev_cpu = times.starts[u]
         gen_start, gen_end = times.generation[u]
         train_start = times.train_start[u] if u < len(times.train_start) else gen_end
         logs = times.logs[u] if u < len(times.logs) else {}
@@ -258,6 +308,7 @@ def main(argv: Sequence[str]) -> None:
             "peak_rss_mb": clock.overall_peak,
             "updates": rows,
             "heldout_before": before,
+            "heldout_curve": curve,
             "heldout_after": after,
         },
     )

@@ -137,3 +137,19 @@ def test_rlhf_example_passes_the_ppo_options_through(tmp_path: Path) -> None:
     assert config.ptx.data.limit == 30 and config.ptx.data.format == "hh_chosen"
     plain = example.ppo_config(example.parse_args([]), tmp_path / "sft", tmp_path / "rm")
     assert plain.ppo.ptx_coef == 0.0 and plain.ppo.stop_strings == ["\n\nHuman:"]
+
+
+def test_heldout_scored_every_n_updates_with_the_progress_bar(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = job(
+        tmp_path, tiny_model_dir, reward={"rule": "length"}, updates=3, ppo=PPO, eval_every=2
+    )
+    assert config.progress  # on by default
+    result = train_ppo(config)
+    evals = [r for r in read_metrics(result.metrics_path) if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 2, 3]  # start, every 2, end (not twice at 3)
+    assert all("score" in r for r in evals)
+    captured = capsys.readouterr()
+    drawn = captured.out + captured.err
+    assert "clip_fraction" in drawn and "response_length" in drawn  # the bar's metrics

@@ -275,6 +275,11 @@ class VLLMGenerator:
                 self._vllm, self._llm = vllm, llm
             return self._vllm, self._llm
 
+    def engine(self) -> tuple[Any, Any]:
+        """``(vllm module, vllm.LLM)``, starting the engine if needed (for callers that drive
+        vLLM directly, such as PPO's rollout engine, which also pushes weights into it)."""
+        return self._engine()
+
     def _engine_context_length(self) -> int | None:
         """The running engine's ``max_model_len`` (None before it starts)."""
         if self._llm is None:
