@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from alignment.backbone import merged_copy
+from alignment.ppo.rollout import plain_sampling
 
 Weights = list[tuple[str, torch.Tensor]]
 
@@ -136,8 +137,6 @@ class TransformersRolloutEngine:
         seed: int,
     ) -> list[list[int]]:
         """One left-padded batched ``generate`` call under a forked RNG seeded with ``seed``."""
-        from transformers import GenerationConfig
-
         if not prompts:
             return []
         width = max(len(p) for p in prompts)
@@ -148,18 +147,7 @@ class TransformersRolloutEngine:
                 raise ValueError(f"prompt {row} has no tokens")
             ids[row, width - len(prompt) :] = torch.tensor(list(prompt))
             mask[row, width - len(prompt) :] = 1
-        config = GenerationConfig(
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=0,
-            repetition_penalty=1.0,
-            eos_token_id=list(stop_token_ids),
-            pad_token_id=self.pad_token_id,
-            use_cache=True,
-        )
+        config = plain_sampling(temperature, max_new_tokens, stop_token_ids, self.pad_token_id)
         device = self.device
         generate: Any = getattr(self.model, "generate")  # noqa: B009 - nn.Module typing hides it
         devices = [device] if device.type == "cuda" else []
@@ -310,9 +298,3 @@ def _response_ids(completion: Any, stop_token_ids: Sequence[int], limit: int) ->
 def engine_seed(base: int, process: int, update: int) -> int:
     """The seed of one rollout call: distinct per process and update, stable across resumes."""
     return (base * 1_000_003 + process * 7_919 + update * 104_729) % (2**31 - 1)
-
-
-def iter_prompt_ids(query_ids: torch.Tensor, query_mask: torch.Tensor) -> Iterable[list[int]]:
-    """Each left-padded prompt row without its padding."""
-    for ids, mask in zip(query_ids.tolist(), query_mask.tolist(), strict=True):
-        yield [token for token, keep in zip(ids, mask, strict=True) if keep]

@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,12 @@ def encode_prompts(
         ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
         mask[row, width - len(seq) :] = 1
     return ids, mask
+
+
+def iter_prompt_ids(query_ids: torch.Tensor, query_mask: torch.Tensor) -> Iterable[list[int]]:
+    """Each left-padded prompt row without its padding."""
+    for ids, mask in zip(query_ids.tolist(), query_mask.tolist(), strict=True):
+        yield [token for token, keep in zip(ids, mask, strict=True) if keep]
 
 
 def truncate_after_eos(
@@ -198,6 +204,30 @@ def eos_ids(tokenizer: Any, model: nn.Module | None = None) -> list[int]:
     return sorted(ids)
 
 
+def plain_sampling(
+    temperature: float, max_new_tokens: int, stop_ids: Sequence[int], pad_token_id: int
+) -> Any:
+    """The ``GenerationConfig`` of every PPO rollout: ancestral sampling at ``temperature``.
+
+    Every option that would reshape the distribution is set to its neutral value explicitly,
+    so neither transformers' defaults nor a model's ``generation_config.json`` can change it.
+    """
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        repetition_penalty=1.0,
+        eos_token_id=list(stop_ids),
+        pad_token_id=pad_token_id,
+        use_cache=True,
+    )
+
+
 @torch.no_grad()
 def sample_responses(
     policy: nn.Module,
@@ -215,23 +245,12 @@ def sample_responses(
     The caller puts ``policy`` in eval mode: under gradient checkpointing, transformers turns
     the KV cache off for a module in training mode.
     """
-    from transformers import GenerationConfig, StoppingCriteriaList
+    from transformers import StoppingCriteriaList
 
     query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
     stops = eos_ids(tokenizer, policy)
-    config = GenerationConfig(
-        do_sample=True,
-        temperature=temperature,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=response_length,
-        min_new_tokens=0,
-        repetition_penalty=1.0,
-        eos_token_id=stops,
-        pad_token_id=int(tokenizer.pad_token_id),
-        use_cache=True,
-    )
+    config = plain_sampling(temperature, response_length, stops, int(tokenizer.pad_token_id))
     generate: Any = getattr(policy, "generate")  # noqa: B009 - nn.Module typing hides it
     criteria = StoppingCriteriaList()
     if stop_strings:
@@ -305,8 +324,6 @@ def engine_rollout(
     :func:`finish_rollout`. Stop strings are applied afterwards, at token level (the engine
     samples to the length limit or a stop token).
     """
-    from alignment.ppo.engines import iter_prompt_ids
-
     query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
     stops = list(stops) if stops is not None else eos_ids(tokenizer)
     sampled = engine.generate(
