@@ -511,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = model_folder()
     score_offset = 0.0
     if args.reward_model is not None:
+        if not (args.reward_model / "reward_model.json").is_file():
+            print(
+                f"--reward-model {args.reward_model}: not a folder written by ragkit align reward"
+            )
+            return 2
         reward_dir, score_offset = exported_reward_folder(args.reward_model.resolve())
     else:
         reward_dir = reward_folder(model_dir, args.reward_seed)

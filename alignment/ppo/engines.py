@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from alignment.backbone import merged_copy
-from alignment.ppo.rollout import plain_sampling
+from alignment.ppo.rollout import left_pad, plain_sampling
 
 Weights = list[tuple[str, torch.Tensor]]
 
@@ -139,14 +139,11 @@ class TransformersRolloutEngine:
         """One left-padded batched ``generate`` call under a forked RNG seeded with ``seed``."""
         if not prompts:
             return []
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            if not prompt:
-                raise ValueError(f"prompt {row} has no tokens")
-            ids[row, width - len(prompt) :] = torch.tensor(list(prompt))
-            mask[row, width - len(prompt) :] = 1
+        empty = [row for row, prompt in enumerate(prompts) if not prompt]
+        if empty:
+            raise ValueError(f"prompt {empty[0]} has no tokens")
+        ids, mask = left_pad(prompts, self.pad_token_id)
+        width = ids.shape[1]
         config = plain_sampling(temperature, max_new_tokens, stop_token_ids, self.pad_token_id)
         device = self.device
         generate: Any = getattr(self.model, "generate")  # noqa: B009 - nn.Module typing hides it

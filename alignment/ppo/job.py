@@ -12,8 +12,9 @@ sample logs, held-out evaluation, checkpoints and the final model:
   ``curves.png`` is drawn at the end. Every ``sample_every`` updates a few rollouts go to
   ``samples.jsonl``.
 * The mean score on held-out prompts is measured at the start, every ``eval_every`` updates
-  and at the end (split ``eval`` in the metrics). Evaluation samples under a forked RNG with a fixed seed, so it neither
-  disturbs the training trajectory nor differs between a fresh and a resumed run.
+  and at the end (split ``eval`` in the metrics). Evaluation samples under a forked RNG with a
+  fixed seed, so it neither disturbs the training trajectory nor differs between a fresh and a
+  resumed run.
 * ``checkpoints/update-NNNNNN`` every ``checkpoint_every`` updates and at the end (atomic,
   newest ``keep_checkpoints`` kept); the final policy goes to ``model/`` (safetensors,
   tokenizer with its pad token, ``README.md`` model card, ``alignment_ppo.json``).

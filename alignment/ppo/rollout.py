@@ -75,11 +75,18 @@ def encode_prompts(
     encoded = [list(ids)[-max_prompt_length:] for ids in tokenizer(list(prompts))["input_ids"]]
     if any(not ids for ids in encoded):
         raise ValueError("a prompt encodes to no tokens")
-    width = max(len(ids) for ids in encoded)
-    ids = torch.full((len(encoded), width), int(tokenizer.pad_token_id), dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, seq in enumerate(encoded):
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+    return left_pad(encoded, int(tokenizer.pad_token_id))
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows right-aligned in one ``[rows, longest]`` tensor, and their mask."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
         mask[row, width - len(seq) :] = 1
     return ids, mask
 

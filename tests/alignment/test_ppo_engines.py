@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from vllm_available import real_vllm
 
 from alignment.ppo import (
     PPOConfig,
@@ -285,17 +286,7 @@ def test_the_default_engine_leaves_the_run_fingerprint_as_it_was() -> None:
 # ---------------------------------------------------------------------- the real engine
 
 
-def _real_vllm() -> tuple[bool, str]:
-    from ragkit.generation.backends.vllm_engine import vllm_installed
-
-    if not vllm_installed():
-        return False, "vLLM is not installed (pip install 'ragkit[vllm]')"
-    if not torch.cuda.is_available():
-        return False, "vLLM is installed but no CUDA GPU is visible"
-    return True, ""
-
-
-REAL_VLLM, NO_VLLM_REASON = _real_vllm()
+REAL_VLLM, NO_VLLM_REASON = real_vllm()
 
 
 @pytest.mark.slow

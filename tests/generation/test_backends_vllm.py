@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+from vllm_available import real_vllm
 
 from ragkit.generation import ContextLengthError, GenerationOptions, Generator
 from ragkit.generation.backends import (
@@ -35,18 +36,7 @@ from ragkit.generation.backends import (
 )
 from ragkit.generation.backends.vllm_engine import vllm_installed
 
-
-def _real_engine_available() -> tuple[bool, str]:
-    if not vllm_installed():
-        return False, "vLLM is not installed (pip install 'ragkit[vllm]')"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "vLLM is installed but no CUDA GPU is visible"
-    return True, ""
-
-
-REAL_ENGINE, NO_ENGINE_REASON = _real_engine_available()
+REAL_ENGINE, NO_ENGINE_REASON = real_vllm()
 
 
 # ---------------------------------------------------------------------- pure mapping
