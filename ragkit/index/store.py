@@ -55,8 +55,19 @@ _CHUNK_COLUMNS = "vid, id, document_id, text, start, end, source, metadata"
 _FILTER_COLUMNS = {"document_id": "document_id", "source": "source", "chunk_id": "id"}
 
 
-def _json_path(key: str) -> str:
-    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _metadata_column(key: str) -> tuple[str, list[Any]]:
+    """SQL for one metadata value, with its parameters; the key is always a parameter.
+
+    ``json_extract`` compares a path label with the key as written in the stored JSON text, and
+    metadata is stored with ``json.dumps`` escapes (``"é"`` is ``"\\u00e9"`` there); its path
+    syntax also has no escape for a double quote or a backslash. So only keys that JSON writes
+    verbatim take the fast ``json_extract`` path; any other key is looked up through
+    ``json_each``, which decodes labels (slower: it walks the object). Both read JSON booleans as
+    0/1 and null as SQL NULL.
+    """
+    if all(" " <= char <= "~" and char not in '"\\' for char in key):
+        return "json_extract(metadata, ?)", ['$."' + key + '"']
+    return "(SELECT value FROM json_each(metadata) WHERE key = ?)", [key]
 
 
 def filter_sql(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
@@ -74,11 +85,9 @@ def filter_sql(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
         if not isinstance(key, str) or not key:
             raise RagkitError(f"filter keys must be non-empty strings, got {key!r}")
         column = _FILTER_COLUMNS.get(key)
+        column_params: list[Any] = []
         if column is None:
-            column = "json_extract(metadata, ?)"
-            column_params: list[Any] = [_json_path(key)]
-        else:
-            column_params = []
+            column, column_params = _metadata_column(key)
         op, value = "$eq", condition
         if isinstance(condition, Mapping):
             if len(condition) != 1:

@@ -116,6 +116,28 @@ def test_filters_equality_and_in(tmp_path: Path, tiny_embedder: Embedder, index_
         _consistent(index)
 
 
+def test_filters_on_keys_json_paths_cannot_spell(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    # SQLite's JSON paths cannot spell a double quote or backslash and match labels as stored
+    # (escaped): non-ASCII and control characters must still find their documents
+    odd_keys = ['say "hi"', "back\\slash", "a.b", "$[0]", "é", "名前", "tab\there"]
+    docs = _docs("a", len(odd_keys) + 1)
+    for n, key in enumerate(odd_keys):
+        docs[n].metadata[key] = n
+        docs[n].metadata["flag"] = n % 2 == 0
+    with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
+        index.add_documents(docs)
+        index.commit()
+        for n, key in enumerate(odd_keys):
+            for filters in ({key: n}, {key: [n, 99]}):
+                hits = index.search("river", k=50, filters=filters)
+                assert {h.chunk.document_id for h in hits} == {f"a{n}"}, filters
+            others = index.search("river", k=50, filters={key: {"$ne": n}})
+            assert f"a{n}" not in {h.chunk.document_id for h in others}
+            assert index.search("river", k=50, filters={key: n + 1}) == []
+        flagged = index.search("river", k=50, filters={"flag": True})
+        assert {h.chunk.document_id for h in flagged} == {"a0", "a2", "a4", "a6"}
+
+
 def test_bad_filters_and_queries(tmp_path: Path, tiny_embedder: Embedder) -> None:
     with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
         index.add_documents(_docs("a", 1))

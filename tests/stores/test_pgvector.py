@@ -173,6 +173,10 @@ FILTER_CASES: list[dict[str, Any]] = [
     {"tag": "x"},
     {"tag": {"$nin": ["x"]}},
     {"nested": {"$ne": 1}},
+    {"odd key \"'); --": 7},  # keys are parameters, never SQL
+    {"odd key \"'); --": {"$ne": 7}},
+    {"clé": "v"},  # a non-ASCII key, stored escaped in SQLite's JSON text
+    {"clé": {"$in": ["v", "w"]}},
 ]
 
 
@@ -185,6 +189,7 @@ def _filter_docs() -> list[Document]:
     docs[4].metadata["tag"] = "x"
     docs[5].metadata["nested"] = {"a": 1}
     docs[6].metadata["odd key \"'); --"] = 7
+    docs[7].metadata["clé"] = "v"
     return docs
 
 
@@ -208,8 +213,6 @@ def test_filters_select_the_same_chunks_as_the_file_index(
                 h.chunk.id for h in store.search_lexical("river war", k=200, filters=filters)
             }
             assert lexical == want, filters
-        # keys are parameters, never SQL: any key works (SQLite's JSON path cannot express a
-        # key with a double quote, so this one is checked on its own)
         odd = store.search("river", k=200, filters={"odd key \"'); --": 7})
         assert {h.chunk.document_id for h in odd} == {"b2"}
         # the file index's own test cases, as there
