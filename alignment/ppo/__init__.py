@@ -43,6 +43,7 @@ from alignment.ppo.rollout import (
 from alignment.ppo.schedule import lr_factor, make_lr_scheduler
 from alignment.ppo.trainer import PPOTrainer, make_accelerator
 from alignment.ppo.value import ValueModel, zero_value_head
+from alignment.ppo.vllm_worker import RolloutWorkerExtension
 
 __all__ = [
     "AdaptiveKLController",
@@ -60,6 +61,7 @@ __all__ = [
     "Rollout",
     "RolloutEngine",
     "RolloutSettings",
+    "RolloutWorkerExtension",
     "StopStringCriterion",
     "TransformersRolloutEngine",
     "VLLMRolloutEngine",

@@ -29,7 +29,6 @@ and :class:`VLLMRolloutEngine` (vLLM's in-process ``LLM``; needs ``ragkit[vllm]`
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +37,7 @@ from torch import nn
 
 from alignment.backbone import merged_copy
 from alignment.ppo.rollout import left_pad, plain_sampling
+from alignment.ppo.vllm_worker import WORKER_EXTENSION
 
 Weights = list[tuple[str, torch.Tensor]]
 
@@ -176,21 +176,18 @@ class TransformersRolloutEngine:
             target.copy_(value.to(device=target.device, dtype=target.dtype))
 
 
-def _load_into_model(weights: Weights, model: Any) -> None:
-    """Runs inside each vLLM worker (module level, so that it pickles by reference)."""
-    model.load_weights(weights=weights)
-
-
 class VLLMRolloutEngine:
     """vLLM's in-process ``LLM`` as the rollout engine (``pip install 'ragkit[vllm]'``, a GPU).
 
     Wraps a :class:`~ragkit.generation.backends.VLLMGenerator` (its lazy import, GPU check and
-    engine options). Weights are handed to every worker with ``LLM.apply_model`` and the model's
-    own ``load_weights`` (transformers names, tensor-parallel sharding done by vLLM). They travel
-    as CPU tensors: fine for small and mid-sized policies; very large ones want vLLM's
-    NCCL/IPC weight-transfer paths, which are not wired here. vLLM's prefix caching is left to
-    the engine options: after each weight push the cached prefixes are stale, so it is turned
-    off unless asked for.
+    engine options). Weights reach every worker through ``collective_rpc`` and the method
+    :class:`~alignment.ppo.vllm_worker.RolloutWorkerExtension` adds to vLLM's workers, which
+    calls the model's own ``load_weights`` (transformers names, tensor-parallel sharding done by
+    vLLM); no callable is pickled (see :mod:`alignment.ppo.vllm_worker`). They travel as CPU
+    tensors: fine for small and mid-sized policies; very large ones want vLLM's NCCL/IPC
+    weight-transfer paths, which are not wired here. vLLM's prefix caching is left to the engine
+    options: after each weight push the cached prefixes are stale, so it is turned off unless
+    asked for.
     """
 
     def __init__(self, generator: Any) -> None:
@@ -211,7 +208,11 @@ class VLLMRolloutEngine:
         """An engine on ``model`` (None: the packaged SmolLM2; a hub id or folder otherwise)."""
         from ragkit.generation.backends import VLLMGenerator
 
-        options = {"enable_prefix_caching": False, **(engine_options or {})}
+        options = {
+            "enable_prefix_caching": False,
+            "worker_extension_cls": WORKER_EXTENSION,
+            **(engine_options or {}),
+        }
         generator = VLLMGenerator(
             model,
             dtype=dtype,
@@ -270,8 +271,8 @@ class VLLMRolloutEngine:
     def load_weights(self, weights: Weights) -> None:
         """Push the weights into every worker (CPU tensors; vLLM shards them itself)."""
         _, llm = self.generator.engine()
-        cpu = [(name, tensor.to("cpu")) for name, tensor in weights]
-        llm.apply_model(functools.partial(_load_into_model, cpu))
+        cpu = [(name, tensor.detach().to("cpu").contiguous()) for name, tensor in weights]
+        llm.collective_rpc("ragkit_load_weights", args=(cpu,))
 
 
 def _response_ids(completion: Any, stop_token_ids: Sequence[int], limit: int) -> list[int]:

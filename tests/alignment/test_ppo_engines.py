@@ -13,6 +13,7 @@ vLLM needs a CUDA GPU, which this machine lacks, so the contract is checked thre
 from __future__ import annotations
 
 import copy
+import importlib
 import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -34,6 +35,7 @@ from alignment.ppo import (
 )
 from alignment.ppo.engines import RolloutEngine, engine_seed
 from alignment.ppo.job import make_rollout_engine, ppo_job_fingerprint
+from alignment.ppo.vllm_worker import RolloutWorkerExtension
 from alignment.tokenization import ensure_pad_token
 from ragkit.generation.backends import BackendUnavailableError
 
@@ -163,6 +165,25 @@ class FakeVLLMModel:
     def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
         self.loaded.append(list(weights))
 
+    def named_parameters(self) -> Any:
+        return iter(self.loaded[-1])
+
+
+class FakeWorker(RolloutWorkerExtension):
+    """A vLLM worker with ragkit's extension mixed in, as ``worker_extension_cls`` does."""
+
+    def __init__(self, model: FakeVLLMModel) -> None:
+        self.model_runner = SimpleNamespace(model=model)
+
+
+def msgpack_native(value: Any) -> bool:
+    """What vLLM's RPC encoder carries without pickle: plain data and tensors."""
+    if isinstance(value, list | tuple):
+        return all(msgpack_native(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and msgpack_native(v) for k, v in value.items())
+    return value is None or isinstance(value, str | int | float | bool | torch.Tensor)
+
 
 class FakeLLM:
     """Records requests; answers row 0 with an EOS, row 1 with an EOS vLLM left out, the rest
@@ -175,8 +196,13 @@ class FakeLLM:
         config = SimpleNamespace(get_vocab_size=lambda: vocab)
         self.llm_engine = SimpleNamespace(model_config=config)
 
-    def apply_model(self, func: Any) -> list[Any]:
-        return [func(self.model)]
+    def collective_rpc(
+        self, method: Any, timeout: float | None = None, args: tuple[Any, ...] = ()
+    ) -> list[Any]:
+        # vLLM's multiprocess engine refuses callables without insecure (pickle) serialisation
+        assert isinstance(method, str), "only method names cross vLLM's RPC without pickle"
+        assert msgpack_native(args)
+        return [getattr(FakeWorker(self.model), method)(*args)]
 
     def generate(self, prompts: list[dict[str, Any]], params: list[Any], use_tqdm: bool) -> Any:
         assert use_tqdm is False
@@ -250,8 +276,27 @@ def test_vllm_engine_requests_and_weight_pushes() -> None:
         names["model.norm.weight"], trainer.policy.state_dict()["model.norm.weight"]
     )
     assert all(t.device.type == "cpu" for t in names.values())
+    [norm] = llm.collective_rpc("ragkit_weight", args=("model.norm.weight",))
+    torch.testing.assert_close(norm, names["model.norm.weight"].float())
+    with pytest.raises(KeyError, match="no parameter"):
+        llm.collective_rpc("ragkit_weight", args=("lm_head.nope",))
     trainer.step(batch(prompt_pool(), 1, 4))
     assert len(llm.model.loaded) == 2  # the updated weights went in before the next rollout
+
+
+def test_vllm_engine_starts_with_the_weight_push_extension(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ragkit.generation.backends import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "vllm_installed", lambda: True)  # nothing starts here
+    engine = VLLMRolloutEngine.from_model("some/model", engine_options={"seed": 5})
+    kwargs = vllm_engine.vllm_engine_kwargs(engine.generator.config, "some/model")
+    assert kwargs["worker_extension_cls"] == "alignment.ppo.vllm_worker.RolloutWorkerExtension"
+    assert (kwargs["enable_prefix_caching"], kwargs["seed"]) == (False, 5)
+    # the name vLLM imports in its workers resolves to the class the trainer's calls rely on
+    module, _, name = kwargs["worker_extension_cls"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is RolloutWorkerExtension
 
 
 def test_vllm_rollout_engine_without_vllm_is_a_clear_error(
@@ -311,9 +356,5 @@ def test_ppo_with_real_vllm_rollouts() -> None:  # pragma: no cover - GPU only
     trainer.sample(prompts)  # pushes the updated weights
     _, llm = engine.generator.engine()
     norm = trainer.policy.state_dict()["model.norm.weight"].float().cpu()
-
-    def read_norm(model: Any) -> torch.Tensor:
-        return dict(model.named_parameters())["model.norm.weight"].float().cpu()
-
-    [engine_norm] = llm.apply_model(read_norm)
+    [engine_norm] = llm.collective_rpc("ragkit_weight", args=("model.norm.weight",))
     torch.testing.assert_close(engine_norm, norm, rtol=1e-2, atol=1e-2)
