@@ -45,9 +45,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from ragkit.index.vectors import (  # noqa: E402  (after the path set-up, like the other benches)
     HNSW_EF_SEARCH,
-    IVFPQ_NPROBE,
     IVFPQ_RERANK_MIN,
     VectorIndex,
+    ivfpq_nprobe,
     ivfpq_shape,
 )
 
@@ -177,9 +177,18 @@ def exact_scores(n: int, qs: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 
 # -- one configuration (runs in its own process) ---------------------------------------------------
-def worker(kind: str, n: int, nq: int, work: Path, sweep: list[int]) -> dict[str, Any]:
+def worker(
+    kind: str, n: int, nq: int, work: Path, sweep: list[int], max_nlist: int = 0
+) -> dict[str, Any]:
     import faiss
 
+    if max_nlist:  # experiment: ragkit's nlist cap (and training sample) raised
+        from ragkit.index import vectors as ragkit_vectors
+
+        ragkit_vectors.IVFPQ_MAX_NLIST = max_nlist
+        ragkit_vectors.IVFPQ_MAX_TRAIN = max(
+            ragkit_vectors.IVFPQ_MAX_TRAIN, ragkit_vectors.IVFPQ_TRAIN_PER_LIST * max_nlist
+        )
     model = mixture()
     qs = queries(model, nq)
     truth_path = work / f"truth-{n}-{nq}.npy"
@@ -219,7 +228,7 @@ def worker(kind: str, n: int, nq: int, work: Path, sweep: list[int]) -> dict[str
                 "recall_pq": recall(found, truth),
                 "same_ids_as_in_memory": bool(np.array_equal(found, reference[str(nprobe)])),
             }
-        index._index.nprobe = IVFPQ_NPROBE
+        index._index.nprobe = ivfpq_nprobe(int(index._index.nlist))
         result["sweep"] = rows
         result["p50_ms_1t"] = p50_ms(lambda q: index.search(q, K), qs[:200], 1)
         result["p50_ms"] = p50_ms(lambda q: index.search(q, K), qs[:200], result["threads"])
@@ -320,7 +329,7 @@ def worker(kind: str, n: int, nq: int, work: Path, sweep: list[int]) -> dict[str
             order = np.argsort(-scores[part], axis=1, kind="stable")[:, :K]
             reranked = np.take_along_axis(stacked[part], order, axis=1)
             rows[str(nprobe)]["recall_reranked"] = recall(reranked, truth)
-        raw.nprobe = IVFPQ_NPROBE
+        raw.nprobe = ivfpq_nprobe(int(raw.nlist))
     result["sweep"] = rows
 
     if kind == "ivfpq":
@@ -391,14 +400,24 @@ def main() -> None:
     )
     parser.add_argument("--work", type=Path, default=HERE / ".work" / "faiss-scale")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--max-nlist",
+        type=int,
+        default=0,
+        help="experiment: raise ragkit's IVF-PQ nlist cap (and its training sample) to this; "
+        "files go to WORK/nlist<N>",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sweep = [int(x) for x in args.nprobe.split(",")]
-    args.work.mkdir(parents=True, exist_ok=True)
     if args.worker:
         kind, n = args.worker.split(":")
-        print(json.dumps(worker(kind, int(n), args.queries, args.work, sweep)))
+        row = worker(kind, int(n), args.queries, args.work, sweep, args.max_nlist)
+        print(json.dumps(row))
         return
+    if args.max_nlist:
+        args.work = args.work / f"nlist{args.max_nlist}"
+    args.work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = [k for k in args.kinds.split(",") if k]
     results: list[dict[str, Any]] = []
@@ -424,6 +443,8 @@ def main() -> None:
                 args.nprobe,
                 "--work",
                 str(args.work),
+                "--max-nlist",
+                str(args.max_nlist),
             ]
             t0 = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -437,7 +458,8 @@ def main() -> None:
             print(f"n={n:,} {kind}: {time.perf_counter() - t0:.0f}s {json.dumps(row)}", flush=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         args.out.mkdir(parents=True, exist_ok=True)
-        out = args.out / f"faiss_scale_{'-'.join(str(s) for s in sizes)}-{stamp}.json"
+        tag = f"-nlist{args.max_nlist}" if args.max_nlist else ""
+        out = args.out / f"faiss_scale_{'-'.join(str(s) for s in sizes)}{tag}-{stamp}.json"
         out.write_text(json.dumps({"sizes": sizes, "results": results}, indent=2) + "\n")
     print(table(results))
     print(f"results: {out}")

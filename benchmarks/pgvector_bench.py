@@ -4,9 +4,14 @@ The corpus is the SQuAD paragraphs of ``../shared/data/squad_small.json`` plus t
 docs (``python-docs-3.11.tar.gz``, ``--max-files`` of them); it is chunked once (characters,
 1000/100) and embedded once, and the same chunks and vectors are loaded into
 
-- ``faiss``: :class:`ragkit.index.Index` (``index_type=auto``: exact inner product at this size),
-- ``pgvector``: :class:`ragkit.stores.PgVectorIndex` (HNSW m=16, ef_construction=64), measured at
-  each ``--ef-search`` value.
+- ``faiss``: :class:`ragkit.index.Index` for each ``--index-types`` structure (``auto``: exact
+  inner product at this size; ``hnsw``: what ``auto`` builds above 50k vectors),
+- ``pgvector``: :class:`ragkit.stores.PgVectorIndex` (HNSW ``--hnsw-m`` /
+  ``--hnsw-ef-construction``, ragkit's defaults 16 / 200), measured at each ``--ef-search``
+  value and with ``exact_search`` (a sequential scan).
+
+The vectors are cached in ``benchmarks/.work`` per corpus and backend, so a re-run with other
+index parameters skips the embedding.
 
 Queries are the SQuAD questions. For each system: ingest seconds (rows + vectors + indexes,
 embedding excluded), single-query p50/p95 latency of the vector search alone (query already
@@ -20,11 +25,14 @@ The server is a throwaway local one (:mod:`ragkit.stores.local_server`, like the
 
     .venv/bin/python benchmarks/pgvector_bench.py                 # full: all 497 docs files
     .venv/bin/python benchmarks/pgvector_bench.py --max-files 40  # quick
+    .venv/bin/python benchmarks/pgvector_bench.py --hnsw-ef-construction 64 --ef-search 40
+                                                   # pgvector's own defaults
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -65,6 +73,29 @@ def python_docs(max_files: int) -> list[Any]:
     for file in sorted(files, key=lambda f: f.key)[:max_files]:
         documents.extend(load_file(file, registry, content_hash(Path(file.path))).documents)
     return [d for d in documents if d.text.strip()]
+
+
+def embed_once(
+    embedder: Any, args: argparse.Namespace, chunks: list[Any], questions: list[str]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Chunk and question vectors, cached in .work per corpus and backend (embedding the
+    full corpus takes minutes; the comparison is about what happens after it)."""
+    key = hashlib.sha256("\n".join([c.id for c in chunks] + questions).encode()).hexdigest()[:16]
+    cache = WORK / f"pgvector-vectors-{args.max_files}-{embedder.backend_name}-{key}.npz"
+    if cache.exists():
+        saved = np.load(cache)
+        print(f"vectors from {cache.name}", flush=True)
+        return saved["vectors"], saved["queries"], float(saved["embed_s"])
+    print(f"{len(chunks)} chunks; embedding once ...", flush=True)
+    t0 = time.perf_counter()
+    vectors = embedder.encode([c.text for c in chunks])
+    embed_s = time.perf_counter() - t0
+    query_vectors = embedder.encode(questions)
+    WORK.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.npz")
+    np.savez(partial, vectors=vectors, queries=query_vectors, embed_s=embed_s)
+    partial.replace(cache)
+    return vectors, query_vectors, embed_s
 
 
 def timed(
@@ -169,11 +200,22 @@ def main(argv: list[str] | None = None) -> int:
         "--max-files", type=int, default=497, help="Python docs files (0: SQuAD only)"
     )
     parser.add_argument("--queries", type=int, default=300, help="SQuAD questions (answerable)")
-    parser.add_argument("--ef-search", default="40,100", help="pgvector hnsw.ef_search values")
+    parser.add_argument(
+        "--ef-search", default="200,40,400", help="pgvector hnsw.ef_search values (first: e2e)"
+    )
     parser.add_argument(
         "--embed-backend", default="torch", help="embedding backend (same for both)"
     )
     parser.add_argument("--dsn", default=None, help="use this server instead of a local one")
+    parser.add_argument(
+        "--index-types",
+        default="auto,hnsw",
+        help="file-index structures to measure (auto = exact below 50k vectors)",
+    )
+    parser.add_argument("--hnsw-m", type=int, default=16, help="pgvector HNSW m")
+    parser.add_argument(
+        "--hnsw-ef-construction", type=int, default=200, help="pgvector HNSW ef_construction"
+    )
     args = parser.parse_args(argv)
 
     import faiss
@@ -198,28 +240,33 @@ def main(argv: list[str] | None = None) -> int:
         chunking, tokenizer=embedder.tokenizer, max_tokens=embedder.max_tokens
     )
     chunks = splitter.split_many(documents)
-    print(f"{len(documents)} documents, {len(chunks)} chunks; embedding once ...", flush=True)
-    t0 = time.perf_counter()
-    vectors = embedder.encode([c.text for c in chunks])
-    embed_s = time.perf_counter() - t0
-    query_vectors = embedder.encode(questions)
     ids = [c.id for c in chunks]
+    vectors, query_vectors, embed_s = embed_once(embedder, args, chunks, questions)
     top = np.argsort(-(query_vectors @ vectors.T), axis=1)[:, :K]
     exact = [{ids[i] for i in row} for row in top]
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     rows: list[dict[str, Any]] = []
     work = WORK / f"pgvector-faiss-{stamp}"
-    with Index.create(work, embedder, chunking, index_type="auto") as index:
-        t0 = time.perf_counter()
-        index.add_documents(documents, chunks=chunks, vectors=vectors)
-        index.commit()
-        ingest_s = time.perf_counter() - t0
-        rows.append(
-            measure(
-                "faiss (file index)", index, ingest_s, questions, query_vectors, exact, gold, True
+    for position, index_type in enumerate(args.index_types.split(",")):
+        with Index.create(work / index_type, embedder, chunking, index_type=index_type) as index:
+            t0 = time.perf_counter()
+            index.add_documents(documents, chunks=chunks, vectors=vectors)
+            index.commit()
+            ingest_s = time.perf_counter() - t0
+            structure = type(index._ensure_vectors()._index).__name__
+            rows.append(
+                measure(
+                    f"faiss (file index, {index_type}: {structure})",
+                    index,
+                    ingest_s,
+                    questions,
+                    query_vectors,
+                    exact,
+                    gold,
+                    end_to_end=position == 0,
+                )
             )
-        )
 
     shutil.rmtree(work, ignore_errors=True)  # scratch: the numbers are in the JSON
 
@@ -238,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     schema = f"bench_{stamp.lower()}"
     try:
         url = f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
-        with PgVectorIndex.create(url, embedder, chunking) as store:
+        with PgVectorIndex.create(
+            url,
+            embedder,
+            chunking,
+            hnsw_m=args.hnsw_m,
+            hnsw_ef_construction=args.hnsw_ef_construction,
+        ) as store:
             t0 = time.perf_counter()
             store.add_documents(documents, chunks=chunks, vectors=vectors)
             store.commit()
@@ -247,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                 store.ef_search = ef
                 rows.append(
                     measure(
-                        f"pgvector HNSW ef_search={ef}",
+                        f"pgvector HNSW m={args.hnsw_m} ef_c={args.hnsw_ef_construction} "
+                        f"ef_search={ef}",
                         store,
                         ingest_s,
                         questions,
@@ -257,6 +311,19 @@ def main(argv: list[str] | None = None) -> int:
                         end_to_end=position == 0,
                     )
                 )
+            store.exact_search = True  # every chunk ranked: a sequential scan
+            rows.append(
+                measure(
+                    "pgvector exact (sequential scan)",
+                    store,
+                    ingest_s,
+                    questions,
+                    query_vectors,
+                    exact,
+                    gold,
+                    end_to_end=False,
+                )
+            )
             pg_version = store.conn.execute("SHOW server_version").fetchone()
             pgvector_version = store.pgvector_version
         PgVectorIndex.drop(url)

@@ -38,18 +38,24 @@ IVF_NPROBE = 16
 # IVF-PQ defaults, chosen from benchmarks/faiss_scale_bench.py (docs/index-scale.md):
 # - one PQ sub-quantiser per IVFPQ_DIMS_PER_CODE dimensions (384-d -> 96 bytes a vector): with 8
 #   dimensions a byte, recall@10 stayed near 0.5 even after exact re-ranking;
-# - nlist the power of two nearest 4*sqrt(n), at most IVFPQ_MAX_NLIST: more lists cost k-means
-#   training and assignment time (linear in nlist) on a small CPU machine for little latency gain;
-# - nprobe and the re-ranking depth trade latency for recall as measured at 1M and 10M vectors.
+# - nlist the power of two nearest 4*sqrt(n), at most IVFPQ_MAX_NLIST, and nprobe nlist/64 (at
+#   least IVFPQ_NPROBE): a query scans ~1.6% of the lists whatever their number. Measured with
+#   exact re-ranking, the same scan share with more, smaller lists found more true neighbours
+#   for the same time: 1M vectors, 4096 lists / nprobe 64: recall@10 0.963 vs 0.936 with
+#   2048 / 32; 10M, 8192 / 128: 0.976 vs 0.941, both at ~4 ms. The price is build time (2x:
+#   k-means and assignment are linear in nlist; 12 min at 10M on 2 cores), which is small next
+#   to embedding the chunks (10M chunks: ~40 h on the same machine);
+# - the re-ranking depth trades latency for recall as measured at 1M and 10M vectors.
 IVFPQ_DIMS_PER_CODE = 4
-IVFPQ_MAX_NLIST = 2048
+IVFPQ_MAX_NLIST = 8192
 IVFPQ_NPROBE = 32
+IVFPQ_LISTS_PER_PROBE = 64
 IVFPQ_RERANK_FACTOR = 4
 IVFPQ_RERANK_MIN = 40
 # k-means and PQ training see at most this many vectors (a fixed-seed sample): training cost is
 # linear in it; FAISS asks for >= 39 points a centroid
 IVFPQ_TRAIN_PER_LIST = 40
-IVFPQ_MAX_TRAIN = 262_144
+IVFPQ_MAX_TRAIN = IVFPQ_TRAIN_PER_LIST * IVFPQ_MAX_NLIST
 # FAISS wants >= 39 training points per centroid; fewer gives empty or degenerate clusters
 MIN_POINTS_PER_CENTROID = 39
 ADD_BATCH = 65_536
@@ -75,6 +81,14 @@ def ivfpq_nlist(total: int) -> int:
         return 1
     wanted = 2 ** round(math.log2(4 * math.sqrt(total)))
     return int(max(1, min(wanted, IVFPQ_MAX_NLIST, total // MIN_POINTS_PER_CENTROID)))
+
+
+def ivfpq_nprobe(nlist: int) -> int:
+    """Lists a query probes: nlist/64 (a fixed share of the corpus), at least 32, at most nlist.
+
+    Indexes built before the nlist cap was raised (2048 lists) get 32, as they always did.
+    """
+    return int(min(nlist, max(IVFPQ_NPROBE, nlist // IVFPQ_LISTS_PER_PROBE)))
 
 
 def ivfpq_shape(dimension: int, total: int) -> tuple[int, int, int]:
@@ -148,7 +162,7 @@ class VectorIndex:
         ivf = faiss.IndexIVFPQ(
             quantizer, self.dimension, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT
         )
-        ivf.nprobe = min(IVFPQ_NPROBE, nlist)
+        ivf.nprobe = ivfpq_nprobe(nlist)
         # the PQ k-means samples its own training set down to 256 points a centroid
         ivf.cp.min_points_per_centroid = 1  # sizes are chosen above: no FAISS warnings
         ivf.pq.cp.min_points_per_centroid = 1
@@ -349,7 +363,7 @@ class VectorIndex:
         if index.kind == "hnsw":
             faiss.downcast_index(raw.index).hnsw.efSearch = HNSW_EF_SEARCH
         if index.kind == "ivfpq":
-            raw.nprobe = min(IVFPQ_NPROBE, raw.nlist)
+            raw.nprobe = ivfpq_nprobe(int(raw.nlist))
         if mmap and index.kind in ("ivf", "ivfpq") and raw.ntotal:
             index.mmap_source = Path(path)
             lists = faiss.downcast_InvertedLists(raw.invlists)

@@ -12,7 +12,7 @@ from ragkit.chunking import ChunkingSettings
 from ragkit.embedding import Embedder
 from ragkit.errors import IndexFormatError
 from ragkit.index import Index
-from ragkit.index.vectors import VectorIndex, ivfpq_shape
+from ragkit.index.vectors import VectorIndex, ivfpq_nprobe, ivfpq_shape
 from ragkit.schema import Document
 
 DIM = 32
@@ -68,9 +68,14 @@ def stored(data: tuple[np.ndarray, np.ndarray, np.ndarray]):  # type: ignore[no-
 
 
 def test_shape_follows_corpus_size() -> None:
-    assert ivfpq_shape(384, 10_000_000) == (2048, 96, 8)
-    assert ivfpq_shape(384, 1_000_000) == (2048, 96, 8)
+    assert ivfpq_shape(384, 100_000_000) == (8192, 96, 8)  # capped
+    assert ivfpq_shape(384, 10_000_000) == (8192, 96, 8)
+    assert ivfpq_shape(384, 1_000_000) == (4096, 96, 8)
     assert ivfpq_shape(384, 100_000) == (1024, 96, 8)
+    # a fixed share of the lists is probed; small and pre-cap (2048-list) indexes probe 32
+    assert [ivfpq_nprobe(n) for n in (1, 16, 1024, 2048, 4096, 8192)] == [1, 16, 32, 32, 64, 128]
+    assert VectorIndex.training_size(10_000_000) == 40 * 8192
+    assert VectorIndex.training_size(1_000_000) == 40 * 4096
     nlist, m, nbits = ivfpq_shape(DIM, N)
     assert (m, DIM % m) == (8, 0) and nbits < 8 and nlist * 39 <= N
     assert ivfpq_shape(384, 1) == (1, 96, 1)

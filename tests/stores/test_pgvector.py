@@ -419,3 +419,56 @@ def test_agrees_with_the_faiss_file_index(pg_url: str, minilm: Embedder, tmp_pat
             assert ours[0].chunk.id == theirs[0].chunk.id, query
             assert ours[0].score == pytest.approx(theirs[0].score, abs=1e-4), query
         assert {c.id for c, _ in store.iter_chunks(batch=2)} == {c.id for c in chunks}
+
+
+def test_exact_search_scans_every_chunk_and_matches_the_flat_index(
+    pg_url: str, tiny_embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = _docs("a", 6) + _docs("b", 6, topic="war")
+    with (
+        PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store,
+        Index.create(tmp_path / "idx", tiny_embedder, CHARS, index_type="flat") as index,
+    ):
+        store.add_documents(docs)
+        store.commit()
+        index.add_documents(docs)
+        index.commit()
+        statements: list[tuple[Any, Any]] = []
+        execute = store.conn.execute
+
+        def recording(statement: Any, params: Any = None, **kwargs: Any) -> Any:
+            statements.append((statement, params))
+            return execute(statement, params, **kwargs)
+
+        monkeypatch.setattr(store.conn, "execute", recording)
+
+        def plan_of_last_search() -> str:
+            from psycopg import sql
+
+            statement, params = statements[-1]
+            # with sequential scans priced out, only a statement that cannot use the HNSW
+            # index still scans the table
+            execute("SET enable_seqscan = off")
+            try:
+                rows = execute(sql.SQL("EXPLAIN ") + statement, params).fetchall()
+            finally:
+                execute("RESET enable_seqscan")
+            return "\n".join(str(r[0]) for r in rows)
+
+        for exact in (False, True):
+            store.exact_search = exact
+            for query, filters in [("river city", None), ("war", {"group": "b"})]:
+                ours = store.search(query, k=4, filters=filters)
+                plan = plan_of_last_search()
+                assert ("Seq Scan" in plan) == exact, plan
+                assert ("hnsw" in plan.lower() or "Index Scan" in plan) != exact, plan
+                if exact:
+                    theirs = index.search(query, k=4, filters=filters)
+                    assert [h.score for h in ours] == pytest.approx(
+                        [h.score for h in theirs], abs=1e-5
+                    )
+                    # the same chunks, up to ties with the last score
+                    last = theirs[-1].score + 1e-5
+                    assert {h.chunk.id for h in ours if h.score > last} == {
+                        h.chunk.id for h in theirs if h.score > last
+                    }
