@@ -247,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     rows: list[dict[str, Any]] = []
+
+    def add_row(name: str, store: Any, ingest_s: float, end_to_end: bool) -> None:
+        rows.append(
+            measure(name, store, ingest_s, questions, query_vectors, exact, gold, end_to_end)
+        )
+
     work = WORK / f"pgvector-faiss-{stamp}"
     for position, index_type in enumerate(args.index_types.split(",")):
         with Index.create(work / index_type, embedder, chunking, index_type=index_type) as index:
@@ -255,17 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             index.commit()
             ingest_s = time.perf_counter() - t0
             structure = type(index._ensure_vectors()._index).__name__
-            rows.append(
-                measure(
-                    f"faiss (file index, {index_type}: {structure})",
-                    index,
-                    ingest_s,
-                    questions,
-                    query_vectors,
-                    exact,
-                    gold,
-                    end_to_end=position == 0,
-                )
+            add_row(
+                f"faiss (file index, {index_type}: {structure})", index, ingest_s, position == 0
             )
 
     shutil.rmtree(work, ignore_errors=True)  # scratch: the numbers are in the JSON
@@ -298,32 +295,12 @@ def main(argv: list[str] | None = None) -> int:
             ingest_s = time.perf_counter() - t0
             for position, ef in enumerate(int(v) for v in args.ef_search.split(",")):
                 store.ef_search = ef
-                rows.append(
-                    measure(
-                        f"pgvector HNSW m={args.hnsw_m} ef_c={args.hnsw_ef_construction} "
-                        f"ef_search={ef}",
-                        store,
-                        ingest_s,
-                        questions,
-                        query_vectors,
-                        exact,
-                        gold,
-                        end_to_end=position == 0,
-                    )
+                name = (
+                    f"pgvector HNSW m={args.hnsw_m} ef_c={args.hnsw_ef_construction} ef_search={ef}"
                 )
+                add_row(name, store, ingest_s, position == 0)
             store.exact_search = True  # every chunk ranked: a sequential scan
-            rows.append(
-                measure(
-                    "pgvector exact (sequential scan)",
-                    store,
-                    ingest_s,
-                    questions,
-                    query_vectors,
-                    exact,
-                    gold,
-                    end_to_end=False,
-                )
-            )
+            add_row("pgvector exact (sequential scan)", store, ingest_s, False)
             pg_version = store.conn.execute("SHOW server_version").fetchone()
             pgvector_version = store.pgvector_version
         PgVectorIndex.drop(url)

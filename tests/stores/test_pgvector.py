@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,21 @@ def test_hybrid_and_dense_retrievers_work_unchanged(pg_url: str, minilm: Embedde
         assert HybridRetriever(store, k=3).to_config()["index"] == store.directory
 
 
+@contextlib.contextmanager
+def store_and_flat_index(
+    pg_url: str, embedder: Embedder, tmp_path: Path, docs: list[Document]
+) -> Iterator[tuple[PgVectorIndex, Index]]:
+    """The same documents in a PostgreSQL store and an exact file index, to compare the two."""
+    with (
+        PgVectorIndex.create(pg_url, embedder, CHARS) as store,
+        Index.create(tmp_path / "idx", embedder, CHARS, index_type="flat") as index,
+    ):
+        for target in (store, index):
+            target.add_documents(docs)
+            target.commit()
+        yield store, index
+
+
 FILTER_CASES: list[dict[str, Any]] = [
     {"group": "b"},
     {"n": [1, 2]},
@@ -196,15 +213,7 @@ def _filter_docs() -> list[Document]:
 def test_filters_select_the_same_chunks_as_the_file_index(
     pg_url: str, tiny_embedder: Embedder, tmp_path: Path
 ) -> None:
-    docs = _filter_docs()
-    with (
-        PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store,
-        Index.create(tmp_path / "idx", tiny_embedder, CHARS, index_type="flat") as index,
-    ):
-        store.add_documents(docs)
-        store.commit()
-        index.add_documents(docs)
-        index.commit()
+    with store_and_flat_index(pg_url, tiny_embedder, tmp_path, _filter_docs()) as (store, index):
         for filters in FILTER_CASES:
             want = {h.chunk.id for h in index.search("river", k=200, filters=filters)}
             got = {h.chunk.id for h in store.search("river", k=200, filters=filters)}
@@ -425,14 +434,7 @@ def test_exact_search_scans_every_chunk_and_matches_the_flat_index(
     pg_url: str, tiny_embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     docs = _docs("a", 6) + _docs("b", 6, topic="war")
-    with (
-        PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store,
-        Index.create(tmp_path / "idx", tiny_embedder, CHARS, index_type="flat") as index,
-    ):
-        store.add_documents(docs)
-        store.commit()
-        index.add_documents(docs)
-        index.commit()
+    with store_and_flat_index(pg_url, tiny_embedder, tmp_path, docs) as (store, index):
         statements: list[tuple[Any, Any]] = []
         execute = store.conn.execute
 
