@@ -60,6 +60,21 @@ def settings(**overrides: Any) -> PPOConfig:
     return PPOConfig.model_validate(values)
 
 
+def engine_trainer(
+    policy: Any, tokenizer: Any, engine: RolloutEngine, config: PPOConfig
+) -> PPOTrainer:
+    """A CPU trainer (no reference, tiny value model) sampling through ``engine``."""
+    return PPOTrainer(
+        policy,
+        None,
+        tiny_value_model(tokenizer),
+        response_words,
+        tokenizer,
+        config,
+        rollout_engine=engine,
+    )
+
+
 def test_engine_samples_what_the_policy_samples() -> None:
     """Same weights, same seed, same padding id: the same tokens, masks and texts."""
     tokenizer = make_tokenizer()
@@ -90,15 +105,7 @@ def test_trainer_pushes_the_policy_weights_before_each_rollout() -> None:
     with torch.no_grad():  # the engine starts out of date: the first rollout must push
         for p in engine.model.parameters():
             p.add_(0.5)
-    trainer = PPOTrainer(
-        policy,
-        None,
-        tiny_value_model(tokenizer),
-        response_words,
-        tokenizer,
-        settings(),
-        rollout_engine=engine,
-    )
+    trainer = engine_trainer(policy, tokenizer, engine, settings())
     assert trainer.policy.get_input_embeddings().num_embeddings == vocab + 1  # type: ignore[operator]
     pushes: list[int] = []
     original = engine.load_weights
@@ -236,14 +243,8 @@ def test_vllm_engine_requests_and_weight_pushes() -> None:
     eos = int(tokenizer.eos_token_id)
     llm = FakeLLM(vocab, eos)
     engine = VLLMRolloutEngine(FakeGenerator(llm))
-    trainer = PPOTrainer(
-        policy,
-        None,
-        tiny_value_model(tokenizer),
-        response_words,
-        tokenizer,
-        settings(response_length=5, temperature=0.7, seed=3),
-        rollout_engine=engine,
+    trainer = engine_trainer(
+        policy, tokenizer, engine, settings(response_length=5, temperature=0.7, seed=3)
     )
     prompts = batch(prompt_pool(), 0, 4)
     metrics = trainer.step(prompts)

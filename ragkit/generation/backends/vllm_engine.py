@@ -248,8 +248,10 @@ class VLLMGenerator:
         assert self.tokens.local is not None
         return str(self.tokens.local.source)
 
-    def _engine(self) -> tuple[Any, Any]:
-        """``(vllm module, LLM)``, importing vLLM and starting the engine on first use."""
+    def engine(self) -> tuple[Any, Any]:
+        """``(vllm module, vllm.LLM)``, importing vLLM and starting the engine on first use
+        (public for callers that drive vLLM directly, such as PPO's rollout engine, which also
+        pushes weights into it)."""
         with self._lock:
             if self._llm is None:
                 try:  # import_module: vLLM is optional, and mypy must not need its stubs
@@ -275,11 +277,6 @@ class VLLMGenerator:
                 self._vllm, self._llm = vllm, llm
             return self._vllm, self._llm
 
-    def engine(self) -> tuple[Any, Any]:
-        """``(vllm module, vllm.LLM)``, starting the engine if needed (for callers that drive
-        vLLM directly, such as PPO's rollout engine, which also pushes weights into it)."""
-        return self._engine()
-
     def _engine_context_length(self) -> int | None:
         """The running engine's ``max_model_len`` (None before it starts)."""
         if self._llm is None:
@@ -295,7 +292,7 @@ class VLLMGenerator:
 
     def warm_up(self) -> VLLMGenerator:
         """Start the engine now (allocates the GPU memory) instead of on the first call."""
-        self._engine()
+        self.engine()
         return self
 
     # ------------------------------------------------------------------ tokens
@@ -358,7 +355,7 @@ class VLLMGenerator:
                     f"prompt {i} has {len(ids)} tokens; with max_new_tokens={opts.max_new_tokens} "
                     f"it exceeds the model's context of {limit} tokens"
                 )
-        vllm, llm = self._engine()
+        vllm, llm = self.engine()
         params = [
             vllm.SamplingParams(**sampling, **({} if seed is None else {"seed": seed}))
             for seed in sample_seeds(opts, len(items))
