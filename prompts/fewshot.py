@@ -14,12 +14,18 @@ dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.budget import fit_ranked
+from prompts.config import (
+    counter_from_config,
+    counter_to_config,
+    selector_from_config,
+    selector_to_config,
+)
 from prompts.examples import Example, insert_examples
 from prompts.protocols import PromptValue
 from prompts.selectors import ExampleSelector, FixedSelector
@@ -155,6 +161,7 @@ class FewShotStep:
     """
 
     component_name = "fewshot"
+    trace_outputs: ClassVar[Mapping[str, str]] = {"notes": "notes"}
 
     def __init__(
         self,
@@ -187,3 +194,20 @@ class FewShotStep:
         return FewShotPrompt(
             prompt=fitted.prompt, examples=_ordered(fitted.items, self.order), notes=notes
         )
+
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config; the selector's embedder and the token counter are re-attached."""
+        return {
+            "selector": selector_to_config(self.selector),
+            "count_tokens": counter_to_config(self.count_tokens),
+            "max_tokens": self.max_tokens,
+            "order": self.order,
+            "with_rationale": self.with_rationale,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> FewShotStep:
+        params = dict(config)
+        selector = selector_from_config(params.pop("selector", None), context, cls.component_name)
+        count = counter_from_config(params.pop("count_tokens", None), context, cls.component_name)
+        return cls(selector, count_tokens=count, **params)

@@ -93,6 +93,7 @@ def text_token_counter(source: Any) -> Callable[[str], int]:
             except TypeError:  # a counter without that keyword
                 return int(method(text))
 
+        count.counts_for = source  # type: ignore[attr-defined]  # lets a saved step name it
         return count
     if callable(source):
         return source

@@ -13,11 +13,18 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.calls import CallNode, CallRecorder
+from prompts.config import (
+    need,
+    parser_from_config,
+    parser_to_config,
+    selector_from_config,
+    selector_to_config,
+)
 from prompts.examples import Example, insert_examples
 from prompts.parsers import AnswerParser, MarkerParser, fallback_answer
 from prompts.protocols import PromptValue, TextGenerator, as_messages
@@ -136,6 +143,19 @@ class ChainOfThought:
         """Standalone use with a plain question."""
         return self.run(question)
 
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config; the generator is re-attached from the load context."""
+        return {
+            "parser": parser_to_config(self.parser),
+            "examples": selector_to_config(self.selector) if self.selector is not None else None,
+            "instruction": self.instruction,
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> ChainOfThought:
+        return cls(need(context, "generator", cls.component_name), **_cot_params(config, context))
+
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation.replace(".", ""))
@@ -202,6 +222,7 @@ class SelfConsistency:
     """
 
     component_name = "self_consistency"
+    trace_outputs: ClassVar[Mapping[str, str]] = {"notes": "notes"}
 
     def __init__(
         self,
@@ -277,3 +298,32 @@ class SelfConsistency:
 
     def ask(self, question: str) -> Voted:
         return self.run(question)
+
+    @property
+    def generator(self) -> TextGenerator:
+        return self.cot.generator
+
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config; the generator is re-attached from the load context."""
+        if self.normalize is not normalize_answer:
+            raise ValueError("a custom normalize function cannot be saved")
+        return {
+            "n": self.n,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            **self.cot.to_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> SelfConsistency:
+        return cls(need(context, "generator", cls.component_name), **_cot_params(config, context))
+
+
+def _cot_params(config: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Constructor keywords from a chain-of-thought config (parser and examples rebuilt)."""
+    params = dict(config)
+    if params.get("parser") is not None:
+        params["parser"] = parser_from_config(params["parser"])
+    if params.get("examples") is not None:
+        params["examples"] = selector_from_config(params["examples"], context, "chain_of_thought")
+    return params

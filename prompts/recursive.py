@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.builtin import library_template
 from prompts.calls import CallNode, CallRecorder, TokenBudgetExhaustedError
+from prompts.config import (
+    counter_from_config,
+    counter_to_config,
+    need,
+    template_from_config,
+    template_to_config,
+)
 from prompts.protocols import PromptValue, TextGenerator, as_messages
 from prompts.template import ChatTemplate, PromptTemplate
 
@@ -168,6 +175,31 @@ class LeastToMost:
             completion_tokens=rec.completion_tokens,
         )
 
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config; the generator is re-attached from the load context."""
+        return {
+            "max_subquestions": self.max_subquestions,
+            "max_depth": self.max_depth,
+            "max_tokens": self.max_tokens,
+            "options": dict(self.options),
+            "decompose_template": template_to_config(self.decompose_template),
+            "answer_template": template_to_config(self.answer_template),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> LeastToMost:
+        params = _with_templates(config, ("decompose_template", "answer_template"))
+        return cls(need(context, "generator", cls.component_name), **params)
+
+
+def _with_templates(config: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Constructor keywords from a config, with the named templates rebuilt."""
+    params = dict(config)
+    for key in keys:
+        if params.get(key) is not None:
+            params[key] = template_from_config(params[key])
+    return params
+
 
 class RefineRound(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -222,6 +254,7 @@ class SelfRefine:
         self.generator = generator
         self.max_rounds = max_rounds
         self.max_tokens = max_tokens
+        self.stop_marker = stop_marker
         self.done = re.compile(rf"\b{re.escape(stop_marker)}\b")
         self.options = dict(options or {})
         self.critique_template = critique_template or library_template("critique")
@@ -267,6 +300,22 @@ class SelfRefine:
             prompt_tokens=rec.prompt_tokens,
             completion_tokens=rec.completion_tokens,
         )
+
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config; the generator is re-attached from the load context."""
+        return {
+            "max_rounds": self.max_rounds,
+            "max_tokens": self.max_tokens,
+            "stop_marker": self.stop_marker,
+            "options": dict(self.options),
+            "critique_template": template_to_config(self.critique_template),
+            "refine_template": template_to_config(self.refine_template),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> SelfRefine:
+        params = _with_templates(config, ("critique_template", "refine_template"))
+        return cls(need(context, "generator", cls.component_name), **params)
 
 
 class Summary(BaseModel):
@@ -334,6 +383,7 @@ class RecursiveSummary:
     """
 
     component_name = "recursive_summary"
+    trace_outputs: ClassVar[Mapping[str, str]] = {"notes": "notes"}
 
     def __init__(
         self,
@@ -418,3 +468,21 @@ class RecursiveSummary:
                 f"dropped the last {len(chunks) - len(kept)} of {len(chunks)} chunk(s) to fit"
             )
         return "\n\n".join(kept)
+
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config; the generator and its token counter are re-attached."""
+        return {
+            "count_tokens": counter_to_config(self.count_tokens),
+            "max_input_tokens": self.max_input_tokens,
+            "max_depth": self.max_depth,
+            "max_words": self.max_words,
+            "max_tokens": self.max_tokens,
+            "options": dict(self.options),
+            "template": template_to_config(self.template),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> RecursiveSummary:
+        params = _with_templates(config, ("template",))
+        count = counter_from_config(params.pop("count_tokens", None), context, cls.component_name)
+        return cls(need(context, "generator", cls.component_name), count, **params)

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prompts.calls import CallNode, CallRecorder
+from prompts.config import need
 from prompts.jsontext import first_json_object
 from prompts.protocols import PromptValue, TextGenerator, as_messages
 
@@ -210,3 +211,22 @@ class StructuredStep:
             attempts=len(parsed.attempts),
             calls=parsed.calls,
         )
+
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config: the model by name; it is looked up in the ``schemas`` resource."""
+        return {
+            "model": self.model.__name__,
+            "retries": self.retries,
+            "options": dict(self.options),
+            "constrained": self.constrained,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> StructuredStep:
+        params = dict(config)
+        name = params.pop("model", None)
+        schemas = need(context, "schemas", cls.component_name)
+        model = schemas.get(name) if isinstance(schemas, Mapping) else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ValueError(f"{cls.component_name}: no pydantic model {name!r} in 'schemas'")
+        return cls(model, need(context, "generator", cls.component_name), **params)

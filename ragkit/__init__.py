@@ -16,15 +16,18 @@ from ragkit.generation import GeneratorBackend, make_generator
 from ragkit.index import Index, IngestReport, index_paths
 from ragkit.loaders import default_registry, discover_files, load_documents
 from ragkit.query_transforms import HyDERetriever, MultiQueryRetriever
+from ragkit.rag import Answer, Citation, RAGPipeline, answering_pipeline
 from ragkit.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, MMRReranker, Retriever
 from ragkit.schema import Chunk, Document, Hit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Answer",
     "BM25Retriever",
     "Chunk",
     "ChunkingSettings",
+    "Citation",
     "DenseRetriever",
     "Document",
     "Embedder",
@@ -40,10 +43,12 @@ __all__ = [
     "MMRReranker",
     "ModelNotFoundError",
     "MultiQueryRetriever",
+    "RAGPipeline",
     "RagkitError",
     "RecursiveSplitter",
     "Retriever",
     "__version__",
+    "answering_pipeline",
     "default_registry",
     "discover_files",
     "index_paths",

@@ -2,11 +2,19 @@
 
 No logic lives here beyond presentation; every error the library raises for bad input is a
 :class:`~ragkit.errors.RagkitError` and becomes one line on stderr with exit status 1.
+
+Importing this module loads no model library (torch, transformers, sentence-transformers,
+alignment): commands import what they need when they run, so ``--help`` and ``--version`` are
+instant. Untrusted text (documents, model output, file names, messages quoting them) is printed
+with :func:`_say` or as :func:`_text` cells: never parsed as rich markup or emoji codes, control
+and bidi characters shown as symbols (:func:`ragkit.terminal.visible`); JSON goes through
+:func:`_print_json` and keeps the exact text.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,11 +24,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
+from rich.highlighter import JSONHighlighter
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ragkit.errors import RagkitError
+from ragkit.terminal import terminal_json, visible
 
 app = typer.Typer(
     name="ragkit",
@@ -29,14 +39,61 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Plain strings printed on these consoles are never read as markup or emoji codes; styling is
+# done with Text objects.
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 T = TypeVar("T")
 
 
+def _text(value: str, *, one_line: bool = False) -> Text:
+    """Untrusted text as a rich Text (no markup, no emoji codes), terminal-driving characters
+    shown as symbols; ``one_line`` also shows newlines (file names, messages)."""
+    return Text(visible(value, one_line=one_line))
+
+
+def _say(message: str, *, console: Console = out, one_line: bool = False, end: str = "\n") -> None:
+    """Print a line holding untrusted text: exactly what it says, nothing interpreted."""
+    console.print(_text(message, one_line=one_line), end=end, soft_wrap=True)
+
+
+def _print_json(value: Any) -> None:
+    """Print JSON (a JSON string or data): exact text, escaped where a terminal would act on it."""
+    out.print(JSONHighlighter()(Text(terminal_json(value))), soft_wrap=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("ragkit")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            from ragkit import __version__ as found
+        _say(f"ragkit {found}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the installed ragkit version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Retrieval-augmented question answering: index documents, search them, ask questions."""
+
+
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(
+        Text.assemble(("error:", "bold red"), " ", _text(message, one_line=True)), soft_wrap=True
+    )
     raise typer.Exit(code=1)
 
 
@@ -234,19 +291,55 @@ def index_command(
                 prune=prune,
             )
 
-    report = _guard(run)
+    with _LoaderWarnings() as warnings:
+        report = _guard(run)
     if json_output:
-        out.print_json(report.model_dump_json())
-        return
-    out.print(
-        f"indexed {report.files_indexed} file(s) ({report.documents} documents, {report.chunks_added} chunks), "
-        f"{report.files_unchanged} unchanged, {len(report.skipped)} skipped"
-        + (f", {report.files_removed} removed" if report.files_removed else "")
-        + f"; index holds {report.chunks_total} chunks; {report.seconds:.1f} s",
-        highlight=False,
-    )
-    for skipped in report.skipped:
-        err.print(f"skipped {skipped.source}: {skipped.reason}", highlight=False, soft_wrap=True)
+        _print_json({**report.model_dump(mode="json"), "warnings": warnings})
+    else:
+        _say(
+            f"indexed {report.files_indexed} file(s) ({report.documents} documents, {report.chunks_added} chunks), "
+            f"{report.files_unchanged} unchanged, {len(report.skipped)} skipped"
+            + (f", {report.files_removed} removed" if report.files_removed else "")
+            + f"; index holds {report.chunks_total} chunks; {report.seconds:.1f} s"
+        )
+        for skipped in report.skipped:
+            _say(f"skipped {skipped.source}: {skipped.reason}", console=err, one_line=True)
+        for warning in warnings:
+            _say(f"warning: {warning}", console=err, one_line=True)
+    if report.skipped and not report.files_indexed and not report.files_unchanged:
+        first = report.skipped[0]
+        _fail(
+            f"nothing was indexed: {first.source} was skipped ({first.reason})"
+            if len(report.skipped) == 1
+            else f"nothing was indexed: all {len(report.skipped)} files were skipped "
+            f"(first: {first.source}: {first.reason})"
+        )
+
+
+class _LoaderWarnings(logging.Handler):
+    """Collects the loaders' warnings during ``ragkit index`` (JSONL lines skipped...) for the
+    report, instead of letting them reach the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger("ragkit.loaders")
+        self._propagate = self._logger.propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+    def __enter__(self) -> list[str]:
+        self._logger.addHandler(self)
+        self._logger.propagate = False
+        return self.messages
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
 
 
 def _parse_filters(filters: list[str] | None) -> dict[str, Any] | None:
@@ -300,28 +393,36 @@ def search_command(
 
     hits = _guard(run)
     if json_output:
-        out.print_json(json.dumps([hit.to_json_dict() for hit in hits]))
+        _print_json([hit.to_json_dict() for hit in hits])
         return
     if not hits:
-        out.print("no results")
+        _say("no results")
         return
+    out.print(_hits_table(hits))
+
+
+def _snippet(text: str, limit: int) -> str:
+    """Whitespace runs folded to one space, cut at ``limit`` characters (marked with …)."""
+    snippet = " ".join(text.split())
+    return snippet[:limit] + ("…" if len(snippet) > limit else "")
+
+
+def _hits_table(hits: list[Any]) -> Table:
+    """``ragkit search``'s table: rank, score, source with span (and page), text snippet."""
     table = Table(show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("source")
     table.add_column("text")
     for hit in hits:
-        where = f"{hit.chunk.source}\n[{hit.chunk.start}:{hit.chunk.end}]"
+        where = _text(hit.chunk.source, one_line=True)
+        where.append(f"\n[{hit.chunk.start}:{hit.chunk.end}]")
         if "page" in hit.chunk.metadata:
-            where += f" p.{hit.chunk.metadata['page']}"
-        snippet = " ".join(hit.chunk.text.split())
+            where.append_text(_text(f" p.{hit.chunk.metadata['page']}", one_line=True))
         table.add_row(
-            str(hit.rank + 1),
-            f"{hit.score:.3f}",
-            where,
-            snippet[:300] + ("…" if len(snippet) > 300 else ""),
+            str(hit.rank + 1), f"{hit.score:.3f}", where, _text(_snippet(hit.chunk.text, 300))
         )
-    out.print(table)
+    return table
 
 
 @app.command("info")
@@ -338,7 +439,7 @@ def info_command(
         with open_store(index) as opened:
             return opened.manifest.model_copy(update={"counts": opened.counts()})
 
-    out.print_json(_guard(run).model_dump_json())
+    _print_json(_guard(run).model_dump_json())
 
 
 @app.command("delete")
@@ -359,30 +460,33 @@ def delete_command(
             return len(document_ids)
 
     count = _guard(run)
-    out.print(f"deleted {count} document(s)")
+    _say(f"deleted {count} document(s)")
 
 
 def _print_sources(answer: Any) -> None:
-    if not answer.citations:
-        err.print("(no sources cited)", highlight=False)
-        return
-    out.print("\nSources:", highlight=False)
+    """The cited sources, then the trace notes: one account of what is and is not cited."""
+    if answer.citations:
+        _say("\nSources:")
+    elif not answer.abstained:
+        _say("(no sources cited)", console=err)
     for c in answer.citations:
-        flag = " (inferred)" if c.inferred else ""
-        snippet = " ".join(c.text.split())
-        out.print(
-            f"  [{c.n}] {c.source} [{c.start}:{c.end}]{flag}: {snippet[:160]}{'…' if len(snippet) > 160 else ''}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        source = visible(c.source, one_line=True)
+        if c.quote is not None:
+            quote = _snippet(c.quote, 160)
+            _say(f"  [{c.n}] {source} [{c.quote_start}:{c.quote_end}] quotes: {quote}")
+            _say(f"      in passage [{c.start}:{c.end}]: {_snippet(c.text, 160)}")
+            continue
+        flag = " (inferred: the passage contains the whole answer)" if c.inferred else ""
+        _say(f"  [{c.n}] {source} [{c.start}:{c.end}]{flag}: {_snippet(c.text, 160)}")
     for note in answer.trace.notes if answer.trace else []:
-        err.print(f"note: {note}", highlight=False, soft_wrap=True)
+        _say(f"note: {note}", console=err)
 
 
 from ragkit.server.cli import (  # noqa: E402  (shared with serve; imports no FastAPI)
     AdapterOption,
     ApiKeyEnvOption,
     BaseUrlOption,
+    DecodingOption,
     GeneratorBackendOption,
 )
 
@@ -391,31 +495,29 @@ def _rag(
     index: str,
     generator: str | None,
     k: int,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     retriever: str = "hybrid",
     strategy: str = "plain",
     backend: str = "transformers",
     base_url: str | None = None,
     api_key_env: str | None = None,
     adapter: str | None = None,
+    decoding: str | None = None,
 ) -> Any:
-    from ragkit.generation import make_generator
-    from ragkit.rag import STRATEGIES, RAGPipeline
+    from ragkit.rag import answering_pipeline
 
-    if k <= 0:
-        raise RagkitError(f"-k must be positive, got {k}")
-    if strategy not in STRATEGIES:
-        raise RagkitError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    model = make_generator(
-        backend, generator, base_url=base_url, api_key_env=api_key_env, adapter=adapter
-    )
-    return RAGPipeline.from_index(
+    return answering_pipeline(
         index,
-        generator=model,
+        generator=generator,
         k=k,
-        retriever=retriever,  # type: ignore[arg-type]
-        options={"max_new_tokens": max_new_tokens},
+        retriever=retriever,
         strategy=strategy,
+        decoding=decoding,
+        adapter=adapter,
+        max_new_tokens=max_new_tokens,
+        backend=backend,
+        base_url=base_url,
+        api_key_env=api_key_env,
     )
 
 
@@ -438,7 +540,10 @@ def ask_command(
     stream: Annotated[
         bool, typer.Option("--stream/--no-stream", help="Print the answer as it is generated.")
     ] = True,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Most tokens to generate (default: the generator's profile).")
+    ] = None,
+    decoding: DecodingOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print answer, citations and trace as JSON.")
     ] = False,
@@ -468,28 +573,25 @@ def ask_command(
             base_url,
             api_key_env,
             adapter,
+            decoding,
         )
         if json_output or not stream:
             return rag.ask(question)
         answer_stream = rag.stream(question)
         for piece in answer_stream:
-            out.print(piece, end="", highlight=False, markup=False, soft_wrap=True)
+            _say(piece, end="")
         out.print()
         return answer_stream.answer
 
     answer = _guard(run)
     if json_output:
-        out.print_json(json.dumps(answer.to_json_dict()))
+        _print_json(answer.to_json_dict())
         return
     if not stream:
-        out.print(answer.answer, highlight=False, markup=False, soft_wrap=True)
-    elif answer.citations and any(c.inferred for c in answer.citations):
-        out.print(
-            f"(cited: {answer.answer[answer.answer.rfind('[') :]})", highlight=False, markup=False
-        )
+        _say(answer.answer)
     _print_sources(answer)
     if show_trace and answer.trace is not None:
-        err.print(answer.trace.to_text(), highlight=False, markup=False, soft_wrap=True)
+        _say(answer.trace.to_text(), console=err)
 
 
 @app.command("chat")
@@ -503,11 +605,14 @@ def chat_command(
             "name on the server."
         ),
     ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 128,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Most tokens per answer (default: the generator's profile).")
+    ] = None,
     generator_backend: GeneratorBackendOption = "transformers",
     adapter: AdapterOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
+    decoding: DecodingOption = None,
 ) -> None:
     """A multi-turn session: follow-up questions are rewritten using the conversation."""
     from ragkit.rag import ChatSession
@@ -523,10 +628,11 @@ def chat_command(
                 base_url=base_url,
                 api_key_env=api_key_env,
                 adapter=adapter,
+                decoding=decoding,
             )
         )
     )
-    err.print("ragkit chat: ask a question (empty line, 'exit' or Ctrl-D to quit)", highlight=False)
+    _say("ragkit chat: ask a question (empty line, 'exit' or Ctrl-D to quit)", console=err)
     while True:
         try:
             question = input("> ")
@@ -535,7 +641,7 @@ def chat_command(
         if not question.strip() or question.strip().lower() in {"exit", "quit"}:
             break
         answer = _guard(lambda q=question: session.ask(q))  # type: ignore[misc]
-        out.print(answer.answer, highlight=False, markup=False, soft_wrap=True)
+        _say(answer.answer)
         _print_sources(answer)
 
 
@@ -559,15 +665,28 @@ def eval_command(
     rerank: Annotated[
         str | None, typer.Option(help="Cross-encoder model (HF id or local path) to rerank with.")
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="Passages retrieved per question.")] = 10,
+    k: Annotated[int, typer.Option("-k", help="Passages retrieved per question (scored).")] = 10,
     generate: Annotated[
         bool,
         typer.Option(
             "--generate", help="Also answer with the generator: EM/F1, abstention, citations."
         ),
     ] = False,
+    generate_k: Annotated[
+        int, typer.Option(help="Passages the generator reads (as `ask -k`).")
+    ] = 4,
     generator: Annotated[
-        str | None, typer.Option(help="Generator for --generate (default: packaged SmolLM2).")
+        str | None,
+        typer.Option(help="Generator for --generate (default: the packaged Gemma 3 270M)."),
+    ] = None,
+    generator_backend: GeneratorBackendOption = "transformers",
+    adapter: AdapterOption = None,
+    strategy: Annotated[
+        str, typer.Option(help="plain, fewshot, cot, self-consistency or least-to-most.")
+    ] = "plain",
+    decoding: DecodingOption = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Most tokens per answer (default: the generator's profile).")
     ] = None,
     embedder: Annotated[
         str | None, typer.Option(help="Embedder when indexing the dataset's corpus.")
@@ -578,76 +697,58 @@ def eval_command(
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Measure retrieval (recall@1/5/10, MRR@10, nDCG@10) and, with --generate, answers."""
-    import tempfile
+    """Measure retrieval (recall@1/5/10, MRR@10, nDCG@10) and, with --generate, answers.
 
-    from ragkit.embedding import Embedder
-    from ragkit.evaluation import evaluate, load_dataset, write_failures
-    from ragkit.index import Index
-    from ragkit.retrieval import CrossEncoderReranker, RerankedRetriever, make_retriever
+    Answers are produced exactly as `ragkit ask` produces them (same pipeline builder, one
+    question at a time), so the reported latency percentiles are `ask`'s.
+    """
+    from ragkit.evaluation import run_evaluation, write_failures
 
     if dataset_format not in (None, "squad", "beir", "jsonl"):
         _fail(f"--format must be squad, beir or jsonl, got {dataset_format!r}")
     if k <= 0:
         _fail(f"-k must be positive, got {k}")
+    reported = {"step": -1}
+
+    def progress(done: int, total: int) -> None:
+        # always on stderr (also with --json): a long generation run must not look hung
+        step = done * 20 // max(total, 1)
+        if step != reported["step"] or done == total:
+            reported["step"] = step
+            err.print(f"evaluating: {done}/{total}", highlight=False, markup=False)
 
     def run() -> Any:
-        data = load_dataset(dataset, dataset_format)  # type: ignore[arg-type]
-        if not data.questions:
-            raise RagkitError(f"{dataset} holds no questions")
-        with tempfile.TemporaryDirectory(prefix="ragkit-eval-") as scratch:
-            if index is None:
-                if not data.corpus:
-                    raise RagkitError(f"{data.format} datasets have no corpus: pass --index")
-                opened = Index.create(Path(scratch) / "index", Embedder(embedder))
-                opened.add_documents(data.corpus)
-                opened.commit()
-                unit = "document"
-            else:
-                opened = Index.open(index)
-                unit = "chunk" if data.format == "squad" else "document"
-            with (
-                opened,
-                Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=err,
-                    transient=True,
-                    disable=json_output or not err.is_terminal,
-                ) as progress,
-            ):
-                task = progress.add_task("evaluating", total=None)
-                base: Any = make_retriever(opened, retriever, k=k)  # type: ignore[arg-type]
-                if rerank:
-                    base = RerankedRetriever(
-                        base, CrossEncoderReranker(rerank, k=k), candidates=max(20, 2 * k)
-                    )
-                rag = None
-                if generate:
-                    from ragkit.rag import RAGPipeline
-
-                    rag = RAGPipeline(base, generator, options={"max_new_tokens": 48})
-                return evaluate(
-                    data,
-                    base,
-                    k=k,
-                    unit=unit,  # type: ignore[arg-type]
-                    index=opened,
-                    rag=rag,
-                    limit=limit,
-                    progress=lambda done, total: progress.update(task, completed=done, total=total),
-                )
+        return run_evaluation(
+            dataset,
+            dataset_format=dataset_format,  # type: ignore[arg-type]
+            index=index,
+            retriever=retriever,
+            rerank=rerank,
+            k=k,
+            generate=generate,
+            generate_k=generate_k,
+            generator=generator,
+            adapter=adapter,
+            strategy=strategy,
+            decoding=decoding,
+            backend=generator_backend,
+            max_new_tokens=max_new_tokens,
+            embedder=embedder,
+            limit=limit,
+            progress=progress,
+        )
 
     report = _guard(run)
     if failures is not None:
         write_failures(report, failures)
     if json_output:
-        out.print_json(report.model_dump_json(exclude={"failures"}))
+        _print_json(report.model_dump_json(exclude={"failures"}))
         return
     table = Table(
-        title=f"{report.dataset}: {report.questions} questions ({report.unanswerable} unanswerable), retriever {report.retriever}"
+        title=_text(
+            f"{report.dataset}: {report.questions} questions ({report.unanswerable} unanswerable), retriever {report.retriever}",
+            one_line=True,
+        )
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -658,7 +759,7 @@ def eval_command(
             name, f"{value:.3f}" if name not in ("answered", "unanswerable") else str(int(value))
         )
     out.print(table)
-    out.print(f"{len(report.failures)} failure(s); {report.seconds:.1f} s", highlight=False)
+    _say(f"{len(report.failures)} failure(s); {report.seconds:.1f} s")
 
 
 from ragkit.server.cli import feedback_export_command, serve_command  # noqa: E402  (FastAPI loads lazily)
@@ -722,7 +823,7 @@ def _run_align(
         )
         extra["feedback"] = {"db": str(db), "pairs": pairs, "data": str(job.data.path)}
     result = _guard(lambda: train(job, resume=resume))
-    out.print_json(json.dumps({**result.summary(), **extra}, default=str))
+    _print_json(json.dumps({**result.summary(), **extra}, default=str))
 
 
 @align_app.command("reward")
@@ -762,9 +863,28 @@ def align_sft_command(
     _run_align("sft", config, resume, output, limit, model)
 
 
-from alignment.ppo.cli import align_ppo_command  # noqa: E402  (torch loads lazily)
+@align_app.command("ppo")
+def align_ppo_command(
+    config: Annotated[
+        Path,
+        typer.Option("--config", help="Job config (YAML); see examples/configs/ppo.yaml."),
+    ],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Output folder (overrides output_dir).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Read only the first N prompt records.")
+    ] = None,
+) -> None:
+    """PPO fine-tuning of the generator against a reward model (InstructGPT step 3)."""
+    # The same options as alignment.ppo.cli's command, which runs the job: importing it at
+    # module level would import alignment (and torch) for every ragkit command.
+    from alignment.ppo.cli import align_ppo_command as run_ppo
 
-align_app.command("ppo")(align_ppo_command)
+    run_ppo(config, resume=resume, output=output, limit=limit)
 
 
 def main() -> None:

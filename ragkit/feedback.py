@@ -118,7 +118,14 @@ def render_prompt(question: str, passages: Sequence[StoredPassage]) -> str:
 
 
 class FeedbackStore:
-    """A SQLite feedback database; safe to share between threads of one process."""
+    """A SQLite feedback database; safe to share between threads of one process.
+
+    One connection serves all threads, every use under one lock, and each record is written by
+    one autocommitted INSERT: no transaction is ever open across calls, so threads cannot nest
+    or end each other's (unlike a shared connection holding read snapshots, see
+    ``ragkit.index.store``). SQLite admits one writer at a time anyway, so per-thread
+    connections would not write faster; other processes may write the same file concurrently.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ragkit.errors import RagkitError
-from ragkit.retrieval import RRF_K, Retrieved, _open, reciprocal_rank_fusion
+from ragkit.pipeline.component import LoadContext, component, component_spec
+from ragkit.retrieval import RRF_K, Retrieved, _open, index_from_config, reciprocal_rank_fusion
 from ragkit.schema import Hit
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\(\d+\))\s*")
@@ -52,6 +53,7 @@ def _generate_text(generator: Any, prompt: Any, max_new_tokens: int) -> str:
     return str(result.text)
 
 
+@component
 class MultiQueryRetriever:
     """Search with the question and ``n`` generated rewordings of it; fuse the rankings by RRF."""
 
@@ -103,7 +105,26 @@ class MultiQueryRetriever:
     ) -> Retrieved:
         return Retrieved(hits=self.search(question, k, filters))
 
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config: the base retriever nested; the generator is re-attached."""
+        return {
+            "base": component_spec(self.base),
+            "n": self.n,
+            "k": self.k,
+            "candidates": self.candidates,
+            "max_new_tokens": self.max_new_tokens,
+            "rrf_k": self.rrf_k,
+        }
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> MultiQueryRetriever:
+        params = dict(config)
+        ctx = context if isinstance(context, LoadContext) else LoadContext(context)
+        base = ctx.build(params.pop("base", None), f"{cls.component_name}.base")
+        return cls(base, ctx.require("generator", cls.component_name), **params)
+
+
+@component
 class HyDERetriever:
     """Dense search by the embedding of a generated answer passage (mixed with the question's)."""
 
@@ -152,3 +173,19 @@ class HyDERetriever:
         self, question: str, k: int | None = None, filters: dict[str, Any] | None = None
     ) -> Retrieved:
         return Retrieved(hits=self.search(question, k, filters))
+
+    def to_config(self) -> dict[str, Any]:
+        """Pipeline config: the index by location; the generator is re-attached."""
+        return {
+            "index": str(self.index.directory),
+            "k": self.k,
+            "question_weight": self.question_weight,
+            "max_new_tokens": self.max_new_tokens,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> HyDERetriever:
+        params = dict(config)
+        ctx = context if isinstance(context, LoadContext) else LoadContext(context)
+        index = index_from_config(params.pop("index", None), ctx)
+        return cls(index, ctx.require("generator", cls.component_name), **params)

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ragkit.errors import RagkitError
+from ragkit.pipeline.component import LoadContext, component, component_spec
 from ragkit.schema import Hit
 from ragkit.stores import AnyIndex, open_store
 
@@ -40,6 +41,29 @@ def _open(index: AnyIndex | str | Path) -> AnyIndex:
     return open_store(index) if isinstance(index, str | Path) else index
 
 
+def _context(context: Any) -> LoadContext:
+    return context if isinstance(context, LoadContext) else LoadContext(context)
+
+
+def index_from_config(location: Any, context: LoadContext) -> AnyIndex:
+    """The index a saved step names: the context's open index when it is that one, else opened.
+
+    The first index opened is offered to later steps as ``index`` and its embedder's ``encode``
+    as ``embed`` (a few-shot selector embeds with it).
+    """
+    if not isinstance(location, str) or not location:
+        raise RagkitError(f"a saved retriever needs its index location, got {location!r}")
+    shared = context.get("index")
+    if shared is not None and str(getattr(shared, "directory", "")) == location:
+        return shared
+    index = _open(location)
+    context.provide("index", index)
+    embedder = getattr(index, "embedder", None)
+    if embedder is not None:
+        context.provide("embed", embedder.encode)
+    return index
+
+
 class _IndexRetriever:
     component_name = "retriever"
     kind: str = "dense"
@@ -63,7 +87,14 @@ class _IndexRetriever:
     def to_config(self) -> dict[str, Any]:
         return {"index": str(self.index.directory), "k": self.k}
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> Any:
+        params = dict(config)
+        ctx = _context(context)
+        return cls(index_from_config(params.pop("index", None), ctx), **params)
 
+
+@component
 class DenseRetriever(_IndexRetriever):
     """Embedding search over an index (exact inner product unless the index says otherwise)."""
 
@@ -75,6 +106,7 @@ class DenseRetriever(_IndexRetriever):
         return self.index.search(query, k or self.k, filters)
 
 
+@component
 class BM25Retriever(_IndexRetriever):
     """Lexical BM25 search (stemmed, stopwords removed) over the same index."""
 
@@ -134,6 +166,7 @@ def weighted_score_fusion(
     return _fuse(hit_lists, k, weights, _min_max)
 
 
+@component
 class HybridRetriever(_IndexRetriever):
     """Dense + BM25, each asked for ``candidates`` hits, fused by RRF (default) or weighted scores."""
 
@@ -177,6 +210,7 @@ class HybridRetriever(_IndexRetriever):
         }
 
 
+@component
 class RankFusion:
     """Pipeline step merging ``hits_list`` (e.g. from :class:`~ragkit.pipeline.Parallel`) by RRF."""
 
@@ -191,6 +225,10 @@ class RankFusion:
 
     def to_config(self) -> dict[str, Any]:
         return {"k": self.k, "rrf_k": self.rrf_k}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> RankFusion:
+        return cls(**config)
 
 
 def maximal_marginal_relevance(
@@ -214,6 +252,7 @@ def maximal_marginal_relevance(
     return chosen
 
 
+@component
 class MMRReranker:
     """Diversify hits with MMR using the stored chunk vectors (no model call beyond the query)."""
 
@@ -242,6 +281,11 @@ class MMRReranker:
     def to_config(self) -> dict[str, Any]:
         return {"index": str(self.index.directory), "k": self.k, "diversity": self.diversity}
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> MMRReranker:
+        params = dict(config)
+        return cls(index_from_config(params.pop("index", None), _context(context)), **params)
+
 
 def make_retriever(
     index: AnyIndex | str | Path, kind: RetrieverKind = "hybrid", k: int = 5
@@ -257,6 +301,7 @@ def make_retriever(
     return classes[kind](index, k=k)
 
 
+@component
 class CrossEncoderReranker:
     """Re-score hits with a sentence-transformers ``CrossEncoder`` (any HF id or local path).
 
@@ -308,11 +353,27 @@ class CrossEncoderReranker:
         return Retrieved(hits=self.rerank(question, hits))
 
     def to_config(self) -> dict[str, Any]:
-        return {"model": self.model_name, "k": self.k, "batch_size": self.batch_size}
+        return {
+            "model": self.model_name,
+            "k": self.k,
+            "batch_size": self.batch_size,
+            "device": self.device,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> CrossEncoderReranker:
+        return cls(**config)
 
 
+@component
 class RerankedRetriever:
-    """A retriever whose ``candidates`` results are re-ordered by a reranker (cross-encoder, MMR)."""
+    """A retriever whose ``candidates`` results are re-ordered by a reranker (cross-encoder, MMR).
+
+    Saved as ``reranked_retriever`` with both parts nested; an instance's ``component_name`` is
+    the descriptive ``<base>+<reranker>`` that evaluation reports name the retriever by.
+    """
+
+    component_name = "reranked_retriever"
 
     def __init__(self, base: Any, reranker: Any, candidates: int = 20) -> None:
         self.base = base
@@ -332,3 +393,18 @@ class RerankedRetriever:
         self, question: str, k: int | None = None, filters: dict[str, Any] | None = None
     ) -> Retrieved:
         return Retrieved(hits=self.search(question, k, filters))
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "base": component_spec(self.base),
+            "reranker": component_spec(self.reranker),
+            "candidates": self.candidates,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> RerankedRetriever:
+        params = dict(config)
+        ctx = _context(context)
+        base = ctx.build(params.pop("base", None), "reranked_retriever.base")
+        reranker = ctx.build(params.pop("reranker", None), "reranked_retriever.reranker")
+        return cls(base, reranker, **params)

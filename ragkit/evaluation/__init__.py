@@ -26,8 +26,10 @@ from ragkit.evaluation.runner import (
     gold_chunks_for,
     write_failures,
 )
+from ragkit.evaluation.session import GENERATE_K, run_evaluation
 
 __all__ = [
+    "GENERATE_K",
     "EvalDataset",
     "EvalQuestion",
     "EvalReport",
@@ -46,6 +48,7 @@ __all__ = [
     "read_jsonl_questions",
     "read_squad",
     "recall_at_k",
+    "run_evaluation",
     "token_f1",
     "write_failures",
 ]

@@ -99,6 +99,8 @@ ABSTENTION_PATTERNS = (
     "cannot answer",
     "don't know",
     "do not know",
+    "not in the passages",
+    "passages do not contain",
 )
 
 

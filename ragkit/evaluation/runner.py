@@ -192,41 +192,76 @@ def _generate(
     batch_size: int,
     progress: Progress | None,
 ) -> dict[str, float]:
+    """Answer every question as ``rag`` would for ``ask`` and score it.
+
+    With ``batch_size`` 1 each question is answered alone, exactly as ``ragkit ask`` does, and
+    the latency percentiles are per question; larger batches report the batch time divided by
+    its size. Citation precision: the share of cited answers whose every citation contains the
+    answer it supports (the quote for grounded answers, the passage otherwise); gold citation:
+    the share whose cited passages hold a gold answer.
+    """
     em = f1 = ground = 0.0
     answerable = 0
-    abstain_right = unanswerable = 0
-    cited_total = cited_correct = 0
+    abstain_right = unanswerable = abstained_answerable = 0
+    cited_answers = cited_support = cited_gold = 0
+    latencies: list[float] = []
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
-        answers = rag.ask_batch([q.question for q in batch])
+        began = time.perf_counter()
+        answers = (
+            [rag.ask(batch[0].question)]
+            if len(batch) == 1
+            else rag.ask_batch([q.question for q in batch])
+        )
+        latencies.extend([(time.perf_counter() - began) / len(batch)] * len(batch))
         for offset, (question, answer) in enumerate(zip(batch, answers, strict=True)):
             result = results[start + offset]
             text = _MARKERS.sub("", answer.answer).strip()
+            declined = bool(getattr(answer, "abstained", False)) or abstained(text)
             result.prediction = text
             if question.is_impossible:
                 unanswerable += 1
-                abstain_right += int(abstained(text))
+                abstain_right += int(declined)
                 continue
             answerable += 1
-            result.exact_match = exact_match(text, question.answers)
-            result.f1 = token_f1(text, question.answers)
+            abstained_answerable += int(declined)
+            result.exact_match = 0.0 if declined else exact_match(text, question.answers)
+            result.f1 = 0.0 if declined else token_f1(text, question.answers)
             em += result.exact_match
             f1 += result.f1
-            golds = [normalize_answer(a) for a in question.answers]
-            for citation in answer.citations:
-                cited_total += 1
-                cited_correct += int(any(g and g in normalize_answer(citation.text) for g in golds))
+            if answer.citations and not declined:
+                said = normalize_answer(text)
+                golds = [normalize_answer(a) for a in question.answers]
+                cited_answers += 1
+                cited_support += int(
+                    bool(said)
+                    and all(said in normalize_answer(c.quote or c.text) for c in answer.citations)
+                )
+                cited_gold += int(
+                    any(
+                        g and g in normalize_answer(c.text) for c in answer.citations for g in golds
+                    )
+                )
             ground += groundedness(text, [c.text for c in answer.citations])
         if progress is not None:
             progress(len(questions) + start + len(batch), 2 * len(questions))
+    ordered = sorted(latencies)
+
+    def percentile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
     return {
         "exact_match": em / answerable if answerable else 0.0,
         "f1": f1 / answerable if answerable else 0.0,
         "abstention_accuracy": abstain_right / unanswerable if unanswerable else 0.0,
-        "citation_precision": cited_correct / cited_total if cited_total else 0.0,
+        "abstained_on_answerable": abstained_answerable / answerable if answerable else 0.0,
+        "citation_precision": cited_support / cited_answers if cited_answers else 0.0,
+        "gold_citation": cited_gold / cited_answers if cited_answers else 0.0,
         "groundedness": ground / answerable if answerable else 0.0,
         "answered": float(answerable),
         "unanswerable": float(unanswerable),
+        "latency_p50_s": percentile(0.5),
+        "latency_p95_s": percentile(0.95),
     }
 
 

@@ -19,15 +19,45 @@ from ragkit.errors import RagkitError
 ADAPTER_CONFIG = "adapter_config.json"
 PACKAGED_DIR = Path(__file__).resolve().parent.parent / "adapters"
 # name -> folder under ragkit/adapters/ (shipped in the wheel)
-PACKAGED_ADAPTERS: dict[str, str] = {"grounded-qa": "grounded_qa"}
+PACKAGED_ADAPTERS: dict[str, str] = {
+    "grounded-qa-smollm2": "grounded_qa",
+    "grounded-qa-gemma": "grounded_qa_gemma",
+}
+GROUNDED_QA_FOR_MODEL: dict[str, str] = {
+    "smollm2": "grounded-qa-smollm2",
+    "gemma3-270m": "grounded-qa-gemma",
+}
+"""``grounded-qa`` names the adapter trained for the generator it is applied to."""
 
 
 class AdapterError(RagkitError):
     """An adapter that cannot be found or applied."""
 
 
+def packaged_adapter_name(adapter: str, model: str | None) -> str:
+    """``grounded-qa`` → the packaged grounded-QA adapter of ``model`` (None: the default)."""
+    if adapter != "grounded-qa":
+        return adapter
+    from ragkit.generation.checkpoints import (
+        DEFAULT_GENERATOR,
+        GEMMA_ALIASES,
+        SMOLLM2_ALIASES,
+    )
+
+    key = (model or "default").strip().lower()
+    key = DEFAULT_GENERATOR if key == "default" else key
+    if key in SMOLLM2_ALIASES:
+        return GROUNDED_QA_FOR_MODEL["smollm2"]
+    if key in GEMMA_ALIASES:
+        return GROUNDED_QA_FOR_MODEL["gemma3-270m"]
+    raise AdapterError(
+        f"the packaged grounded-qa adapters fit the packaged models only "
+        f"({', '.join(sorted(GROUNDED_QA_FOR_MODEL))}), not {model!r}"
+    )
+
+
 def resolve_adapter(adapter: str | os.PathLike[str]) -> Path:
-    """The folder of ``adapter``: a packaged name (``grounded-qa``) or a peft adapter folder."""
+    """The folder of ``adapter``: a packaged name (``grounded-qa-gemma``) or a peft folder."""
     text = os.fspath(adapter)
     if text in PACKAGED_ADAPTERS:
         folder = PACKAGED_DIR / PACKAGED_ADAPTERS[text]
@@ -60,7 +90,14 @@ def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
     from peft import PeftModel
 
     folder = resolve_adapter(adapter)
-    adapter_info(folder)
+    info = adapter_info(folder)
+    trained_on = (info.get("auto_mapping") or {}).get("base_model_class")
+    model_class = type(model).__name__
+    if trained_on and trained_on != model_class:
+        raise AdapterError(
+            f"adapter {os.fspath(adapter)!r} was trained for {trained_on} "
+            f"({info.get('base_model_name_or_path')}), not for this {model_class} model"
+        )
     try:
         wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     except (ValueError, RuntimeError, KeyError, OSError) as exc:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragkit.errors import RagkitError
 from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
 from ragkit.generation.checkpoints import resolve_causal_lm
+from ragkit.generation.constraints import TokenConstraint, constraint_factory
 from ragkit.generation.options import GenerationOptions
 from ragkit.generation.results import FinishReason, GenerationResult
 from ragkit.generation.stopping import find_stop, make_cancel_criteria, make_stop_criteria
@@ -73,7 +74,8 @@ class GeneratorConfig(BaseModel):
     adapter: str | None = Field(
         None,
         description="A LoRA adapter merged into the model at load time: a packaged name "
-        "('grounded-qa') or a peft adapter folder.",
+        "('grounded-qa' = the one trained for this model, 'grounded-qa-gemma', "
+        "'grounded-qa-smollm2') or a peft adapter folder.",
     )
 
 
@@ -100,8 +102,10 @@ class Generator:
         adapter: str | os.PathLike[str] | None = None,
     ) -> None:
         if adapter is not None:
-            from ragkit.generation.adapters import resolve_adapter
+            from ragkit.generation.adapters import packaged_adapter_name, resolve_adapter
 
+            model_name = os.fspath(model) if model is not None else None
+            adapter = packaged_adapter_name(os.fspath(adapter), model_name)
             resolve_adapter(adapter)  # a wrong name fails now, not at the first question
         self.config = GeneratorConfig(
             model=os.fspath(model) if model is not None else None,
@@ -327,6 +331,7 @@ class Generator:
         options: GenerationOptions | Mapping[str, Any] | None = None,
         *,
         logits_processors: Sequence[LogitsProcessorFactory] | None = None,
+        constraints: Sequence[TokenConstraint | None] | None = None,
         **overrides: Any,
     ) -> list[GenerationResult]:
         """Complete every prompt; results are in the order of ``prompts``.
@@ -340,6 +345,10 @@ class Generator:
         next-token scores, e.g. ``prompts.constrained.JsonSchemaConstraint`` for schema-guided
         decoding; each batch gets fresh processors. They are not decoding options: they hold
         code, so they are neither validated nor recorded in :class:`GenerationOptions`.
+
+        ``constraints`` (one per prompt, ``None`` for a free row) restrict each prompt's tokens,
+        e.g. grounded span decoding (:mod:`ragkit.generation.grounded`); they follow their prompt
+        into whichever batch and row it lands in.
         """
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts: wrap a single prompt in a list")
@@ -347,6 +356,10 @@ class Generator:
         prompts = list(prompts)
         if not prompts:
             return []
+        if constraints is not None and len(constraints) != len(prompts):
+            raise ValueError(
+                f"constraints must give one entry per prompt ({len(prompts)}), not {len(constraints)}"
+            )
         self.warm_up()
         rendered, encoded = self._prepare(prompts, opts)
         size = opts.batch_size or self.batch_size
@@ -356,7 +369,10 @@ class Generator:
             for start in range(0, len(order), size):
                 chosen = order[start : start + size]
                 rows = self._generate_batch(
-                    [encoded[i] for i in chosen], opts, logits_processors=logits_processors
+                    [encoded[i] for i in chosen],
+                    opts,
+                    logits_processors=logits_processors,
+                    constraints=[constraints[i] for i in chosen] if constraints else None,
                 )
                 for i, new_ids in zip(chosen, rows, strict=True):
                     results[i] = self._result(rendered[i], encoded[i], new_ids, opts)
@@ -366,6 +382,8 @@ class Generator:
         self,
         prompt: Prompt,
         options: GenerationOptions | Mapping[str, Any] | None = None,
+        *,
+        constraint: TokenConstraint | None = None,
         **overrides: Any,
     ) -> TextStream:
         """Yield text pieces of one completion as they are generated.
@@ -383,7 +401,11 @@ class Generator:
         def run(streamer: QueueStreamer, is_cancelled: Callable[[], bool]) -> None:
             with _seeded(opts.seed, self.device):
                 self._generate_batch(
-                    [prompt_ids], opts, streamer=streamer, is_cancelled=is_cancelled
+                    [prompt_ids],
+                    opts,
+                    streamer=streamer,
+                    is_cancelled=is_cancelled,
+                    constraints=[constraint] if constraint is not None else None,
                 )
 
         return TextStream(
@@ -406,6 +428,7 @@ class Generator:
         streamer: QueueStreamer | None = None,
         is_cancelled: Callable[[], bool] | None = None,
         logits_processors: Sequence[LogitsProcessorFactory] | None = None,
+        constraints: Sequence[TokenConstraint | None] | None = None,
     ) -> list[list[int]]:
         """Left-pad ``batch``, generate, and return each row's new ids (padding included)."""
         import torch
@@ -423,7 +446,10 @@ class Generator:
             criteria.append(make_stop_criteria(self._decode, opts.stop, width))
         if is_cancelled is not None:
             criteria.append(make_cancel_criteria(is_cancelled))
-        processors = LogitsProcessorList(factory(width) for factory in logits_processors or ())
+        factories = list(logits_processors or ())
+        if constraints and any(c is not None for c in constraints):
+            factories.append(constraint_factory(constraints))
+        processors = LogitsProcessorList(factory(width) for factory in factories)
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids.to(self.device),

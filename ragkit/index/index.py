@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,16 +100,22 @@ class Index:
         chunking: ChunkingSettings | None = None,
         index_type: IndexType = "auto",
     ) -> Index:
-        """Create a new, empty index directory (refuses to overwrite an existing index)."""
+        """Create a new, empty index directory (refuses to overwrite an existing index).
+
+        A directory left by a create that was killed before writing its manifest (only the empty
+        store and generation-0 files) is cleared and created again; any other content is refused.
+        """
         directory = Path(directory)
         if (directory / MANIFEST_NAME).exists():
             raise IndexFormatError(f"an index already exists at {directory}")
         if directory.exists() and not directory.is_dir():
             raise IndexFormatError(f"index path exists and is not a directory: {directory}")
         if directory.exists() and any(directory.iterdir()):
-            raise IndexFormatError(
-                f"refusing to create an index in non-empty directory {directory}"
-            )
+            if not _interrupted_create(directory):
+                raise IndexFormatError(
+                    f"refusing to create an index in non-empty directory {directory}"
+                )
+            _clear_interrupted_create(directory)
         embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
         manifest = IndexManifest(
             embedder=embedder.name,
@@ -535,6 +542,53 @@ class Index:
     def counts(self) -> IndexCounts:
         files, documents, chunks = self.store.counts()
         return IndexCounts(files=files, documents=documents, chunks=chunks)
+
+
+_CREATE_NAMES = (
+    STORE_NAME,
+    f"{STORE_NAME}-wal",
+    f"{STORE_NAME}-shm",
+    f"{STORE_NAME}-journal",
+    "vectors-0.faiss",
+    "bm25-0",
+    LOCK_NAME,
+)
+_CREATE_TEMP_PREFIXES = (".vectors-0.faiss.", ".bm25-0.", f".{MANIFEST_NAME}.")
+
+
+def _interrupted_create(directory: Path) -> bool:
+    """Whether ``directory`` holds only what :meth:`Index.create` writes before its manifest,
+    with an empty store: a create killed half-way, safe to start again. Anything else (another
+    file, a store with rows or a later generation) is not ours to delete."""
+    if (directory / MANIFEST_NAME).exists():
+        return False
+    for entry in directory.iterdir():
+        if entry.name not in _CREATE_NAMES and not entry.name.startswith(_CREATE_TEMP_PREFIXES):
+            return False
+    store_path = directory / STORE_NAME
+    if not store_path.exists():
+        return True
+    try:
+        with contextlib.closing(sqlite3.connect(store_path)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            for table in ("files", "documents", "chunks"):
+                if table in tables and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                    return False
+            if "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+                if row is not None and row[0] != "0":
+                    return False
+    except sqlite3.DatabaseError:
+        return False
+    return True
+
+
+def _clear_interrupted_create(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _match_backend(directory: Path, manifest: IndexManifest, embedder: Embedder) -> None:

@@ -56,7 +56,13 @@ class LexicalIndex:
         logging.getLogger("bm25s").setLevel(logging.WARNING)
         model = bm25s.BM25()
         if len(texts):
-            model.index(tokenize(texts, return_ids=True), show_progress=False)
+            tokenized = tokenize(texts, return_ids=True)
+            if not tokenized.vocab:
+                # No chunk holds a word (only punctuation, stopwords...): bm25s cannot index an
+                # empty vocabulary, so give it one unused token; every score is then 0.
+                tokenized = bm25s.tokenization.Tokenized(ids=tokenized.ids, vocab={"": 0})
+            with np.errstate(divide="ignore", invalid="ignore"):  # average length 0
+                model.index(tokenized, show_progress=False)
         return cls(model, np.asarray(ids, dtype=np.int64))
 
     @property

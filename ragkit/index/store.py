@@ -4,6 +4,15 @@ SQLite is the transactional source of truth. Each commit bumps ``generation`` in
 transaction that changes the rows, and the FAISS file for that generation is written (and
 renamed into place) *before* the transaction commits, so a reader that sees generation G can
 always load ``vectors-G.faiss``. WAL mode lets readers read while a writer writes.
+
+Connections: one *writer* connection, used only by the thread inside a write transaction
+(:meth:`ChunkStore.begin` … :meth:`ChunkStore.commit`), and one *read* connection per thread
+(``query_only``), opened on first use. A SQLite connection has one transaction state, so a
+connection shared by threads cannot give each its own snapshot: two searches would nest
+``BEGIN`` statements ("cannot start a transaction within a transaction"), one would end the
+other's snapshot, and their statements would interleave on shared cursors. Per-thread read
+connections make :meth:`ChunkStore.snapshot` private to its thread (WAL snapshot isolation, no
+nesting).
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,21 +151,68 @@ class ChunkStore:
         if not create and not path.is_file():
             raise IndexFormatError(f"index store is missing: {path}")
         try:
-            self.conn = sqlite3.connect(
-                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.execute("PRAGMA synchronous=FULL")
             if create:
-                self.conn.executescript(_SCHEMA)
-            self.conn.execute("SELECT count(*) FROM chunks").fetchone()
+                self._writer.executescript(_SCHEMA)
+            self._writer.execute("SELECT count(*) FROM chunks").fetchone()
         except sqlite3.DatabaseError as exc:
             raise IndexFormatError(
                 f"index store {path} is not a valid ragkit store: {exc}"
             ) from None
+        # the thread inside a write transaction (it alone uses the writer connection)
+        self._write_owner: int | None = None
+        self._write_lock = threading.RLock()
+        # thread id -> (thread, its read connection)
+        self._readers: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The calling thread's connection: the writer inside its write transaction, else the
+        thread's own read connection (so no two threads ever share a transaction or cursor)."""
+        if self._write_owner == threading.get_ident():
+            return self._writer
+        return self._reader()
+
+    def _reader(self) -> sqlite3.Connection:
+        ident = threading.get_ident()
+        current = threading.current_thread()
+        found = self._readers.get(ident)
+        if found is not None and found[0] is current:
+            return found[1]
+        try:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.DatabaseError as exc:
+            raise IndexFormatError(f"cannot open index store {self.path}: {exc}") from None
+        with self._readers_lock:
+            if self._closed:
+                conn.close()
+                raise RagkitError(f"index store {self.path} is closed")
+            # drop the connections of finished threads (and of a reused thread id)
+            for key, (thread, old) in list(self._readers.items()):
+                if key == ident or not thread.is_alive():
+                    del self._readers[key]
+                    old.close()
+            self._readers[ident] = (current, conn)
+        return conn
 
     def close(self) -> None:
-        self.conn.close()
+        with self._readers_lock:
+            self._closed = True
+            readers = [conn for _, conn in self._readers.values()]
+            self._readers.clear()
+        for conn in readers:
+            conn.close()
+        self._writer.close()
 
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -175,28 +232,48 @@ class ChunkStore:
 
     # -- transactions -----------------------------------------------------------------------
     def begin(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """Start the write transaction; other threads' writes wait, their reads do not."""
+        self._write_lock.acquire()
+        try:
+            self._writer.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._write_lock.release()
+            raise
+        self._write_owner = threading.get_ident()
 
     def commit(self) -> None:
-        self.conn.execute("COMMIT")
+        self._writer.execute("COMMIT")
+        self._end_write()
 
     def rollback(self) -> None:
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+        if self._write_owner != threading.get_ident():
+            return
+        if self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+        self._end_write()
+
+    def _end_write(self) -> None:
+        self._write_owner = None
+        self._write_lock.release()
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
-        """A read transaction: every query inside sees one committed state (WAL snapshot)."""
-        if self.conn.in_transaction:
+        """A read transaction: every query inside sees one committed state (WAL snapshot).
+
+        Private to the calling thread (its own read connection); nested snapshots of one thread
+        share the outer one, and inside this thread's write transaction reads see its writes.
+        """
+        conn = self.conn
+        if conn is self._writer or conn.in_transaction:
             yield
             return
-        self.conn.execute("BEGIN")
+        conn.execute("BEGIN")
         try:
-            self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
             yield
         finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     # -- files ------------------------------------------------------------------------------
     def file_hash(self, key: str) -> str | None:

@@ -1,9 +1,18 @@
 """Composable pipelines: typed steps, checked wiring, batching, traces, YAML."""
 
+from ragkit.pipeline.component import (
+    Component,
+    LoadContext,
+    TraceSlot,
+    component,
+    component_class,
+    component_spec,
+)
 from ragkit.pipeline.pipeline import Parallel, Pipeline, PipelineResult
 from ragkit.pipeline.registry import (
     load_pipeline,
     register_component,
+    register_resource,
     registered_components,
     save_pipeline,
 )
@@ -11,6 +20,8 @@ from ragkit.pipeline.step import PipelineError, Step, StepSignature, signature_o
 from ragkit.pipeline.trace import StepTrace, Trace
 
 __all__ = [
+    "Component",
+    "LoadContext",
     "Parallel",
     "Pipeline",
     "PipelineError",
@@ -19,8 +30,13 @@ __all__ = [
     "StepSignature",
     "StepTrace",
     "Trace",
+    "TraceSlot",
+    "component",
+    "component_class",
+    "component_spec",
     "load_pipeline",
     "register_component",
+    "register_resource",
     "registered_components",
     "save_pipeline",
     "signature_of",

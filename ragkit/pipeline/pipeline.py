@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from ragkit.pipeline.component import LoadContext, component, component_spec, trace_outputs_of
 from ragkit.pipeline.step import (
     PipelineError,
     Port,
@@ -38,6 +39,7 @@ class PipelineResult(BaseModel):
         return self.outputs[name]
 
 
+@component
 class Parallel:
     """Fan-out: every branch runs on the same inputs; outputs are merged for a later step.
 
@@ -45,6 +47,8 @@ class Parallel:
     branch produces is also collected, in branch order, as ``<field>_list`` — e.g. two
     retrievers' ``hits`` become ``hits_list`` for a fusion step.
     """
+
+    component_name = "parallel"
 
     def __init__(self, **branches: Any) -> None:
         if len(branches) < 2:
@@ -88,6 +92,17 @@ class Parallel:
         for field in self._common:
             values[f"{field}_list"] = [getattr(produced[name], field) for name in self.branches]
         return self.signature.output_model(**values)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"branches": {name: component_spec(step) for name, step in self.branches.items()}}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> Parallel:
+        ctx = context if isinstance(context, LoadContext) else LoadContext(context)
+        branches = config.get("branches")
+        if not isinstance(branches, Mapping):
+            raise PipelineError("parallel: 'branches' must be a mapping of name to component")
+        return cls(**{name: ctx.build(spec, f"branch {name!r}") for name, spec in branches.items()})
 
 
 class Pipeline:
@@ -205,7 +220,7 @@ class Pipeline:
                         seconds=seconds,
                     )
                 )
-                self._collect_notes(trace, values)
+                self._fill_trace(trace, step, values)
         total = time.perf_counter() - started
         for trace in traces:
             trace.seconds = total
@@ -223,10 +238,15 @@ class Pipeline:
         return {field: getattr(output, field) for field in sig.outputs}
 
     @staticmethod
-    def _collect_notes(trace: Trace, values: Mapping[str, Any]) -> None:
-        prompt_text = values.get("prompt_text")
-        if isinstance(prompt_text, str):
-            trace.prompt = prompt_text
-        notes = values.get("notes")
-        if isinstance(notes, list):
-            trace.notes.extend(str(n) for n in notes)
+    def _fill_trace(trace: Trace, step: Any, values: Mapping[str, Any]) -> None:
+        """The outputs a step declares as trace material (``trace_outputs``) go to the trace.
+
+        The pipeline knows its trace's slots (the exact final prompt, notes), not which output
+        of which step fills them: each step says so itself.
+        """
+        for field, slot in trace_outputs_of(step).items():
+            value = values.get(field)
+            if slot == "prompt" and isinstance(value, str):
+                trace.prompt = value
+            elif slot == "notes" and isinstance(value, list):
+                trace.notes.extend(str(n) for n in value)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragkit.rag.schema import Citation, Passage
+from ragkit.pipeline import component
+from ragkit.rag.schema import Citation, Grounding, Passage
 
 _MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"\w+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _STOPWORDS = frozenset(
     [
         "the",
@@ -49,8 +53,9 @@ _STOPWORDS = frozenset(
         "yes",
     ]
 )
-ATTRIBUTION_THRESHOLD = 0.6
 ABSTENTION = "the context does not say"
+ABSTENTION_ANSWER = "The passages do not contain the answer."
+"""What a grounded answer that abstained says to the user."""
 
 
 def _content_words(text: str) -> set[str]:
@@ -62,20 +67,22 @@ def _content_words(text: str) -> set[str]:
 
 
 def attribute(answer: str, passages: list[Passage]) -> Passage | None:
-    """The passage containing most of the answer's content words, if it holds enough of them.
+    """The highest-ranked passage that contains every content word and number of the answer.
 
     Small models often answer correctly without writing ``[n]``; rather than returning an
-    uncheckable answer, the best-supported passage is cited and marked ``inferred``.
+    uncheckable answer, a passage that holds the whole answer is cited and marked ``inferred``.
+    Partial overlap is not enough (decision): "768,868" must not be credited to a passage that
+    shares the answer's other words but says 275,718 — a citation that does not contain what it
+    supports is worse than none.
     """
-    words = _content_words(answer)
+    words = _content_words(answer) | set(_NUMBER.findall(answer))
     if not words or ABSTENTION in answer.lower():
         return None
-    best, best_score = None, 0.0
     for passage in passages:
-        score = len(words & _content_words(passage.text)) / len(words)
-        if score > best_score:
-            best, best_score = passage, score
-    return best if best_score >= ATTRIBUTION_THRESHOLD else None
+        text = passage.text
+        if words <= (_content_words(text) | set(_NUMBER.findall(text))):
+            return passage
+    return None
 
 
 class CitedAnswer(BaseModel):
@@ -84,13 +91,14 @@ class CitedAnswer(BaseModel):
     answer: str
     citations: list[Citation]
     invalid_markers: list[int] = Field(default_factory=list)
+    abstained: bool = False
     notes: list[str] = Field(default_factory=list)
 
 
 def map_citations(text: str, passages: list[Passage], infer: bool = True) -> CitedAnswer:
     """Citations for every valid marker, in order of first use; invalid markers are removed from the text.
 
-    With ``infer`` and no valid marker at all, the answer is attributed by word overlap
+    With ``infer`` and no valid marker at all, a passage holding the whole answer is cited
     (:func:`attribute`) and that citation is flagged ``inferred``.
     """
     by_number = {p.n: p for p in passages}
@@ -112,27 +120,53 @@ def map_citations(text: str, passages: list[Passage], infer: bool = True) -> Cit
         cleaned = re.sub(r"[ \t]+([,.;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
     notes = [f"dropped citation marker(s) pointing at no passage: {invalid}"] if invalid else []
     cleaned = cleaned.strip()
-    if infer and not cited:
+    if infer and not cited and cleaned:
         passage = attribute(cleaned, passages)
         if passage is not None:
-            p = passage
-            cited[p.n] = Citation.from_passage(p, inferred=True)
-            cleaned = f"{cleaned} [{p.n}]"
+            cited[passage.n] = Citation.from_passage(passage, inferred=True)
             notes.append(
-                f"the model cited nothing; attributed the answer to passage [{p.n}] by word overlap"
+                f"the model wrote no citation marker; passage [{passage.n}] contains every word "
+                "of the answer and is cited as inferred"
+            )
+        elif ABSTENTION not in cleaned.lower():
+            notes.append(
+                "the model wrote no citation marker and no passage contains the whole answer: "
+                "the answer is uncited"
             )
     return CitedAnswer(
         answer=cleaned, citations=list(cited.values()), invalid_markers=invalid, notes=notes
     )
 
 
+def map_grounded(text: str, passages: list[Passage], grounding: Grounding) -> CitedAnswer:
+    """The answer of grounded decoding: the exact span, cited by its offsets, or an abstention."""
+    by_number = {p.n: p for p in passages}
+    if grounding.abstained or grounding.passage not in by_number:
+        reason = grounding.reason or "the passages do not contain the answer"
+        return CitedAnswer(
+            answer=ABSTENTION_ANSWER, citations=[], abstained=True, notes=[f"abstained: {reason}"]
+        )
+    passage = by_number[grounding.passage]
+    citation = Citation.quoting(passage, grounding.start, grounding.end)
+    return CitedAnswer(answer=citation.quote or text, citations=[citation])
+
+
+@component(trace_outputs={"notes": "notes"})
 class CitationStep:
     """Pipeline step: generated text + the numbered passages → answer with citations."""
 
     component_name = "citations"
 
-    def run(self, text: str, passages: list[Passage]) -> CitedAnswer:
+    def run(
+        self, text: str, passages: list[Passage], grounding: Grounding | None = None
+    ) -> CitedAnswer:
+        if grounding is not None:
+            return map_grounded(text, passages, grounding)
         return map_citations(text, passages)
 
     def to_config(self) -> dict[str, object]:
         return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> CitationStep:
+        return cls(**config)

@@ -1,13 +1,30 @@
-"""The generator as a pipeline step, batched when the pipeline runs many inputs."""
+"""The generator as a pipeline step, batched when the pipeline runs many inputs.
+
+Two decoding modes (``decoding``):
+
+- ``"free"``: the model writes whatever it likes; citations come from its ``[n]`` markers.
+- ``"grounded"``: every answer is a verbatim span of one retrieved passage or the abstention
+  phrase (:mod:`ragkit.generation.grounded`), and the step reports where the span sits, so the
+  citation is that exact span. Needs a backend that can constrain tokens (transformers).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ragkit.errors import RagkitError
 from ragkit.generation import GenerationOptions, Generator, GeneratorBackend
+from ragkit.pipeline import LoadContext, component
+from ragkit.rag.schema import Grounding, Passage
+
+Decoding = Literal["free", "grounded"]
+DECODINGS: tuple[str, ...] = ("free", "grounded")
+GROUNDED_MAX_TOKENS = 24
+"""Longest grounded answer in tokens: SQuAD-style answers are a few words; a cap keeps a model
+that never reaches a word end from copying a whole passage."""
 
 
 class Generated(BaseModel):
@@ -18,8 +35,14 @@ class Generated(BaseModel):
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    grounding: Grounding | None = None
 
 
+class DecodingError(RagkitError):
+    """A decoding mode the chosen generator backend cannot run."""
+
+
+@component(trace_outputs={"prompt_text": "prompt"})
 class GenerateStep:
     component_name = "generator"
 
@@ -27,15 +50,34 @@ class GenerateStep:
         self,
         generator: GeneratorBackend | None = None,
         options: GenerationOptions | Mapping[str, Any] | None = None,
+        decoding: Decoding = "free",
+        abstain_bias: float = 0.0,
+        max_answer_tokens: int = GROUNDED_MAX_TOKENS,
     ) -> None:
+        if decoding not in DECODINGS:
+            raise DecodingError(
+                f"unknown decoding {decoding!r} (use one of: {', '.join(DECODINGS)})"
+            )
         self.generator = generator or Generator()
         self.options = GenerationOptions.coerce(options, {}) if options is not None else None
+        self.decoding: Decoding = decoding
+        self.abstain_bias = abstain_bias
+        self.max_answer_tokens = max_answer_tokens
+        if decoding == "grounded":
+            check_grounded_backend(self.generator)
 
-    def run(self, prompt: list[dict[str, str]] | str) -> Generated:
-        return self.run_batch([{"prompt": prompt}])[0]
+    # -- free ----------------------------------------------------------------------------------
+    def run(
+        self, prompt: list[dict[str, str]] | str, passages: list[Passage] | None = None
+    ) -> Generated:
+        return self.run_batch([{"prompt": prompt, "passages": passages}])[0]
 
     def run_batch(self, inputs: Sequence[Mapping[str, Any]]) -> list[Generated]:
-        results = self.generator.generate([item["prompt"] for item in inputs], self.options)
+        prompts = [item["prompt"] for item in inputs]
+        if self.decoding == "grounded":
+            passages = [list(item.get("passages") or []) for item in inputs]
+            return self._grounded(prompts, passages)
+        results = self.generator.generate(prompts, self.options)
         return [
             Generated(
                 text=r.text.strip(),
@@ -47,8 +89,114 @@ class GenerateStep:
             for r in results
         ]
 
+    # -- grounded ------------------------------------------------------------------------------
+    def grounded_options(self) -> GenerationOptions:
+        """The step's options with the grounded mode's stop and length cap applied."""
+        base = self.options or GenerationOptions()
+        stops = tuple(dict.fromkeys((*base.stop, "\n")))
+        return base.merged(
+            {
+                "stop": stops,
+                "max_new_tokens": min(base.max_new_tokens, self.max_answer_tokens),
+            }
+        )
+
+    def constraint(self, passages: Sequence[Passage]) -> Any:
+        """The span automaton over ``passages`` (None when there is nothing to quote)."""
+        from ragkit.generation.grounded import SpanAutomaton, token_table
+
+        generator: Any = self.generator
+        generator.warm_up()
+        return SpanAutomaton(
+            [p.text for p in passages],
+            token_table(generator.tokenizer),
+            generator.eos_token_ids,
+            max_tokens=self.max_answer_tokens,
+            abstain_bias=self.abstain_bias,
+        )
+
+    def _grounded(self, prompts: list[Any], passages: list[list[Passage]]) -> list[Generated]:
+        out: list[Generated | None] = [None] * len(prompts)
+        todo = [i for i, ps in enumerate(passages) if any(p.text.strip() for p in ps)]
+        for i in range(len(prompts)):
+            if i not in todo:  # nothing retrieved: abstain without calling the model
+                out[i] = Generated(
+                    text="",
+                    prompt_text="",
+                    finish_reason="stop",
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    grounding=Grounding(abstained=True, reason="no passages to answer from"),
+                )
+        if todo:
+            generator: Any = self.generator
+            results = generator.generate(
+                [prompts[i] for i in todo],
+                self.grounded_options(),
+                constraints=[self.constraint(passages[i]) for i in todo],
+            )
+            for i, r in zip(todo, results, strict=True):
+                out[i] = Generated(
+                    text=r.text.strip(),
+                    prompt_text=r.prompt_text,
+                    finish_reason=r.finish_reason,
+                    prompt_tokens=r.prompt_tokens,
+                    completion_tokens=r.completion_tokens,
+                    grounding=ground(r.text, passages[i]),
+                )
+        return [g for g in out if g is not None]
+
     def to_config(self) -> dict[str, Any]:
         data: dict[str, Any] = self.generator.config.model_dump(mode="json", exclude={"options"})
         if self.options is not None:
             data["options"] = self.options.model_dump(mode="json", exclude_unset=True)
+        if self.decoding != "free":
+            data["decoding"] = self.decoding
+            data["abstain_bias"] = self.abstain_bias
+            data["max_answer_tokens"] = self.max_answer_tokens
         return data
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> GenerateStep:
+        """The saved generator config rebuilds the model, unless the load context's shared
+        ``generator`` is that model (then it is re-used: one model in memory); the step's
+        generator is offered as the shared one when none was."""
+        from ragkit.generation.backends import generator_from_config
+
+        params = dict(config)
+        step_keys = ("options", "decoding", "abstain_bias", "max_answer_tokens")
+        step = {key: params.pop(key) for key in step_keys if key in params}
+        ctx = context if isinstance(context, LoadContext) else LoadContext(context)
+        shared = ctx.get("generator")
+        saved = getattr(shared, "config", None)
+        if saved is not None and saved.model_dump(mode="json", exclude={"options"}) == params:
+            generator = shared
+        else:
+            generator = generator_from_config({**params, "options": {}})
+            ctx.provide("generator", generator)  # a no-op when another one is shared already
+        return cls(generator, **step)
+
+
+def ground(text: str, passages: Sequence[Passage]) -> Grounding:
+    """Where a grounded answer sits in ``passages`` (or that it abstained)."""
+    from ragkit.generation.grounded import ABSTAIN_PHRASE, is_abstention, locate_span, span_text
+
+    if not text.strip() or is_abstention(text):
+        return Grounding(abstained=True, reason="the model chose to abstain")
+    location = locate_span(text, [p.text for p in passages])
+    if location is None:
+        if ABSTAIN_PHRASE.startswith(span_text(text).lower()):  # cut by the length cap
+            return Grounding(abstained=True, reason="the model chose to abstain")
+        return Grounding(abstained=True, reason="the answer is not a span of any passage")
+    passage = passages[location.source]
+    return Grounding(passage=passage.n, start=location.start, end=location.end)
+
+
+def check_grounded_backend(generator: Any) -> None:
+    """Refuse, in one line, a backend that cannot restrict tokens (API clients)."""
+    if not isinstance(generator, Generator):
+        name = type(generator).__name__
+        raise DecodingError(
+            f"decoding 'grounded' needs a backend that can constrain tokens; {name} cannot "
+            "(use --generator-backend transformers, the default)"
+        )

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from ragkit.errors import InvalidQueryError
 from ragkit.generation import GenerationOptions, Generator, GeneratorBackend
+from ragkit.generation.grounded import ABSTAIN_PHRASE
 from ragkit.pipeline import Pipeline, PipelineResult, Trace, load_pipeline, save_pipeline
 from ragkit.pipeline.trace import StepTrace, jsonable
-from ragkit.rag.citations import CitationStep, map_citations
-from ragkit.rag.generate_step import GenerateStep
-from ragkit.rag.prompt_builder import DEFAULT_TEMPLATE, PromptBuilder
-from ragkit.rag.schema import Answer
-from ragkit.rag.strategies import answer_steps
+from ragkit.rag.citations import CitationStep
+from ragkit.rag.generate_step import Decoding, DecodingError, Generated, GenerateStep, ground
+from ragkit.rag.profiles import answering_profile
+from ragkit.rag.prompt_builder import PromptBuilder
+from ragkit.rag.schema import Answer, Passage, Usage
+from ragkit.rag.strategies import STRATEGIES, answer_steps
 from ragkit.retrieval import RetrieverKind, make_retriever
 
 DEFAULT_OPTIONS = {"max_new_tokens": 128}
@@ -52,24 +56,50 @@ class RAGPipeline:
         self,
         retriever: Any,
         generator: GeneratorBackend | str | None = None,
-        template: Any = DEFAULT_TEMPLATE,
+        template: Any = None,
         options: GenerationOptions | Mapping[str, Any] | None = None,
         pipeline: Pipeline | None = None,
         strategy: str = "plain",
         examples: list[Any] | None = None,
+        decoding: Decoding | None = None,
+        abstain_bias: float | None = None,
+        adapter: str | None = None,
     ) -> None:
+        """Unset answering choices (template, decoding, adapter, abstention bias, answer length)
+        come from the generator's :class:`~ragkit.rag.profiles.AnsweringProfile`; with a
+        strategy other than ``plain``, decoding defaults to free."""
         if pipeline is None:
-            gen = generator if isinstance(generator, GeneratorBackend) else Generator(generator)
-            opts = options if options is not None else DEFAULT_OPTIONS
+            profile = answering_profile(generator)
+            if isinstance(generator, GeneratorBackend):
+                gen = generator
+            else:
+                chosen = adapter if adapter is not None else profile.adapter
+                gen = Generator(generator, adapter=None if chosen in ("", "none") else chosen)
+            template = template if template is not None else profile.template
+            if decoding is None:
+                decoding = profile.decoding if strategy == "plain" else "free"
+            abstain_bias = profile.abstain_bias if abstain_bias is None else abstain_bias
+            opts = (
+                options
+                if options is not None
+                else {**DEFAULT_OPTIONS, "max_new_tokens": profile.max_new_tokens}
+            )
             if isinstance(opts, GenerationOptions):
                 opts = opts.model_dump(exclude_unset=True)
             self.prompt_builder = PromptBuilder(template, budget=gen)
+            if self.prompt_builder.completion and "apply_chat_template" not in opts:
+                # a completion-style template is the exact text the model continues
+                opts = {**opts, "apply_chat_template": False}
+            if decoding != "free" and strategy != "plain":
+                raise DecodingError(
+                    f"decoding {decoding!r} works with the plain strategy only, not {strategy!r}"
+                )
             embedder = getattr(getattr(retriever, "index", None), "embedder", None)
             embed = embedder.encode if embedder is not None else None
             steps = [
                 retriever,
                 self.prompt_builder,
-                *answer_steps(strategy, gen, opts, embed, examples),
+                *answer_steps(strategy, gen, opts, embed, examples, decoding, abstain_bias),
                 CitationStep(),
             ]
             pipeline = Pipeline(
@@ -131,6 +161,8 @@ class RAGPipeline:
             citations=out["citations"],
             invalid_markers=out["invalid_markers"],
             passages=out["passages"],
+            abstained=bool(out.get("abstained", False)),
+            usage=_usage(out),
             trace=result.trace,
         )
 
@@ -163,43 +195,118 @@ class RAGPipeline:
         prepared = self._head.run(**self._inputs(question, k, filters))
         prompt = prepared.outputs["prompt"]
         passages = prepared.outputs["passages"]
-        text_stream = self.generator.stream(prompt, self.generate_step.options)
+        step = self.generate_step
+        grounded = step.decoding == "grounded"
+        if grounded and not any(p.text.strip() for p in passages):
+            answer = self._answer_from(
+                question, prepared.trace, passages, step.run(prompt, passages)
+            )
+            finished = AnswerStream(iter([answer.answer]))
+            finished.answer = answer
+            return finished
+        started = time.perf_counter()
+        if grounded:
+            text_stream = self.generator.stream(
+                prompt, step.grounded_options(), constraint=step.constraint(passages)
+            )
+        else:
+            text_stream = self.generator.stream(prompt, step.options)
 
         def pieces() -> Iterator[str]:
             collected: list[str] = []
+            held: list[str] = []  # grounded: what may still turn out to be the abstention phrase
             for piece in text_stream:
                 collected.append(piece)
+                if grounded and ABSTAIN_PHRASE.startswith("".join(collected).lstrip().lower()):
+                    held.append(piece)
+                    continue
+                if held:
+                    yield "".join(held)
+                    held.clear()
                 yield piece
             result = getattr(text_stream, "result", None)
             text = "".join(collected).strip()
-            cited = map_citations(text, passages)
+            generated = Generated(
+                text=text,
+                prompt_text=result.prompt_text if result is not None else "",
+                finish_reason=result.finish_reason if result is not None else "stop",
+                prompt_tokens=result.prompt_tokens if result is not None else 0,
+                completion_tokens=result.completion_tokens if result is not None else 0,
+                grounding=ground(text, passages) if grounded else None,
+            )
             trace: Trace = prepared.trace
-            trace.prompt = result.prompt_text if result is not None else None
             trace.steps.append(
                 StepTrace(
-                    step="GenerateStep(stream)",
+                    step=f"{type(step).__name__}(stream)",
                     inputs={"prompt": jsonable(prompt)},
                     outputs={"text": text},
-                    seconds=0.0,
+                    seconds=time.perf_counter() - started,
                 )
             )
-            trace.notes.extend(cited.notes)
-            holder.answer = Answer(
-                question=question,
-                answer=cited.answer,
-                citations=cited.citations,
-                invalid_markers=cited.invalid_markers,
-                passages=passages,
-                trace=trace,
-            )
+            holder.answer = self._answer_from(question, trace, passages, generated)
+            if held:
+                yield holder.answer.answer if holder.answer.abstained else "".join(held)
 
         holder = AnswerStream(pieces(), on_close=text_stream.close)
         return holder
 
+    @staticmethod
+    def _answer_from(
+        question: str, trace: Trace, passages: list[Passage], generated: Generated
+    ) -> Answer:
+        """The answer of a streamed (or model-free) generation, cited like the pipeline's."""
+        cited = CitationStep().run(generated.text, passages, generated.grounding)
+        if generated.prompt_text:
+            trace.prompt = generated.prompt_text
+        trace.notes.extend(cited.notes)
+        return Answer(
+            question=question,
+            answer=cited.answer,
+            citations=cited.citations,
+            invalid_markers=cited.invalid_markers,
+            passages=passages,
+            abstained=cited.abstained,
+            usage=Usage(
+                prompt_tokens=generated.prompt_tokens,
+                completion_tokens=generated.completion_tokens,
+                finish_reason=generated.finish_reason,
+            ),
+            trace=trace,
+        )
+
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        save_pipeline(self.pipeline, path)
+        """Write the pipeline as YAML, with the generator as the file's shared resource: every
+        step that uses it (generation, strategies, the prompt budget) is rebuilt around it."""
+        save_pipeline(self.pipeline, path, resources={"generator": self.generator})
 
     @classmethod
-    def load(cls, path: str | Path) -> RAGPipeline:
-        return cls(retriever=None, pipeline=load_pipeline(path))
+    def load(cls, path: str | Path, context: Mapping[str, Any] | None = None) -> RAGPipeline:
+        """Load a saved RAG pipeline; ``context`` re-attaches live objects instead of building
+        them from the file (e.g. ``{"generator": gen}`` for a model already in memory)."""
+        pipeline = load_pipeline(path, context)
+        return cls(retriever=None, pipeline=pipeline, strategy=_strategy_of(pipeline))
+
+
+def _strategy_of(pipeline: Pipeline) -> str:
+    """The strategy a saved RAG pipeline was built with: its name says (``rag-<strategy>``);
+    a renamed one is ``plain`` when the generator step follows the prompt builder, else
+    ``custom`` (answered, and streamed, as one piece like any multi-call strategy)."""
+    strategy = pipeline.name.removeprefix("rag-")
+    if pipeline.name.startswith("rag-") and strategy in STRATEGIES:
+        return strategy
+    for step, after in pairwise(pipeline.steps):
+        if isinstance(step, PromptBuilder):
+            return "plain" if isinstance(after, GenerateStep) else "custom"
+    return "custom"
+
+
+def _usage(outputs: Mapping[str, Any]) -> Usage | None:
+    """Token usage from the generation step's outputs, when the pipeline has one."""
+    if "prompt_tokens" not in outputs or "completion_tokens" not in outputs:
+        return None
+    return Usage(
+        prompt_tokens=int(outputs["prompt_tokens"]),
+        completion_tokens=int(outputs["completion_tokens"]),
+        finish_reason=str(outputs.get("finish_reason", "stop")),
+    )

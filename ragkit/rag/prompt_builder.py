@@ -8,12 +8,14 @@ shortened; the question itself is never truncated. Each such decision is reporte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prompts import ChatTemplate, PromptTemplate, library_template
 from ragkit.errors import InvalidQueryError
+from ragkit.pipeline import LoadContext, component
 from ragkit.rag.schema import Passage
 from ragkit.schema import Hit
 
@@ -38,6 +40,7 @@ class BuiltPrompt(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+@component(trace_outputs={"notes": "notes"})
 class PromptBuilder:
     """Pipeline step: question + hits → numbered passages rendered into a template."""
 
@@ -58,6 +61,11 @@ class PromptBuilder:
             )
         self.budget = budget
         self.max_passage_chars = max_passage_chars
+
+    @property
+    def completion(self) -> bool:
+        """Whether the template is completion-style text (for base models), not chat turns."""
+        return isinstance(self.template, PromptTemplate)
 
     def render(self, question: str, passages: list[Passage]) -> list[dict[str, str]] | str:
         values = {"question": question, "passages": [p.model_dump() for p in passages]}
@@ -103,9 +111,38 @@ class PromptBuilder:
         return BuiltPrompt(prompt=prompt, passages=passages, notes=notes)
 
     def to_config(self) -> dict[str, Any]:
-        if self.template_name is None:
-            return {
-                "template": self.template.model_dump(),
-                "max_passage_chars": self.max_passage_chars,
-            }
-        return {"template": self.template_name, "max_passage_chars": self.max_passage_chars}
+        """``budget`` is ``"generator"`` when the builder fits prompts to the pipeline's
+        generator (re-attached at load time), None when it does not budget."""
+        template: Any = self.template_name
+        if template is None:
+            template = self.template.model_dump(mode="json")
+        return {
+            "template": template,
+            "max_passage_chars": self.max_passage_chars,
+            "budget": None if self.budget is None else "generator",
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> PromptBuilder:
+        """The budget binds to the pipeline's generator as soon as the load provides one (files
+        written before ``budget`` was saved always budgeted when the pipeline had a generator)."""
+        params = dict(config)
+        budget = params.pop("budget", "generator")
+        template = params.get("template")
+        if isinstance(template, Mapping):
+            params["template"] = (
+                ChatTemplate.model_validate(dict(template))
+                if template.get("kind") == "chat"
+                else PromptTemplate.model_validate(dict(template))
+            )
+        builder = cls(**params)
+        if budget == "generator":
+            ctx = context if isinstance(context, LoadContext) else LoadContext(context)
+            ctx.bind("generator", builder._attach_budget)
+        elif budget is not None:
+            raise ValueError(f"budget must be 'generator' or null, got {budget!r}")
+        return builder
+
+    def _attach_budget(self, generator: Any) -> None:
+        if self.budget is None:
+            self.budget = generator

@@ -39,6 +39,21 @@ class Passage(BaseModel):
         )
 
 
+class Grounding(BaseModel):
+    """Where a grounded answer came from: a character span of passage ``passage``, or abstention.
+
+    ``start``/``end`` index the passage's text (as shown to the model).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    passage: int | None = None
+    start: int = 0
+    end: int = 0
+    abstained: bool = False
+    reason: str | None = None
+
+
 class Citation(BaseModel):
     """An ``[n]`` marker of the answer mapped back to the exact span of its source."""
 
@@ -53,12 +68,46 @@ class Citation(BaseModel):
     score: float
     inferred: bool = Field(
         False,
-        description="True when the model cited nothing and ragkit attributed the answer by word overlap.",
+        description="True when the model cited nothing and ragkit attributed the answer to a "
+        "passage that contains it.",
     )
+    quote: str | None = Field(
+        None, description="The exact text of the passage the answer rests on (grounded decoding)."
+    )
+    quote_start: int | None = Field(
+        None,
+        description="Character offset of ``quote`` in the source: source[quote_start:quote_end] == quote.",
+    )
+    quote_end: int | None = None
 
     @classmethod
     def from_passage(cls, passage: Passage, inferred: bool = False) -> Citation:
         return cls(**passage.model_dump(exclude={"metadata"}), inferred=inferred)
+
+    @classmethod
+    def quoting(cls, passage: Passage, start: int, end: int) -> Citation:
+        """A citation of the characters ``start:end`` of ``passage``'s text."""
+        return cls(
+            **passage.model_dump(exclude={"metadata"}),
+            quote=passage.text[start:end],
+            quote_start=passage.start + start,
+            quote_end=passage.start + end,
+        )
+
+
+class Usage(BaseModel):
+    """What the generation of an answer cost, in tokens (summed over a strategy's model calls
+    only when the strategy reports them; None fields when it does not)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 class Answer(BaseModel):
@@ -71,6 +120,14 @@ class Answer(BaseModel):
         default_factory=list, description="[n] markers that pointed at no passage (dropped)."
     )
     passages: list[Passage] = Field(default_factory=list)
+    abstained: bool = Field(
+        False, description="True when the assistant declined: the passages do not hold the answer."
+    )
+    usage: Usage | None = Field(
+        None,
+        description="Tokens read and written by the generation step (None for strategies "
+        "that make several calls).",
+    )
     trace: Trace | None = None
 
     def to_json_dict(self, include_trace: bool = True) -> dict[str, Any]:
@@ -78,6 +135,7 @@ class Answer(BaseModel):
             "answer": self.answer,
             "citations": [c.model_dump() for c in self.citations],
             "invalid_markers": self.invalid_markers,
+            "abstained": self.abstained,
         }
         if include_trace:
             data["trace"] = self.trace.model_dump(mode="json") if self.trace else None

@@ -22,7 +22,7 @@ from prompts import (
 )
 from ragkit.errors import RagkitError
 from ragkit.generation import GeneratorBackend
-from ragkit.rag.generate_step import GenerateStep
+from ragkit.rag.generate_step import Decoding, GenerateStep
 
 Strategy = Literal["plain", "fewshot", "cot", "self-consistency", "least-to-most"]
 STRATEGIES: tuple[str, ...] = ("plain", "fewshot", "cot", "self-consistency", "least-to-most")
@@ -44,11 +44,13 @@ def answer_steps(
     options: Mapping[str, Any] | None,
     embed: Any | None = None,
     examples: list[Example] | None = None,
+    decoding: Decoding = "free",
+    abstain_bias: float = 0.0,
 ) -> list[Any]:
     """The steps after the prompt builder for ``strategy``."""
     opts = dict(options or {})
     if strategy == "plain":
-        return [GenerateStep(generator, opts)]
+        return [GenerateStep(generator, opts, decoding=decoding, abstain_bias=abstain_bias)]
     if strategy == "fewshot":
         demos = examples or default_examples()
         selector: Any = (

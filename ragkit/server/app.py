@@ -25,7 +25,7 @@ from ragkit.rag import Answer, AnswerStream, RAGPipeline
 from ragkit.server.auth import bearer_token, caller_id, key_matches
 from ragkit.server.batching import DynamicBatcher, QueueFullError
 from ragkit.server.errors import ApiError, as_api_error, error_body, install_error_handlers
-from ragkit.server.limits import RateLimiter, retry_after_header
+from ragkit.server.limits import RateLimiter, rate_limit_bucket, retry_after_header
 from ragkit.server.middleware import BodySizeLimit
 from ragkit.server.schemas import (
     ChatChoice,
@@ -37,6 +37,8 @@ from ragkit.server.schemas import (
     FeedbackResponse,
     HealthResponse,
     IndexStatsResponse,
+    ModelCard,
+    ModelList,
     QueryRequest,
     QueryResponse,
     SearchHit,
@@ -86,6 +88,7 @@ class ServerState:
             else None
         )
         self.streams = 0
+        self.started = int(time.time())
 
     # ------------------------------------------------------------------ limits
 
@@ -199,7 +202,10 @@ class ServerState:
 
 
 def generation_info(answer: Answer) -> dict[str, Any]:
-    """Token counts and finish reason of the generation step, found in the trace."""
+    """Token counts and finish reason: the answer's usage, else found in the trace (strategies
+    that make several model calls report no usage)."""
+    if answer.usage is not None:
+        return answer.usage.model_dump()
 
     def find(value: Any) -> dict[str, Any] | None:
         if isinstance(value, dict):
@@ -277,9 +283,11 @@ def create_app(
                 )
         else:
             token = None
-        caller = caller_id(token, request.client.host if request.client else None)
-        if state.limiter is not None:
-            wait = state.limiter.acquire(caller)
+        client = request.client.host if request.client else None
+        caller = caller_id(token, client)
+        bucket = rate_limit_bucket(token, client, settings.rate_limit_loopback)
+        if state.limiter is not None and bucket is not None:
+            wait = state.limiter.acquire(bucket)
             if wait > 0:
                 raise ApiError(
                     429,
@@ -369,6 +377,25 @@ def create_app(
         except Exception as exc:
             err = as_api_error(exc)
             yield sse_event(error_body(err.status, err.message, err.code), "error")
+
+    def model_card() -> ModelCard:
+        return ModelCard(id=settings.model_id, created=state.started)
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
+    async def list_models(caller: str = Depends(guard)) -> ModelList:
+        """OpenAI-compatible list of models: the one model this server answers with."""
+        return ModelList(data=[model_card()])
+
+    @app.get(
+        "/v1/models/{model:path}",
+        response_model=ModelCard,
+        responses={**_ERRORS, 404: {"model": ErrorResponse}},
+        tags=["openai"],
+    )
+    async def retrieve_model(model: str, caller: str = Depends(guard)) -> ModelCard:
+        if model != settings.model_id:
+            raise ApiError(404, f"model {model!r} does not exist", "model_not_found")
+        return model_card()
 
     @app.post(
         "/v1/chat/completions",

@@ -14,12 +14,13 @@ import typer
 from pydantic import ValidationError
 
 from ragkit.errors import RagkitError
+from ragkit.terminal import protect_logger, visible
 
 log = logging.getLogger("ragkit.server")
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {visible(message, one_line=True)}", err=True)
     raise typer.Exit(code=1)
 
 
@@ -43,8 +44,17 @@ AdapterOption = Annotated[
     str | None,
     typer.Option(
         help="transformers backend: a LoRA adapter merged into the generator at load time: "
-        "grounded-qa (packaged: short SQuAD-style answers for the default SmolLM2) or a peft "
-        "adapter folder (e.g. the adapter/ of a LoRA `ragkit align sft` run)."
+        "grounded-qa (the packaged grounded-QA adapter of the chosen packaged model; the "
+        "default for the packaged Gemma 3 270M), grounded-qa-gemma, grounded-qa-smollm2, a peft "
+        "adapter folder (e.g. the adapter/ of a LoRA `ragkit align sft` run), or none."
+    ),
+]
+DecodingOption = Annotated[
+    str | None,
+    typer.Option(
+        help="grounded: the answer is a verbatim span of one passage (or an abstention), cited "
+        "by its exact offsets; free: the model writes freely and cites with [n]. Default: the "
+        "generator's profile (grounded for the packaged Gemma 3 270M)."
     ),
 ]
 BaseUrlOption = Annotated[
@@ -78,10 +88,15 @@ def serve_command(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     generator: Annotated[
         str | None,
-        typer.Option("--generator", "-g", help="Model: default SmolLM2, a hub id or a path."),
+        typer.Option(
+            "--generator",
+            "-g",
+            help="Model: default the packaged Gemma 3 270M; smollm2; a hub id or a path.",
+        ),
     ] = None,
     generator_backend: GeneratorBackendOption = "transformers",
     adapter: AdapterOption = None,
+    decoding: DecodingOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
     api_key_file: Annotated[
@@ -109,8 +124,7 @@ def serve_command(
     """Serve the index over HTTP: query/search API, OpenAI-compatible chat, chat page at /."""
     import uvicorn
 
-    from ragkit.generation import make_generator
-    from ragkit.rag import RAGPipeline
+    from ragkit.rag import answering_pipeline
     from ragkit.retrieval import RetrieverKind
     from ragkit.server.app import create_app
     from ragkit.server.auth import load_api_keys
@@ -132,15 +146,19 @@ def serve_command(
             rate_limit_per_minute=rate_limit or None,
             cors_origins=tuple(cors_origin or ()),
         )
-        model = make_generator(
-            generator_backend,
-            generator,
+        rag = answering_pipeline(
+            index,
+            generator=generator,
+            k=k,
+            retriever=kind,
+            decoding=decoding,
+            adapter=adapter,
+            backend=generator_backend,
             base_url=base_url,
             api_key_env=api_key_env,
-            adapter=adapter,
         )
-        rag = RAGPipeline.from_index(index, model, k=k, retriever=kind)
-        typer.echo(f"loading {rag.generator.config.model or 'the default model'} ...", err=True)
+        model_name = rag.generator.config.model or "the default model"
+        typer.echo(f"loading {visible(model_name, one_line=True)} ...", err=True)
         rag.generator.warm_up()
         app = create_app(rag, settings)
     except ValidationError as exc:
@@ -148,7 +166,11 @@ def serve_command(
     except RagkitError as exc:
         _fail(str(exc))
     auth = "API key required" if settings.auth_required else "no API key (loopback only)"
-    typer.echo(f"serving {index} on http://{host}:{port} ({auth})", err=True)
+    typer.echo(
+        visible(f"serving {index} on http://{host}:{port} ({auth})", one_line=True), err=True
+    )
+    for name in ("ragkit.server", "uvicorn.error"):  # tracebacks may quote untrusted text
+        protect_logger(name)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
@@ -172,4 +194,4 @@ def feedback_export_command(
         count = export_preferences(db, output, style)
     except RagkitError as exc:
         _fail(str(exc))
-    typer.echo(f"wrote {count} preference pairs to {output}")
+    typer.echo(visible(f"wrote {count} preference pairs to {output}", one_line=True))

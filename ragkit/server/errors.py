@@ -7,8 +7,6 @@ errors, whose details are logged server-side but never sent to the client.
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,8 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ragkit.errors import InvalidQueryError, RagkitError
 from ragkit.feedback import FeedbackError
 from ragkit.generation.generator import ContextLengthError
+from ragkit.terminal import protect_logger
 
-log = logging.getLogger("ragkit.server")
+# Log lines may quote request data, documents or model output: shown with control and bidi
+# characters as symbols (ragkit.terminal.SafeLogFilter); every server module logs here.
+log = protect_logger("ragkit.server")
 
 _TYPES = {
     400: "invalid_request_error",

@@ -187,3 +187,17 @@ class ChatCompletionResponse(_Strict):
     citations: list[Citation] = Field(
         default_factory=list, description="ragkit extension: the passages the answer cites."
     )
+
+
+class ModelCard(_Strict):
+    """One model in OpenAI's list-models shape (``client.models.list()``)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time the server started.")
+    owned_by: str = "ragkit"
+
+
+class ModelList(_Strict):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

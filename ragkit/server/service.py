@@ -80,11 +80,15 @@ class RAGService:
             if found is not None:
                 self._variants.move_to_end(key)
                 return found
+            step = self.rag.generate_step
+            assert step is not None  # supports_options
             variant = RAGPipeline(
                 self.rag.retriever,
                 self.rag.generator,
                 template=self.rag.prompt_builder.template,
                 options=options,
+                decoding=step.decoding,
+                abstain_bias=step.abstain_bias,
             )
             self._variants[key] = variant
             while len(self._variants) > MAX_VARIANTS:

@@ -51,6 +51,11 @@ class ServerSettings(BaseModel):
     rate_limit_per_minute: int | None = Field(
         120, ge=1, description="Requests per minute per API key (or client address); None: off."
     )
+    rate_limit_loopback: bool = Field(
+        False,
+        description="Without API keys, also limit clients connecting from a loopback address "
+        "(all of them share one bucket); False: local clients are not rate-limited.",
+    )
     rate_limit_burst: int | None = Field(
         None, ge=1, description="Bucket size; None: one minute's worth (rate_limit_per_minute)."
     )

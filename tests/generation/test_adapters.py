@@ -38,3 +38,26 @@ def test_packaged_adapters_are_shipped() -> None:
         assert adapter_info(folder)["peft_type"] == "LORA"
         assert (folder / "adapter_model.safetensors").stat().st_size > 100_000
         assert (folder / "README.md").is_file()
+
+
+def test_an_adapter_for_another_base_model_is_refused_naming_both() -> None:
+    from ragkit.generation.adapters import apply_adapter
+
+    class LlamaForCausalLM:  # the class name is what the check compares
+        pass
+
+    with pytest.raises(AdapterError) as excinfo:
+        apply_adapter(LlamaForCausalLM(), "grounded-qa-gemma")
+    message = str(excinfo.value)
+    assert "Gemma3ForCausalLM" in message and "LlamaForCausalLM" in message
+    assert "\n" not in message
+
+
+def test_grounded_qa_names_the_adapter_of_the_chosen_packaged_model() -> None:
+    from ragkit.generation.adapters import packaged_adapter_name
+
+    assert packaged_adapter_name("grounded-qa", None) == "grounded-qa-gemma"
+    assert packaged_adapter_name("grounded-qa", "smollm2") == "grounded-qa-smollm2"
+    assert packaged_adapter_name("grounded-qa", "Gemma3-270M") == "grounded-qa-gemma"
+    with pytest.raises(AdapterError, match="packaged models only"):
+        packaged_adapter_name("grounded-qa", "some-org/other-model")

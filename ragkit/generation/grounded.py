@@ -1,0 +1,313 @@
+"""Grounded span decoding: the answer is a verbatim span of one passage, or an explicit abstention.
+
+A small model asked to "copy a phrase from the context" still invents years and names. Here the
+model cannot: at every step only tokens that continue a span of some passage are allowed, so the
+answer is checkable by construction and its citation is the exact span, not a guess by word
+overlap.
+
+How the automaton works, and why it is byte-level: a tokenizer cuts a passage differently from an
+answer that starts mid-sentence (" 1992" vs "1992", "▁Paris" vs "Paris", a word split into other
+pieces). Instead of tokenizing the passages, the automaton keeps the set of byte positions the
+answer so far can end at, and allows every vocabulary token whose bytes occur next at one of them.
+So any tokenization of any span is reachable, including characters a tokenizer only spells as
+byte tokens. Spans start at word starts (never mid-word); the first token may carry the leading
+space the prompt's ``Answer:`` calls for. A span may end only at a word boundary, by EOS or a
+newline token, and at most ``max_tokens`` tokens long.
+
+Abstention is a path of the same automaton: the phrase :data:`ABSTAIN_PHRASE` is a pseudo-passage
+that must be completed whole. Its first token gets an additive logit bias, ``abstain_bias``,
+calibrated on held-out questions (benchmarks/answer_quality.py), so "not in the passages" is a
+choice the model weighs against the best span rather than a string it may or may not write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ragkit.generation.constraints import AllowedTokens
+
+ABSTAIN_PHRASE = "not in the passages"
+"""What the model writes to abstain in grounded mode (also what the completion prompt teaches)."""
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte ↔ printable-character table used by byte-level BPE vocabularies."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
+
+
+_BYTE_LEVEL_DECODE = {c: b for b, c in _bytes_to_unicode().items()}
+
+
+def _is_byte_level(tokenizer: Any) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    return decoder is not None and "ByteLevel" in repr(decoder)
+
+
+def _piece_bytes(piece: str, byte_level: bool) -> bytes | None:
+    if byte_level:
+        try:
+            return bytes(_BYTE_LEVEL_DECODE[c] for c in piece)
+        except KeyError:
+            return None
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        try:
+            return bytes([int(piece[3:5], 16)])
+        except ValueError:
+            return None
+    return piece.replace("▁", " ").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """Every ordinary vocabulary token as the bytes it writes, and the reverse lookup."""
+
+    by_bytes: dict[bytes, tuple[int, ...]]
+    max_len: int
+    end_ids: frozenset[int]
+    """Tokens that end a span: those starting with a newline (EOS is added by the caller)."""
+
+
+_TABLES: weakref.WeakKeyDictionary[Any, TokenTable] = weakref.WeakKeyDictionary()
+
+
+def token_table(tokenizer: Any) -> TokenTable:
+    """The :class:`TokenTable` of ``tokenizer`` (built once per tokenizer object, ~0.3 s at 262k)."""
+    try:
+        return _TABLES[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    byte_level = _is_byte_level(tokenizer)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special.update(int(i) for i in (getattr(tokenizer, "added_tokens_decoder", {}) or {}))
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    by_bytes: dict[bytes, list[int]] = {}
+    end_ids: set[int] = set()
+    for token_id, piece in enumerate(pieces):
+        if token_id in special or not piece:
+            continue
+        data = _piece_bytes(piece, byte_level)
+        if not data:
+            continue
+        if data.startswith(b"\n"):
+            end_ids.add(token_id)
+        by_bytes.setdefault(data, []).append(token_id)
+    table = TokenTable(
+        by_bytes={k: tuple(v) for k, v in by_bytes.items()},
+        max_len=max((len(k) for k in by_bytes), default=1),
+        end_ids=frozenset(end_ids),
+    )
+    with contextlib.suppress(TypeError):  # not weak-referenceable: rebuilt next time
+        _TABLES[tokenizer] = table
+    return table
+
+
+def _wordlike(byte: int) -> bool:
+    """Letters, digits and every non-ASCII byte (UTF-8 letters) belong to words."""
+    return byte >= 0x80 or chr(byte).isalnum()
+
+
+def is_word_start(data: bytes, pos: int) -> bool:
+    if pos >= len(data) or data[pos] in b" \t\r\n":
+        return False
+    if 0x80 <= data[pos] < 0xC0:  # a UTF-8 continuation byte: inside a character
+        return False
+    return pos == 0 or not (_wordlike(data[pos - 1]) and _wordlike(data[pos]))
+
+
+def is_word_end(data: bytes, pos: int) -> bool:
+    if pos <= 0:
+        return False
+    if pos >= len(data):
+        return True
+    if 0x80 <= data[pos] < 0xC0:
+        return False
+    return not (_wordlike(data[pos - 1]) and _wordlike(data[pos]))
+
+
+_State = frozenset[tuple[int, int]]
+
+
+class SpanAutomaton:
+    """The grounded constraint of one prompt: spans of ``sources`` or the abstention phrase.
+
+    Implements :class:`~ragkit.generation.constraints.TokenConstraint`. States are sets of
+    ``(source index, byte position)``; the abstention phrase is source ``len(sources)``.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        table: TokenTable,
+        eos_ids: Iterable[int],
+        *,
+        max_tokens: int = 32,
+        abstain: str | None = ABSTAIN_PHRASE,
+        abstain_bias: float = 0.0,
+    ) -> None:
+        self.table = table
+        self.sources = [s.encode("utf-8") for s in sources]
+        self.abstain_index = len(self.sources) if abstain else -1
+        if abstain:
+            self.sources.append(abstain.encode("utf-8"))
+        self.eos_ids = tuple(sorted(set(eos_ids)))
+        self.end_ids = tuple(sorted(set(self.eos_ids) | table.end_ids))
+        self.max_tokens = max_tokens
+        self.abstain_bias = abstain_bias
+        self._memo: dict[tuple[int, ...], _State | None] = {}
+        self._steps: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    # -- transitions ----------------------------------------------------------------------------
+    def _tokens_at(self, src: int, pos: int) -> list[tuple[int, int]]:
+        """(token id, bytes consumed) for every token whose bytes occur at ``pos`` of ``src``."""
+        key = (src, pos)
+        found = self._steps.get(key)
+        if found is None:
+            data = self.sources[src]
+            found = []
+            for length in range(1, min(self.table.max_len, len(data) - pos) + 1):
+                for token_id in self.table.by_bytes.get(data[pos : pos + length], ()):
+                    found.append((token_id, length))
+            self._steps[key] = found
+        return found
+
+    def _start_moves(self) -> list[tuple[int, int, int, int]]:
+        """(token, src, start, end) for a first token: a word start, optionally after a space."""
+        moves = []
+        for src, data in enumerate(self.sources):
+            starts = [0] if src == self.abstain_index else range(len(data))
+            for pos in starts:
+                if src != self.abstain_index and not is_word_start(data, pos):
+                    continue
+                for token_id, length in self._tokens_at(src, pos):
+                    moves.append((token_id, src, pos, pos + length))
+                # the same span with the leading space the prompt's "Answer:" calls for
+                for length in range(0, min(self.table.max_len - 1, len(data) - pos) + 1):
+                    for token_id in self.table.by_bytes.get(b" " + data[pos : pos + length], ()):
+                        moves.append((token_id, src, pos, pos + length))
+        return moves
+
+    def _state(self, generated: tuple[int, ...]) -> _State | None:
+        """Positions reachable after ``generated`` (None: ended, or no longer a span)."""
+        if generated in self._memo:
+            return self._memo[generated]
+        state: _State | None
+        if not generated:
+            state = frozenset()  # the start: handled by _start_moves
+        else:
+            previous = self._state(generated[:-1])
+            token = generated[-1]
+            if previous is None:
+                state = None
+            elif not generated[:-1]:
+                state = frozenset(
+                    (src, end) for t, src, _start, end in self._start_index() if t == token
+                )
+            else:
+                state = frozenset(
+                    (src, pos + length)
+                    for src, pos in previous
+                    for t, length in self._tokens_at(src, pos)
+                    if t == token
+                )
+            if not state:
+                state = None
+        self._memo[generated] = state
+        return state
+
+    def _start_index(self) -> list[tuple[int, int, int, int]]:
+        cached = getattr(self, "_start_cache", None)
+        if cached is None:
+            cached = self._start_moves()
+            self._start_cache = cached
+        return cached
+
+    def _can_end(self, state: _State) -> bool:
+        for src, pos in state:
+            data = self.sources[src]
+            if src == self.abstain_index:
+                if pos == len(data):
+                    return True
+            elif is_word_end(data, pos):
+                return True
+        return False
+
+    def allowed(self, generated: Sequence[int]) -> AllowedTokens | None:
+        tokens = tuple(generated)
+        if tokens and (tokens[-1] in self.end_ids):
+            # the span ended (a newline the stop string cuts): finish the row
+            return AllowedTokens(ids=self.eos_ids) if self.eos_ids else None
+        if not tokens:
+            moves = self._start_index()
+            ids = sorted({t for t, *_ in moves})
+            bias: dict[int, float] = {}
+            if self.abstain_bias and self.abstain_index >= 0:
+                for t, src, *_ in moves:
+                    if src == self.abstain_index:
+                        bias[t] = self.abstain_bias
+            return AllowedTokens(ids=ids, bias=bias)
+        state = self._state(tokens)
+        if state is None:
+            return None  # cannot happen under this constraint; leave the row alone
+        ids_set = {t for src, pos in state for t, _ in self._tokens_at(src, pos)}
+        if self._can_end(state) or len(tokens) >= self.max_tokens:
+            if len(tokens) >= self.max_tokens:
+                ids_set = set()
+            ids_set.update(self.end_ids)
+        return AllowedTokens(ids=sorted(ids_set))
+
+
+@dataclass(frozen=True)
+class SpanLocation:
+    """Where a grounded answer sits: source index and character offsets into that source."""
+
+    source: int
+    start: int
+    end: int
+
+
+_TRAILING = " \t\r\n,;:."
+
+
+def span_text(answer: str) -> str:
+    """The answer without surrounding whitespace and trailing separators (not part of a span)."""
+    return answer.strip().rstrip(_TRAILING)
+
+
+def locate_span(answer: str, sources: Sequence[str]) -> SpanLocation | None:
+    """The first source (in order) holding ``answer`` at a word start, with character offsets."""
+    text = span_text(answer)
+    if not text:
+        return None
+    for index, source in enumerate(sources):
+        data = source.encode("utf-8")
+        needle = text.encode("utf-8")
+        pos = data.find(needle)
+        while pos >= 0:
+            if is_word_start(data, pos):
+                start = len(data[:pos].decode("utf-8", "ignore"))
+                end = start + len(text)
+                if source[start:end] == text:
+                    return SpanLocation(index, start, end)
+            pos = data.find(needle, pos + 1)
+    return None
+
+
+def is_abstention(answer: str) -> bool:
+    return answer.strip().rstrip(".").lower() == ABSTAIN_PHRASE

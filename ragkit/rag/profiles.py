@@ -1,0 +1,61 @@
+"""How each generator answers by default: prompt form, decoding, adapter, abstention bias.
+
+Why per model: the best prompt and decoding depend on the model. A base model (Gemma 3 270M)
+continues a completion prompt well and, constrained to passage spans, answers extractively; a
+chat model (SmolLM2-Instruct) wants its chat template and writes sentences, which a span
+constraint turns into random spans. The values below were chosen on the dev split of
+``benchmarks/answer_quality.py`` (Normans paragraphs 30-38) and reported on the other article
+(docs/answer-quality.md). Anything not listed (a hub id, an API backend) gets the chat template
+and free decoding, which every backend supports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ragkit.generation.checkpoints import DEFAULT_GENERATOR, GEMMA_ALIASES, SMOLLM2_ALIASES
+from ragkit.rag.generate_step import Decoding
+
+
+class AnsweringProfile(BaseModel):
+    """The answering defaults of one generator; every field can be overridden per call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: str
+    decoding: Decoding
+    adapter: str | None = None
+    abstain_bias: float = 0.0
+    max_new_tokens: int = 128
+
+
+GEMMA_PROFILE = AnsweringProfile(
+    template="grounded_qa_completion",
+    decoding="grounded",
+    adapter="grounded-qa-gemma",
+    abstain_bias=-3.5,  # dev split: best F1 + abstention accuracy of -8 ... 0 (docs/answer-quality.md)
+    max_new_tokens=32,
+)
+SMOLLM2_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
+GENERIC_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
+
+
+def answering_profile(generator: Any = None, backend: str = "transformers") -> AnsweringProfile:
+    """The profile of ``generator``: a model name/path, None (the default) or a backend object."""
+    if backend != "transformers":
+        return GENERIC_PROFILE
+    name = generator
+    if generator is not None and not isinstance(generator, str):
+        config = getattr(generator, "config", None)
+        if type(generator).__name__ != "Generator":
+            return GENERIC_PROFILE
+        name = getattr(config, "model", None)
+    key = (name or "default").strip().lower()
+    key = DEFAULT_GENERATOR if key == "default" else key
+    if key in GEMMA_ALIASES:
+        return GEMMA_PROFILE
+    if key in SMOLLM2_ALIASES:
+        return SMOLLM2_PROFILE
+    return GENERIC_PROFILE

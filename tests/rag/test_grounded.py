@@ -1,0 +1,195 @@
+"""Grounded span decoding on a tiny random model: every answer is a verbatim, exactly cited span."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ragkit import ChunkingSettings, Index
+from ragkit.embedding import Embedder
+from ragkit.generation import Generator
+from ragkit.generation.grounded import (
+    ABSTAIN_PHRASE,
+    SpanAutomaton,
+    is_word_start,
+    locate_span,
+    token_table,
+)
+from ragkit.rag import RAGPipeline
+from ragkit.rag.citations import ABSTENTION_ANSWER
+from ragkit.rag.generate_step import DecodingError, GenerateStep
+from ragkit.retrieval import DenseRetriever
+from ragkit.schema import Document
+
+from .conftest import TEXTS
+
+QUESTIONS = [
+    "What is the capital of Alsace?",
+    "Which river flows through Paris?",
+    "When did the war on terror begin?",
+    "What does culture include?",
+]
+
+
+@pytest.fixture(scope="module")
+def file_index(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Embedder) -> Path:
+    """The tiny texts as real files, so citation offsets can be checked against the source."""
+    folder = tmp_path_factory.mktemp("grounded-sources")
+    directory = folder / "idx"
+    with Index.create(
+        directory, tiny_embedder, ChunkingSettings(unit="chars", chunk_size=60, chunk_overlap=0)
+    ) as index:
+        docs = []
+        for name, text in TEXTS.items():
+            path = folder / f"{name}.txt"
+            path.write_text("Preamble line.\n" + text, encoding="utf-8")
+            docs.append(Document(id=name, text=path.read_text(encoding="utf-8"), source=str(path)))
+        index.add_documents(docs)
+        index.commit()
+    return directory
+
+
+def grounded_rag(index: Path, embedder: Embedder, generator: Generator, **kw: Any) -> RAGPipeline:
+    retriever = DenseRetriever(Index.open(index, embedder), k=3)
+    return RAGPipeline(
+        retriever,
+        generator,
+        template="grounded_qa_completion",
+        decoding="grounded",
+        options={"max_new_tokens": 10},
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def rag(file_index: Path, tiny_embedder: Embedder, tiny_generator: Generator) -> RAGPipeline:
+    # a random model is as likely to copy the prompt's "not in the passages" as anything: bias
+    # it away so that the spans themselves get exercised
+    return grounded_rag(file_index, tiny_embedder, tiny_generator, abstain_bias=-50.0)
+
+
+def test_every_answer_is_a_passage_span_cited_by_its_exact_source_offsets(
+    rag: RAGPipeline,
+) -> None:
+    answers = rag.ask_batch(QUESTIONS)
+    answered = [a for a in answers if not a.abstained]
+    assert answered, "the random model abstained on every question"
+    for answer in answered:
+        assert len(answer.citations) == 1
+        citation = answer.citations[0]
+        assert citation.quote == answer.answer
+        assert any(answer.answer in p.text for p in answer.passages)
+        source = Path(citation.source).read_text(encoding="utf-8")
+        assert citation.quote_start is not None and citation.quote_end is not None
+        assert source[citation.quote_start : citation.quote_end] == answer.answer
+        assert not citation.inferred
+
+
+def test_batched_equals_one_by_one_equals_streamed(rag: RAGPipeline) -> None:
+    batched = rag.ask_batch(QUESTIONS)
+    single = [rag.ask(q) for q in QUESTIONS]
+    streamed = []
+    for q in QUESTIONS:
+        stream = rag.stream(q)
+        pieces = "".join(stream)
+        assert stream.answer is not None
+        if not stream.answer.abstained:
+            assert pieces.strip().startswith(stream.answer.answer)
+        streamed.append(stream.answer)
+    for a, b, c in zip(batched, single, streamed, strict=True):
+        assert (a.answer, a.abstained) == (b.answer, b.abstained) == (c.answer, c.abstained)
+        assert [x.model_dump() for x in a.citations] == [x.model_dump() for x in c.citations]
+    trace = streamed[0].trace
+    assert trace is not None and trace.steps[-1].seconds > 0.0
+
+
+def test_abstention_path(
+    file_index: Path, tiny_embedder: Embedder, tiny_generator: Generator
+) -> None:
+    rag = grounded_rag(file_index, tiny_embedder, tiny_generator, abstain_bias=100.0)
+    answer = rag.ask(QUESTIONS[0])
+    assert answer.abstained
+    assert answer.answer == ABSTENTION_ANSWER
+    assert answer.citations == []
+    assert answer.trace is not None
+    assert any("abstained" in note for note in answer.trace.notes)
+
+
+def test_no_passages_is_an_abstention_not_a_crash(
+    file_index: Path, tiny_embedder: Embedder, tiny_generator: Generator
+) -> None:
+    rag = grounded_rag(file_index, tiny_embedder, tiny_generator)
+    answer = rag.ask(QUESTIONS[0], filters={"format": "no-such-format"})
+    assert answer.abstained and answer.citations == []
+    streamed = rag.stream(QUESTIONS[0], filters={"format": "no-such-format"})
+    assert "".join(streamed) == ABSTENTION_ANSWER
+
+
+def test_save_and_load_keep_the_decoding(rag: RAGPipeline, tmp_path: Path) -> None:
+    path = tmp_path / "rag.yaml"
+    rag.save(path)
+    loaded = RAGPipeline.load(path)
+    assert loaded.generate_step is not None
+    assert loaded.generate_step.decoding == "grounded"
+    assert loaded.ask(QUESTIONS[1]).answer == rag.ask(QUESTIONS[1]).answer
+
+
+def test_a_backend_that_cannot_constrain_tokens_is_refused_in_one_line() -> None:
+    from ragkit.generation.backends import OpenAIGenerator
+
+    with pytest.raises(DecodingError, match=r"^decoding 'grounded' needs a backend .*transformers"):
+        GenerateStep(OpenAIGenerator("some-model"), decoding="grounded")
+
+
+# -- the automaton alone ----------------------------------------------------------------------
+
+
+def test_token_bytes_round_trip(tiny_generator: Generator) -> None:
+    tokenizer = tiny_generator.tokenizer
+    table = token_table(tokenizer)
+    reverse = {i: b for b, ids in table.by_bytes.items() for i in ids}
+    text = " The Rhine river flows past Strasbourg."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert b"".join(reverse[i] for i in ids) == text.encode()
+
+
+def test_automaton_allows_only_spans_starting_at_words(tiny_generator: Generator) -> None:
+    tokenizer = tiny_generator.tokenizer
+    table = token_table(tokenizer)
+    passage = "Paris is the capital of France."
+    automaton = SpanAutomaton([passage], table, tiny_generator.eos_token_ids)
+    reverse = {i: b for b, ids in table.by_bytes.items() for i in ids}
+    first = automaton.allowed([])
+    assert first is not None
+    for token in first.ids:
+        piece = reverse[token].lstrip(b" ")
+        data = passage.encode()
+        starts = [
+            p for p in range(len(data)) if data.startswith(piece, p) and is_word_start(data, p)
+        ]
+        assert starts or ABSTAIN_PHRASE.encode().startswith(piece), reverse[token]
+    # walk one span: every step allows the next token of " capital of France"
+    ids = tokenizer(" capital of France", add_special_tokens=False)["input_ids"]
+    for i, token in enumerate(ids):
+        step = automaton.allowed(ids[:i])
+        assert step is not None and token in step.ids
+    end = automaton.allowed(ids)
+    assert end is not None and set(tiny_generator.eos_token_ids) <= set(end.ids)
+    # mid-word ("capit") cannot end
+    partial = tokenizer(" capit", add_special_tokens=False)["input_ids"]
+    if all(automaton.allowed(partial[:i]) for i in range(len(partial))):
+        after = automaton.allowed(partial)
+        if after is not None and reverse[partial[-1]].endswith(b"capit"):
+            assert not set(tiny_generator.eos_token_ids) & set(after.ids)
+
+
+def test_locate_span_prefers_the_first_passage_and_word_starts() -> None:
+    sources = ["the capital is Paris", "Paris, France"]
+    assert locate_span(" Paris", sources) == locate_span("Paris.", sources)
+    found = locate_span("Paris", sources)
+    assert found is not None and (found.source, found.start, found.end) == (0, 15, 20)
+    assert locate_span("apital", sources) is None  # mid-word
+    assert locate_span("Paris, France", sources) is not None
+    assert locate_span("Berlin", sources) is None
