@@ -83,10 +83,10 @@ class Index:
         self.manifest = manifest
         self.embedder = embedder
         self.store = store
-        self._vectors: VectorIndex | None = None
-        self._loaded_generation = -1
-        self._lexical: LexicalIndex | None = None
-        self._lexical_generation = -1
+        # (generation, loaded index): one tuple, replaced whole, so a search thread never pairs
+        # one generation's number with another generation's index while another thread reloads
+        self._vectors_at: tuple[int, VectorIndex] | None = None
+        self._lexical_at: tuple[int, LexicalIndex] | None = None
         self._pending = _Pending()
         self._lock: FileLock | None = None
         self._splitter: RecursiveSplitter | None = None
@@ -214,8 +214,9 @@ class Index:
         """Load the FAISS file of the store's current generation (reloading if a writer moved on)."""
         for _ in range(5):
             generation = self.store.generation
-            if self._vectors is not None and generation == self._loaded_generation:
-                return self._vectors
+            cached = self._vectors_at
+            if cached is not None and cached[0] == generation:
+                return cached[1]
             path = vector_file(self.directory, generation)
             if not path.exists():
                 if self.store.conn.in_transaction:
@@ -223,15 +224,13 @@ class Index:
                 time.sleep(0.05)  # a writer replaced it between our two reads: read again
                 continue
             try:
-                self._vectors = VectorIndex.load(
-                    path, self.manifest.dimension, self.manifest.index_type
-                )
+                loaded = VectorIndex.load(path, self.manifest.dimension, self.manifest.index_type)
             except IndexFormatError:
                 if not path.exists():
                     continue
                 raise
-            self._loaded_generation = generation
-            return self._vectors
+            self._vectors_at = (generation, loaded)
+            return loaded
         raise IndexFormatError(
             f"vector file for generation {self.store.generation} is missing in {self.directory}"
         )
@@ -355,14 +354,13 @@ class Index:
             self.store.commit()
         except BaseException:
             self.store.rollback()
-            self._vectors = None  # the in-memory copy may hold the uncommitted change
-            self._loaded_generation = -1
+            self._vectors_at = None  # the in-memory copy may hold the uncommitted change
             with contextlib.suppress(OSError):
                 new_path.unlink()
             shutil.rmtree(lexical_dir(self.directory, new_generation), ignore_errors=True)
             raise
-        self._loaded_generation = new_generation
-        self._lexical = None
+        self._vectors_at = (new_generation, vectors)
+        self._lexical_at = None
         self._pending = _Pending()
         files, documents, chunks = self.store.counts()
         self.manifest.generation = new_generation
@@ -391,17 +389,18 @@ class Index:
     def _ensure_lexical(self) -> LexicalIndex:
         """The BM25 index of the snapshot's generation (built in memory for indexes that lack one)."""
         generation = self.store.generation
-        if self._lexical is not None and self._lexical_generation == generation:
-            return self._lexical
+        cached = self._lexical_at
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         folder = lexical_dir(self.directory, generation)
         if folder.is_dir():
-            self._lexical = LexicalIndex.load(folder)
+            lexical = LexicalIndex.load(folder)
         else:
             if generation != self.store.generation:  # pragma: no cover - guarded by the snapshot
                 raise IndexFormatError("generation changed while loading")
-            self._lexical = self._build_lexical(set(), np.zeros(0, np.int64), [])
-        self._lexical_generation = generation
-        return self._lexical
+            lexical = self._build_lexical(set(), np.zeros(0, np.int64), [])
+        self._lexical_at = (generation, lexical)
+        return lexical
 
     def _rebuild_vectors(
         self, vectors: VectorIndex, removed: set[int], new_ids: np.ndarray, new_vectors: np.ndarray

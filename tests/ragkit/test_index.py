@@ -347,7 +347,7 @@ _READER = textwrap.dedent(
                 # (vectors of one generation, rows of another) would change the count
                 assert len(hits) == expected, (len(hits), expected)
                 assert all(hit.chunk.text for hit in hits)
-                seen.add(index._loaded_generation)
+                seen.add(index._vectors_at[0] if index._vectors_at else -1)
     print(len(seen), flush=True)
     """
 )
