@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,10 @@ def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
             f"({info.get('base_model_name_or_path')}), not for this {model_class} model"
         )
     try:
-        wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        with warnings.catch_warnings():
+            # transformers deprecation noise from peft's checks; nothing a user can act on
+            warnings.simplefilter("ignore", FutureWarning)
+            wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     except (ValueError, RuntimeError, KeyError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdapterError(

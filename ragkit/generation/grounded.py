@@ -142,6 +142,7 @@ def is_word_end(data: bytes, pos: int) -> bool:
 
 
 _State = frozenset[tuple[int, int]]
+NOT_AN_ANSWER = frozenset({b"a", b"an", b"the"})
 
 
 class SpanAutomaton:
@@ -238,6 +239,19 @@ class SpanAutomaton:
             self._start_cache = cached
         return cached
 
+    def _token_bytes(self) -> dict[int, bytes]:
+        reverse = getattr(self, "_reverse", None)
+        if reverse is None:
+            reverse = {i: b for b, ids in self.table.by_bytes.items() for i in ids}
+            self._reverse = reverse
+        return reverse
+
+    def _is_answer(self, generated: Sequence[int]) -> bool:
+        """A span must hold a word that is not an article: "a" or "the" alone answers nothing."""
+        reverse = self._token_bytes()
+        words = b"".join(reverse.get(t, b"") for t in generated).lower().split()
+        return any(w not in NOT_AN_ANSWER and any(_wordlike(c) for c in w) for w in words)
+
     def _can_end(self, state: _State) -> bool:
         for src, pos in state:
             data = self.sources[src]
@@ -266,7 +280,8 @@ class SpanAutomaton:
         if state is None:
             return None  # cannot happen under this constraint; leave the row alone
         ids_set = {t for src, pos in state for t, _ in self._tokens_at(src, pos)}
-        if self._can_end(state) or len(tokens) >= self.max_tokens:
+        can_end = self._can_end(state) and self._is_answer(tokens)
+        if can_end or len(tokens) >= self.max_tokens:
             if len(tokens) >= self.max_tokens:
                 ids_set = set()
             ids_set.update(self.end_ids)

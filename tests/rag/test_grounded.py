@@ -193,3 +193,17 @@ def test_locate_span_prefers_the_first_passage_and_word_starts() -> None:
     assert locate_span("apital", sources) is None  # mid-word
     assert locate_span("Paris, France", sources) is not None
     assert locate_span("Berlin", sources) is None
+
+
+def test_an_article_alone_is_not_an_answer(tiny_generator: Generator) -> None:
+    tokenizer = tiny_generator.tokenizer
+    automaton = SpanAutomaton(
+        ["a river flows past the city"], token_table(tokenizer), tiny_generator.eos_token_ids
+    )
+    eos = set(tiny_generator.eos_token_ids)
+    article = tokenizer(" a", add_special_tokens=False)["input_ids"]
+    after_article = automaton.allowed(article)
+    assert after_article is not None and not eos & set(after_article.ids)
+    words = tokenizer(" a river", add_special_tokens=False)["input_ids"]
+    after_words = automaton.allowed(words)
+    assert after_words is not None and eos <= set(after_words.ids)
