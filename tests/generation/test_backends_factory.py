@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from scripted_generator import ScriptedGenerator as ScriptedBackend
 
 import ragkit
 from ragkit.generation import GenerationOptions, GenerationResult, Generator, TextStream
@@ -96,50 +96,6 @@ def test_configs_round_trip_without_secrets() -> None:
     assert isinstance(again, Generator) and again.config == transformers.config
     with pytest.raises(GeneratorBackendError, match="unknown generator backend"):
         generator_from_config({"backend": "nope"})
-
-
-class ScriptedBackend:
-    """The smallest object satisfying GeneratorBackend: the protocol is all a pipeline needs."""
-
-    def __init__(self) -> None:
-        self.config = Generator("scripted").config
-        self.prompts: list[Any] = []
-
-    @property
-    def is_loaded(self) -> bool:
-        return True
-
-    def warm_up(self) -> ScriptedBackend:
-        return self
-
-    def generate(
-        self,
-        prompts: Sequence[Any],
-        options: GenerationOptions | Mapping[str, Any] | None = None,
-        **overrides: Any,
-    ) -> list[GenerationResult]:
-        self.prompts.extend(prompts)
-        return [self._result() for _ in prompts]
-
-    def _result(self) -> GenerationResult:
-        return GenerationResult(
-            text="Paris [1]", prompt_text="p", prompt_tokens=3, completion_tokens=2,
-            finish_reason="stop",
-        )  # fmt: skip
-
-    def stream(
-        self, prompt: Any, options: Any = None, **overrides: Any
-    ) -> Iterator[str]:  # pragma: no cover - not used here
-        raise NotImplementedError
-
-    def count_tokens(self, prompt: Any, apply_chat_template: bool | None = None) -> int:
-        return 1
-
-    def max_prompt_tokens(self, options: Any = None) -> int:
-        return 1000
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        return text
 
 
 def test_rag_pipeline_accepts_any_backend(tiny_embedder: Any, tmp_path: Any) -> None:

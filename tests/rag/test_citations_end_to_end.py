@@ -3,17 +3,16 @@ followed through the pipeline, the HTTP server and the CLI."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from scripted_generator import ScriptedGenerator
 from typer.testing import CliRunner
 
 from ragkit import ChunkingSettings, Index
 from ragkit.atomic import atomic_path
 from ragkit.embedding import Embedder
-from ragkit.generation import GenerationOptions, GenerationResult, Generator
 from ragkit.rag import RAGPipeline, map_citations
 from ragkit.rag.schema import Passage
 from ragkit.retrieval import BM25Retriever
@@ -72,50 +71,6 @@ def test_atomic_path_leaves_no_temporary_file_on_failure(tmp_path: Path) -> None
 
 
 # -- one scripted answer through every layer ---------------------------------------------------
-
-
-class ScriptedGenerator:
-    """A GeneratorBackend that always writes the same answer with known markers."""
-
-    def __init__(self, text: str) -> None:
-        self.config = Generator("scripted").config
-        self.text = text
-
-    @property
-    def is_loaded(self) -> bool:
-        return True
-
-    def warm_up(self) -> ScriptedGenerator:
-        return self
-
-    def generate(
-        self,
-        prompts: Sequence[Any],
-        options: GenerationOptions | Mapping[str, Any] | None = None,
-        **overrides: Any,
-    ) -> list[GenerationResult]:
-        return [
-            GenerationResult(
-                text=self.text,
-                prompt_text="p",
-                prompt_tokens=3,
-                completion_tokens=4,
-                finish_reason="stop",
-            )
-            for _ in prompts
-        ]
-
-    def stream(self, prompt: Any, options: Any = None, **overrides: Any) -> Any:
-        raise NotImplementedError
-
-    def count_tokens(self, prompt: Any, apply_chat_template: bool | None = None) -> int:
-        return 1
-
-    def max_prompt_tokens(self, options: Any = None) -> int:
-        return 10_000
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        return text
 
 
 @pytest.fixture(scope="module")
