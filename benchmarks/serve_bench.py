@@ -142,6 +142,24 @@ def cpu_ticks() -> tuple[int, int]:
 # ----------------------------------------------------------------------------- load
 
 
+def run_clients(worker: Any, clients: int) -> tuple[float, float, float]:
+    """Run ``worker(n)`` in ``clients`` threads; wall seconds, this process's CPU seconds, and
+    the share of a core other processes used meanwhile (a noise check)."""
+    b0, t0 = cpu_ticks()
+    c0 = time.process_time()
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    cpu = time.process_time() - c0
+    b1, t1 = cpu_ticks()
+    others = max(0.0, (b1 - b0) / HZ - cpu) / wall if t1 > t0 and wall else float("nan")
+    return wall, cpu, others
+
+
 def load(
     base: str, clients: int, seconds: float, requests: int, max_tokens: int
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -187,18 +205,7 @@ def load(
                         latencies.append(took)
                         answers.setdefault(question, answer)
 
-    b0, t0 = cpu_ticks()
-    c0 = time.process_time()
-    began = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - began
-    cpu = time.process_time() - c0
-    b1, t1 = cpu_ticks()
-    others = max(0.0, (b1 - b0) / HZ - cpu) / wall if t1 > t0 and wall else float("nan")
+    wall, cpu, others = run_clients(worker, clients)
     ok = statuses.get("200", 0)
     p95 = statistics.quantiles(latencies, n=20)[18] if len(latencies) >= 2 else None
     return {
@@ -326,18 +333,7 @@ def mixed_load(
                     elif route == "/v1/feedback":
                         acked["choices"] += 1
 
-    b0, t0 = cpu_ticks()
-    c0 = time.process_time()
-    began = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - began
-    cpu = time.process_time() - c0
-    b1, t1 = cpu_ticks()
-    others = max(0.0, (b1 - b0) / HZ - cpu) / wall if t1 > t0 and wall else float("nan")
+    wall, cpu, others = run_clients(worker, clients)
     routes: dict[str, Any] = {}
     errors: Counter[str] = Counter()
     for route in MIXED_ROUTES:
