@@ -1,7 +1,9 @@
 """Locating and loading the transformer every alignment job starts from.
 
-``None`` means the packaged default generator (SmolLM2-135M-Instruct, shipped as a GGUF); the
-generation package owns its conversion to a plain Hugging Face folder
+``None`` means the packaged SmolLM2-135M-Instruct (shipped as a GGUF). Decision: the alignment
+jobs, their configs and their measured baselines were built on SmolLM2, so they keep it as their
+default even though ``ragkit ask`` now defaults to Gemma 3 270M (issue 18); issue 20 moves RLHF to
+the served default explicitly. The generation package owns its conversion to a plain Hugging Face folder
 (``ragkit.generation.checkpoints.resolve_causal_lm``), and every other name or path goes
 through the same resolver. Loading is done here once for SFT and the reward model so that both
 add the same pad token and switch dropout off the same way.
@@ -20,6 +22,7 @@ from alignment.errors import AlignmentError
 from ragkit.errors import ModelNotFoundError
 
 _RESOLVER_MODULE = "ragkit.generation.checkpoints"
+DEFAULT_BACKBONE = "smollm2"
 
 _DROPOUT_ATTRIBUTES = ("attention_dropout", "dropout", "dropout_p", "attn_dropout")
 
@@ -34,7 +37,7 @@ def resolve_backbone(name_or_path: str | None) -> str:
         module = None
     resolver = getattr(module, "resolve_causal_lm", None)
     if resolver is not None:
-        return str(resolver(name_or_path))
+        return str(resolver(name_or_path if name_or_path is not None else DEFAULT_BACKBONE))
     if name_or_path is None:
         raise ModelNotFoundError(
             f"the default backbone (packaged SmolLM2) needs {_RESOLVER_MODULE}, which is not "

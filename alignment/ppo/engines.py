@@ -206,6 +206,7 @@ class VLLMRolloutEngine:
         engine_options: dict[str, Any] | None = None,
     ) -> VLLMRolloutEngine:
         """An engine on ``model`` (None: the packaged SmolLM2; a hub id or folder otherwise)."""
+        from alignment.backbone import DEFAULT_BACKBONE
         from ragkit.generation.backends import VLLMGenerator
 
         options = {
@@ -214,7 +215,7 @@ class VLLMRolloutEngine:
             **(engine_options or {}),
         }
         generator = VLLMGenerator(
-            model,
+            model if model is not None else DEFAULT_BACKBONE,
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,

@@ -35,14 +35,14 @@ def fresh_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def converted(fresh_cache: Path) -> Path:
     assert not (fresh_cache / "models").exists()
-    path = resolve_causal_lm()
+    path = resolve_causal_lm("smollm2")
     assert isinstance(path, Path)
     return path
 
 
 @pytest.fixture(scope="module")
 def smollm2(converted: Path) -> Generator:
-    return Generator(device="cpu").warm_up()
+    return Generator("smollm2", device="cpu").warm_up()
 
 
 def test_conversion_is_complete_and_plain(converted: Path, fresh_cache: Path) -> None:
@@ -64,8 +64,8 @@ def test_second_resolve_is_a_cache_hit(converted: Path, monkeypatch: pytest.Monk
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(checkpoints, "_write_conversion", no_conversion)
-    assert resolve_causal_lm("default") == converted
     assert resolve_causal_lm("smollm2") == converted
+    assert resolve_causal_lm("SmolLM2-135M-Instruct") == converted
 
 
 def test_capital_of_france(smollm2: Generator) -> None:
