@@ -24,7 +24,7 @@ default limits and a feedback store. It reports throughput, p50/p95/p99 latency 
 by status, connection errors, and whether every acknowledged feedback row reached the store.
 Requests in flight at the deadline are waited for and counted.
 
-Models: the packaged SmolLM2-135M-Instruct generator and MiniLM embedder (``--generator`` and
+Models: the packaged default generator (Gemma 3 270M since issue 18) and MiniLM embedder (``--generator`` and
 ``--index`` swap them). Without ``--index`` the files of ``examples/data`` are indexed once into
 ``benchmarks/.work/serve_index`` (reused while unchanged).
 
@@ -481,7 +481,9 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--index", type=Path, default=None, help="default: examples/data indexed")
-    parser.add_argument("--generator", default=None, help="model (default: packaged SmolLM2)")
+    parser.add_argument(
+        "--generator", default=None, help="model (default: the packaged default, Gemma 3 270M)"
+    )
     parser.add_argument("--retriever", default="hybrid", choices=["dense", "bm25", "hybrid"])
     parser.add_argument("--k", type=int, default=4, help="passages per question (prompt length)")
     parser.add_argument(
