@@ -79,6 +79,7 @@ class TokenTable:
     """Every ordinary vocabulary token as the bytes it writes, and the reverse lookup."""
 
     by_bytes: dict[bytes, tuple[int, ...]]
+    by_id: dict[int, bytes]
     max_len: int
     end_ids: frozenset[int]
     """Tokens that end a span: those starting with a newline (EOS is added by the caller)."""
@@ -110,6 +111,7 @@ def token_table(tokenizer: Any) -> TokenTable:
         by_bytes.setdefault(data, []).append(token_id)
     table = TokenTable(
         by_bytes={k: tuple(v) for k, v in by_bytes.items()},
+        by_id={i: k for k, v in by_bytes.items() for i in v},
         max_len=max((len(k) for k in by_bytes), default=1),
         end_ids=frozenset(end_ids),
     )
@@ -173,6 +175,7 @@ class SpanAutomaton:
         self.abstain_bias = abstain_bias
         self._memo: dict[tuple[int, ...], _State | None] = {}
         self._steps: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._start_cache: list[tuple[int, int, int, int]] | None = None
 
     # -- transitions ----------------------------------------------------------------------------
     def _tokens_at(self, src: int, pos: int) -> list[tuple[int, int]]:
@@ -233,23 +236,13 @@ class SpanAutomaton:
         return state
 
     def _start_index(self) -> list[tuple[int, int, int, int]]:
-        cached = getattr(self, "_start_cache", None)
-        if cached is None:
-            cached = self._start_moves()
-            self._start_cache = cached
-        return cached
-
-    def _token_bytes(self) -> dict[int, bytes]:
-        reverse = getattr(self, "_reverse", None)
-        if reverse is None:
-            reverse = {i: b for b, ids in self.table.by_bytes.items() for i in ids}
-            self._reverse = reverse
-        return reverse
+        if self._start_cache is None:
+            self._start_cache = self._start_moves()
+        return self._start_cache
 
     def _is_answer(self, generated: Sequence[int]) -> bool:
         """A span must hold a word that is not an article: "a" or "the" alone answers nothing."""
-        reverse = self._token_bytes()
-        words = b"".join(reverse.get(t, b"") for t in generated).lower().split()
+        words = b"".join(self.table.by_id.get(t, b"") for t in generated).lower().split()
         return any(w not in NOT_AN_ANSWER and any(_wordlike(c) for c in w) for w in words)
 
     def _can_end(self, state: _State) -> bool:

@@ -149,7 +149,7 @@ def test_a_backend_that_cannot_constrain_tokens_is_refused_in_one_line() -> None
 def test_token_bytes_round_trip(tiny_generator: Generator) -> None:
     tokenizer = tiny_generator.tokenizer
     table = token_table(tokenizer)
-    reverse = {i: b for b, ids in table.by_bytes.items() for i in ids}
+    reverse = table.by_id
     text = " The Rhine river flows past Strasbourg."
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert b"".join(reverse[i] for i in ids) == text.encode()
@@ -160,7 +160,7 @@ def test_automaton_allows_only_spans_starting_at_words(tiny_generator: Generator
     table = token_table(tokenizer)
     passage = "Paris is the capital of France."
     automaton = SpanAutomaton([passage], table, tiny_generator.eos_token_ids)
-    reverse = {i: b for b, ids in table.by_bytes.items() for i in ids}
+    reverse = table.by_id
     first = automaton.allowed([])
     assert first is not None
     for token in first.ids:
