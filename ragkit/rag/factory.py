@@ -11,7 +11,7 @@ from typing import Any
 from ragkit.errors import RagkitError
 from ragkit.rag.generate_step import DECODINGS
 from ragkit.rag.pipeline import RAGPipeline
-from ragkit.rag.profiles import answering_profile
+from ragkit.rag.profiles import answering_profile, chosen_adapter
 from ragkit.rag.strategies import STRATEGIES
 
 
@@ -44,12 +44,12 @@ def answering_pipeline(
     if decoding is not None and decoding not in DECODINGS:
         raise RagkitError(f"--decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
     profile = answering_profile(generator, backend)
-    if adapter is None:
-        adapter = profile.adapter
-    elif adapter.strip().lower() == "none":
-        adapter = None
     model = make_generator(
-        backend, generator, base_url=base_url, api_key_env=api_key_env, adapter=adapter
+        backend,
+        generator,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        adapter=chosen_adapter(profile, adapter),
     )
     base = make_retriever(index, retriever, k=k) if isinstance(retriever, str) else retriever  # type: ignore[arg-type]
     return RAGPipeline(

@@ -77,17 +77,7 @@ class GenerateStep:
         if self.decoding == "grounded":
             passages = [list(item.get("passages") or []) for item in inputs]
             return self._grounded(prompts, passages)
-        results = self.generator.generate(prompts, self.options)
-        return [
-            Generated(
-                text=r.text.strip(),
-                prompt_text=r.prompt_text,
-                finish_reason=r.finish_reason,
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-            )
-            for r in results
-        ]
+        return [_generated(r) for r in self.generator.generate(prompts, self.options)]
 
     # -- grounded ------------------------------------------------------------------------------
     def grounded_options(self) -> GenerationOptions:
@@ -116,18 +106,19 @@ class GenerateStep:
         )
 
     def _grounded(self, prompts: list[Any], passages: list[list[Passage]]) -> list[Generated]:
-        out: list[Generated | None] = [None] * len(prompts)
+        # nothing retrieved: abstain without calling the model
+        out = [
+            Generated(
+                text="",
+                prompt_text="",
+                finish_reason="stop",
+                prompt_tokens=0,
+                completion_tokens=0,
+                grounding=Grounding(abstained=True, reason="no passages to answer from"),
+            )
+            for _ in prompts
+        ]
         todo = [i for i, ps in enumerate(passages) if any(p.text.strip() for p in ps)]
-        for i in range(len(prompts)):
-            if i not in todo:  # nothing retrieved: abstain without calling the model
-                out[i] = Generated(
-                    text="",
-                    prompt_text="",
-                    finish_reason="stop",
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    grounding=Grounding(abstained=True, reason="no passages to answer from"),
-                )
         if todo:
             generator: Any = self.generator
             results = generator.generate(
@@ -136,15 +127,8 @@ class GenerateStep:
                 constraints=[self.constraint(passages[i]) for i in todo],
             )
             for i, r in zip(todo, results, strict=True):
-                out[i] = Generated(
-                    text=r.text.strip(),
-                    prompt_text=r.prompt_text,
-                    finish_reason=r.finish_reason,
-                    prompt_tokens=r.prompt_tokens,
-                    completion_tokens=r.completion_tokens,
-                    grounding=ground(r.text, passages[i]),
-                )
-        return [g for g in out if g is not None]
+                out[i] = _generated(r, ground(r.text, passages[i]))
+        return out
 
     def to_config(self) -> dict[str, Any]:
         data: dict[str, Any] = self.generator.config.model_dump(mode="json", exclude={"options"})
@@ -175,6 +159,17 @@ class GenerateStep:
             generator = generator_from_config({**params, "options": {}})
             ctx.provide("generator", generator)  # a no-op when another one is shared already
         return cls(generator, **step)
+
+
+def _generated(result: Any, grounding: Grounding | None = None) -> Generated:
+    return Generated(
+        text=result.text.strip(),
+        prompt_text=result.prompt_text,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        grounding=grounding,
+    )
 
 
 def ground(text: str, passages: Sequence[Passage]) -> Grounding:

@@ -15,7 +15,7 @@ from ragkit.pipeline import Pipeline, PipelineResult, Trace, load_pipeline, save
 from ragkit.pipeline.trace import StepTrace, jsonable
 from ragkit.rag.citations import CitationStep
 from ragkit.rag.generate_step import Decoding, DecodingError, Generated, GenerateStep, ground
-from ragkit.rag.profiles import answering_profile
+from ragkit.rag.profiles import answering_profile, chosen_adapter
 from ragkit.rag.prompt_builder import PromptBuilder
 from ragkit.rag.schema import Answer, Passage, Usage
 from ragkit.rag.strategies import STRATEGIES, answer_steps
@@ -73,8 +73,7 @@ class RAGPipeline:
             if isinstance(generator, GeneratorBackend):
                 gen = generator
             else:
-                chosen = adapter if adapter is not None else profile.adapter
-                gen = Generator(generator, adapter=None if chosen in ("", "none") else chosen)
+                gen = Generator(generator, adapter=chosen_adapter(profile, adapter))
             template = template if template is not None else profile.template
             if decoding is None:
                 decoding = profile.decoding if strategy == "plain" else "free"

@@ -59,3 +59,10 @@ def answering_profile(generator: Any = None, backend: str = "transformers") -> A
     if key in SMOLLM2_ALIASES:
         return SMOLLM2_PROFILE
     return GENERIC_PROFILE
+
+
+def chosen_adapter(profile: AnsweringProfile, adapter: str | None) -> str | None:
+    """The adapter to load: None = the profile's; ``"none"`` (or empty) = no adapter."""
+    if adapter is None:
+        return profile.adapter
+    return None if adapter.strip().lower() in ("", "none") else adapter
