@@ -123,16 +123,18 @@ def ensure_index(work: Path = WORK) -> Path:
     return index_dir
 
 
-def build_pipeline(config_name: str, index_dir: Path, abstain_bias: float | None = None) -> Any:
+def build_pipeline(
+    config_name: str, index_dir: Path, abstain_bias: float | None = None, k: int | None = None
+) -> Any:
     from ragkit.rag import RAGPipeline
 
     if config_name == "default":
-        return RAGPipeline.from_index(index_dir)
+        return RAGPipeline.from_index(index_dir, **({"k": k} if k is not None else {}))
     c = CONFIGS[config_name]
     return RAGPipeline.from_index(
         index_dir,
         generator=_generator(c),
-        k=c.k,
+        k=c.k if k is None else k,
         template=c.template,
         decoding=c.decoding,
         abstain_bias=c.abstain_bias if abstain_bias is None else abstain_bias,
@@ -234,9 +236,14 @@ def select(items: list[Item], split: str, limit: int | None, seed: int = 0) -> l
 
 
 def run_eval(
-    config: str, items: list[Item], index_dir: Path, batch: int, bias: float | None
+    config: str,
+    items: list[Item],
+    index_dir: Path,
+    batch: int,
+    bias: float | None,
+    k: int | None = None,
 ) -> dict[str, Any]:
-    rag = build_pipeline(config, index_dir, bias)
+    rag = build_pipeline(config, index_dir, bias, k)
     rag.generator.warm_up()
     rag.ask("warm-up question?")
     answers = []
@@ -248,6 +255,8 @@ def run_eval(
     summary, rows = score(items, answers)
     summary["seconds_per_question"] = round(seconds / max(1, len(items)), 3)
     summary["config"] = config
+    if k is not None:
+        summary["k"] = k
     return {"summary": summary, "rows": rows}
 
 
@@ -256,7 +265,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     index_dir = ensure_index()
     report: dict[str, Any] = {"split": args.split, "limit": args.limit, "configs": {}}
     for config in args.config:
-        result = run_eval(config, items, index_dir, args.batch, args.abstain_bias)
+        result = run_eval(config, items, index_dir, args.batch, args.abstain_bias, args.k)
         report["configs"][config] = result
         print(json.dumps(result["summary"]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -353,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--limit", type=int)
     ev.add_argument("--batch", type=int, default=8)
     ev.add_argument("--abstain-bias", type=float)
+    ev.add_argument("--k", type=int, help="passages per question (default: the configuration's)")
     sd = sub.add_parser("sft-data")
     sd.add_argument("--out", required=True)
     sd.add_argument("--k", type=int, default=4)
