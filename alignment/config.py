@@ -213,6 +213,18 @@ def load_config(cls: type[C], path: str | os.PathLike[str]) -> C:
     return validate_config(cls, data, str(path))
 
 
+def job_config(
+    cls: type[C],
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> C:
+    """The config a front end runs (``ragkit align``, the example scripts): the YAML file at
+    ``path`` (the defaults when None) with the command line's dotted-path ``overrides`` applied
+    (see :func:`override`; a None value keeps the setting)."""
+    config = load_config(cls, path) if path is not None else validate_config(cls, None, "defaults")
+    return override(config, overrides or {})
+
+
 def dump_config(config: BaseModel) -> str:
     """The config as YAML (paths as strings), as saved next to a trained model."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

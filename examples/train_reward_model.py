@@ -1,7 +1,9 @@
-"""Train a pairwise reward model (Bradley–Terry) on preference pairs.
+"""Train a pairwise reward model (Bradley–Terry) on preference pairs: `ragkit align reward`.
 
 Defaults: the packaged SmolLM2-135M-Instruct backbone and the Anthropic HH "harmless" pairs at
-../shared/data/hh_harmless_test.jsonl.gz (run from the repository root).
+../shared/data/hh_harmless_test.jsonl.gz (run from the repository root). The options are the
+command's (`--help`): --config, --limit, --output, --model, --max-steps, --threads, --resume,
+--no-progress, --from-feedback.
 
     python examples/train_reward_model.py --config examples/configs/reward.yaml --limit 300
     python examples/train_reward_model.py --config examples/configs/reward.yaml --resume
@@ -10,56 +12,16 @@ Defaults: the packaged SmolLM2-135M-Instruct backbone and the Anthropic HH "harm
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
-from alignment import RewardJobConfig, load_config, train_reward_model
-from alignment.config import override
-from ragkit.errors import RagkitError
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="job config (YAML); defaults otherwise")
-    parser.add_argument("--limit", type=int, help="use only the first N records (quick run)")
-    parser.add_argument("--output", type=Path, help="output folder (overrides output_dir)")
-    parser.add_argument("--model", help="backbone: Hugging Face id or local folder")
-    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
-
-
-def build_config(args: argparse.Namespace) -> RewardJobConfig:
-    config = load_config(RewardJobConfig, args.config) if args.config else RewardJobConfig()
-    return override(
-        config,
-        {
-            "data.limit": args.limit,
-            "output_dir": args.output,
-            "model.name_or_path": args.model,
-            "training.max_steps": args.max_steps,
-            "training.threads": args.threads,
-            "training.progress": False if args.no_progress else None,
-        },
-    )
+from ragkit.cli import run
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parse_args(argv)
-    try:
-        result = train_reward_model(build_config(args), resume=args.resume)
-    except RagkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = result.summary()
-    print(json.dumps(summary, indent=2))
-    return 0
+    args = sys.argv[1:] if argv is None else argv
+    return run(["align", "reward", *args], prog_name="train_reward_model.py")
 
 
 if __name__ == "__main__":

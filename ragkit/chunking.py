@@ -34,13 +34,16 @@ DEFAULT_TOKEN_OVERLAP = 32
 DEFAULT_CHAR_CHUNK_SIZE = 1000
 DEFAULT_CHAR_OVERLAP = 100
 
+# What chunk sizes count: tokens of the embedder's tokenizer, or characters.
+ChunkUnit = Literal["tokens", "chars"]
+
 
 class ChunkingSettings(BaseModel):
     """How documents are split; stored in the index manifest so re-indexing stays consistent."""
 
     model_config = ConfigDict(extra="forbid")
 
-    unit: Literal["tokens", "chars"] = "tokens"
+    unit: ChunkUnit = "tokens"
     chunk_size: int = Field(default=DEFAULT_TOKEN_CHUNK_SIZE, gt=0)
     chunk_overlap: int = Field(default=DEFAULT_TOKEN_OVERLAP, ge=0)
     heading_aware: bool = True
@@ -56,7 +59,7 @@ class ChunkingSettings(BaseModel):
     @classmethod
     def for_unit(
         cls,
-        unit: Literal["tokens", "chars"] = "tokens",
+        unit: ChunkUnit = "tokens",
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
         heading_aware: bool = True,

@@ -227,7 +227,7 @@ class HostileRig:
 
     def check(self, specs: list[FileSpec], query: str) -> None:
         from ragkit.chunking import ChunkingSettings
-        from ragkit.cli import _LoaderWarnings
+        from ragkit.cli.index import LoaderWarnings
         from ragkit.index import Index, index_paths
 
         root = Path(tempfile.mkdtemp(dir=self.scratch))
@@ -239,7 +239,7 @@ class HostileRig:
             settings = ChunkingSettings(unit="chars", chunk_size=200, chunk_overlap=20)
             with (
                 Index.create(root / "idx", self.embedder, settings) as index,
-                _LoaderWarnings() as warnings,
+                LoaderWarnings() as warnings,
             ):
                 report = index_paths(index, [str(corpus)])
                 self._check_files(index, corpus, specs, report, warnings)
@@ -314,14 +314,14 @@ class HostileRig:
         return None if text.strip() else "no extractable text"
 
     def _check_search(self, index: Any, query: str, report: Any, warnings: list[str]) -> None:
-        from ragkit.cli import _say
+        from ragkit.cli.common import say
         from ragkit.retrieval import make_retriever
         from ragkit.terminal import visible
 
         # the printers the index command uses for its report
         lines = [f"skipped {s.source}: {s.reason}" for s in report.skipped]
         lines += [f"warning: {w}" for w in warnings]
-        printed = _capture(lambda: [_say(x, one_line=True) for x in lines])
+        printed = _capture(lambda: [say(x, one_line=True) for x in lines])
         assert not RAW.search(printed)
         for line in lines:
             assert visible(line, one_line=True) in printed
@@ -342,16 +342,18 @@ class HostileRig:
     @staticmethod
     def _check_printers(hits: list[Any]) -> None:
         """The CLI's search table, sources list and JSON (a -k 50 search's worth of hits)."""
-        from ragkit.cli import _hits_table, _print_json, _print_sources, _snippet
+        from ragkit.cli.answer import print_sources
+        from ragkit.cli.common import print_json, snippet
+        from ragkit.cli.index import hits_table
         from ragkit.terminal import visible
 
-        table = _capture(lambda: _wide_console().print(_hits_table(hits)))
+        table = _capture(lambda: _wide_console().print(hits_table(hits)))
         assert not RAW.search(table)
         at = 0
         for hit in hits:  # one row per hit, in order
             at = table.find(visible(hit.chunk.source, one_line=True), at)
             assert at >= 0, hit.chunk.source
-            at = table.find(visible(_snippet(hit.chunk.text, 300)), at)
+            at = table.find(visible(snippet(hit.chunk.text, 300)), at)
             assert at >= 0, hit.chunk.text
 
         citations = [
@@ -367,15 +369,15 @@ class HostileRig:
             for i, h in enumerate(hits)
         ]
         answer = SimpleNamespace(citations=citations, trace=None, abstained=False)
-        sources = _capture(lambda: _print_sources(answer))
+        sources = _capture(lambda: print_sources(answer))
         assert not RAW.search(sources)
         lines = sources.rstrip("\n").split("\n")
         assert lines[:2] == ["", "Sources:"]
         for c, line in zip(citations, lines[2:], strict=True):
             prefix = f"  [{c.n}] {visible(c.source, one_line=True)} [{c.start}:{c.end}]: "
-            assert line == prefix + visible(_snippet(c.text, 160))
+            assert line == prefix + visible(snippet(c.text, 160))
 
-        dumped = _capture(lambda: _print_json([h.to_json_dict() for h in hits]))
+        dumped = _capture(lambda: print_json([h.to_json_dict() for h in hits]))
         assert not RAW.search(dumped)
         assert json.loads(dumped) == json.loads(json.dumps([h.to_json_dict() for h in hits]))
 

@@ -1,7 +1,8 @@
 """The HTTP server: a FastAPI app around a RAG pipeline (see docs/serving.md).
 
-Names are imported lazily so that ``ragkit.server.cli`` (registered in the ``ragkit`` CLI)
-loads without FastAPI; only building or running the app needs the ``server`` extra.
+Names are imported lazily so that importing ``ragkit.server`` (or one of its light modules, such
+as ``settings``) loads no FastAPI; only building or running the app needs it. ``ragkit serve``
+itself lives in :mod:`ragkit.cli.serve`.
 """
 
 from __future__ import annotations

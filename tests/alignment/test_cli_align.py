@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 from ragkit.cli import app
@@ -19,7 +20,7 @@ def test_align_reward_runs_a_quick_job(
     config = tmp_path / "reward.yaml"
     config.write_text(
         f"data: {{path: {data}, format: fields, validation_fraction: 0.25}}\n"
-        "training: {batch_size: 4, max_steps: 2, progress: false}\nmax_length: 64\nmin_prompt_tokens: 2\n"
+        "training: {batch_size: 4, max_steps: 5}\nmax_length: 64\nmin_prompt_tokens: 2\n"
     )
     result = runner.invoke(
         app,
@@ -32,12 +33,21 @@ def test_align_reward_runs_a_quick_job(
             str(tiny_model_dir),
             "--output",
             str(tmp_path / "out"),
+            # the example scripts' options, now the command's: override the config's training
+            "--max-steps",
+            "2",
+            "--threads",
+            "1",
+            "--no-progress",
         ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and summary["train_pairs"] + summary["validation_pairs"] == 24
     assert (tmp_path / "out" / "model" / "reward_model.json").is_file()
+    saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert saved["training"]["max_steps"] == 2
+    assert saved["training"]["threads"] == 1 and saved["training"]["progress"] is False
 
 
 def test_align_bad_config_is_one_line(tmp_path: Path) -> None:

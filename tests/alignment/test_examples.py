@@ -1,4 +1,5 @@
-"""The runnable example scripts: overrides from the command line, one-line errors."""
+"""The runnable example scripts (`ragkit align` under another name): overrides from the
+command line, one-line errors."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_sft_script_reports_a_bad_config_in_one_line(
 ) -> None:
     config = tmp_path / "sft.yaml"
     config.write_text("training: {lerning_rate: 0.1}\n")
-    assert _load("train_sft").main(["--config", str(config)]) == 2
+    assert _load("train_sft").main(["--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "unknown key 'training.lerning_rate'" in err
     assert "\n" not in err

@@ -212,15 +212,16 @@ def test_cli_command_runs_a_job_and_reports_bad_configs_in_one_line(
     import typer
     from typer.testing import CliRunner
 
-    from alignment.ppo.cli import align_ppo_command
+    from ragkit.cli.align import align_ppo_command
 
     app = typer.Typer()
     app.command()(align_ppo_command)
-    config = job(tmp_path, tiny_model_dir, updates=1, reward={"rule": "length"})
+    config = job(tmp_path, tiny_model_dir, updates=3, reward={"rule": "length"})
     path = tmp_path / "ppo.yaml"
     path.write_text(dump_config(config))
     out = tmp_path / "cli-out"
-    result = CliRunner().invoke(app, ["--config", str(path), "--output", str(out), "--limit", "12"])
+    options = ["--limit", "12", "--updates", "1", "--threads", "1", "--no-progress"]
+    result = CliRunner().invoke(app, ["--config", str(path), "--output", str(out), *options])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["updates"] == 1 and summary["model"] == str(out / "model")

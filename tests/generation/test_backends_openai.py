@@ -561,15 +561,19 @@ def test_cli_backend_errors(index_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "vllm", None)  # "not installed", even where it is
     runner = CliRunner()
     base = ["ask", "What?", "--index", str(index_dir), "--retriever", "bm25"]
-    cases = {
-        ("--generator-backend", "vllm"): "pip install 'ragkit[vllm]'",
-        ("--generator-backend", "tgi"): "unknown generator backend 'tgi'",
-        ("--base-url", "http://x/v1"): "base_url do not apply to the transformers",
+    cases = {  # (option, value): (exit status, message)
+        ("--generator-backend", "vllm"): (1, "pip install 'ragkit[vllm]'"),
+        ("--generator-backend", "tgi"): (
+            2,
+            "'--generator-backend': 'tgi' is not one of 'transformers', 'openai', 'vllm'",
+        ),
+        ("--base-url", "http://x/v1"): (1, "base_url do not apply to the transformers"),
     }
-    for extra, message in cases.items():
+    for extra, (status, message) in cases.items():
         result = runner.invoke(app, [*base, *extra])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == status, result.output
         assert message in " ".join(result.output.split()), result.output
+        assert result.output.strip().count("\n") == 0, result.output
 
 
 def test_cli_serve_wires_the_backend(

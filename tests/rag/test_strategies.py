@@ -64,4 +64,5 @@ def test_unknown_strategy_is_refused(
     result = CliRunner().invoke(
         app, ["ask", "q?", "--index", str(tiny_index), "--strategy", "magic"]
     )
-    assert result.exit_code == 1 and "--strategy must be one of" in result.stderr
+    assert result.exit_code == 2 and "Invalid value for '--strategy'" in result.stderr
+    assert "'magic' is not one of 'plain', 'fewshot'" in result.stderr

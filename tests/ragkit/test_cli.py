@@ -76,7 +76,6 @@ def test_index_then_search_json(tmp_path: Path, corpus: Path, tiny_model_path: P
         (["search", "x", "--index", "IDX", "--filter", "novalue"], "key=value"),
         (["index", "MISSING", "--index", "NEW"], "path does not exist"),
         (["index", "EMPTY", "--index", "NEW"], "folder is empty"),
-        (["index", "CORPUS", "--index", "IDX", "--chunk-unit", "lines"], "--chunk-unit"),
         (
             ["index", "CORPUS", "--index", "IDX", "--chunk-size", "300", "--chunk-unit", "chars"],
             "chunking",
@@ -107,11 +106,61 @@ def test_bad_input_is_one_line_and_non_zero(
         argv += ["--embedder", str(tiny_model_path)]
     result = runner.invoke(app, argv)
     assert result.exit_code == 1, result.output
-    assert message in result.stderr
+    assert message in result.stderr and result.stderr.startswith("error: ")
     assert "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
     # nothing already stored is lost
     assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["counts"]["files"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["index", "CORPUS", "--index", "IDX", "--chunk-unit", "lines"],
+            "Invalid value for '--chunk-unit': 'lines' is not one of 'tokens', 'chars'.",
+        ),
+        (["index", "CORPUS", "--index", "IDX", "--index-type", "lsh"], "'lsh' is not one of"),
+        (["index", "CORPUS", "--index", "IDX", "--embed-backend", "cuda"], "'cuda' is not one of"),
+        (["search", "x", "--index", "IDX", "--retriever", "splade"], "'splade' is not one of"),
+        (["ask", "x", "--index", "IDX", "--decoding", "beam"], "'beam' is not one of"),
+        (["eval", "data.json", "--format", "csv"], "'csv' is not one of 'squad', 'beir'"),
+        (["feedback", "export", "fb.db", "-o", "x.jsonl", "--prompt", "x"], "'--prompt'"),
+        (["align", "reward", "--feedback-prompt", "x"], "'--feedback-prompt'"),
+        (["search", "x", "--index", "IDX", "--bogus"], "No such option: --bogus"),
+        (["align", "ppo"], "Missing option '--config'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_choices(args: list[str], message: str) -> None:
+    """Choices are checked by the parser (before any model or index is opened): one line, the
+    usage-error status 2, and where to read more."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+    assert message in result.stderr and "--help" in result.stderr
+
+
+def test_help_lists_the_choices() -> None:
+    result = runner.invoke(app, ["ask", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for choices in (
+        "plain|fewshot|cot|self-consistency|least-to-most",
+        "dense|bm25|hybrid",
+        "free|grounded",
+        "transformers|openai|vllm",
+    ):
+        assert choices in result.stdout
+
+
+def test_embed_backend_choices_are_the_embedders() -> None:
+    from typing import get_args
+
+    from ragkit.cli.index import EmbedBackendChoice
+    from ragkit.embedding.backends.base import AUTO, BACKEND_NAMES
+
+    assert get_args(EmbedBackendChoice) == (AUTO, *BACKEND_NAMES)
+    result = runner.invoke(app, ["index", "missing", "--index", "x", "--embed-backend", "ONNX"])
+    assert result.exit_code == 1 and "path does not exist" in result.stderr  # case-insensitive
 
 
 def test_delete_and_info(tmp_path: Path, corpus: Path, tiny_model_path: Path) -> None:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ragkit.cli import app
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "alignment")
+HEAVY = ("torch", "transformers", "sentence_transformers", "alignment", "fastapi", "uvicorn")
 
 
 def test_importing_the_cli_and_help_load_no_model_library() -> None:
@@ -41,22 +41,27 @@ def test_version() -> None:
     assert result.stdout.strip() == f"ragkit {version('ragkit')}"
 
 
-def test_align_ppo_forwards_to_the_alignment_command(tmp_path: Path) -> None:
-    from alignment.ppo.cli import align_ppo_command
-    from ragkit import cli
+def test_align_commands_share_their_options() -> None:
+    """``align sft``/``reward``/``ppo`` take the same run options, defined once (ragkit.cli.align),
+    including the ones the example scripts had (--max-steps, --threads, --no-progress)."""
 
-    # the CLI's lazy stand-in offers exactly the job command's options
-    def options(command: object) -> list[tuple[object, ...]]:
-        one = typer.Typer()
-        one.command()(command)
-        return [
-            (p.name, tuple(p.opts), getattr(p, "help", None), p.required, p.default)
-            for p in typer.main.get_command(one).params
-        ]
+    def options(name: str) -> dict[str, tuple[object, ...]]:
+        group = typer.main.get_command(app)
+        command = group.commands["align"].commands[name]  # type: ignore[attr-defined]
+        return {p.name: (tuple(p.opts), tuple(p.secondary_opts), p.help) for p in command.params}
 
-    assert options(cli.align_ppo_command) == options(align_ppo_command)
+    sft, reward, ppo = options("sft"), options("reward"), options("ppo")
+    shared = ("resume", "output", "limit", "threads", "progress")
+    assert all(sft[name] == reward[name] == ppo[name] for name in shared)
+    assert sft["max_steps"] == reward["max_steps"] and sft["model"] == reward["model"]
+    assert sft["progress"][:2] == (("--progress",), ("--no-progress",))
+    assert "--max-steps" in sft["max_steps"][0] and "--max-steps" in ppo["updates"][0]
+
+
+def test_align_ppo_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "ppo.yaml"
     config.write_text("reward: {rule: length}\nppo: {epochs: 2}\n")
     bad = CliRunner().invoke(app, ["align", "ppo", "--config", str(config)])
     assert bad.exit_code == 1
     assert "unknown key 'ppo.epochs'" in bad.stderr and "Traceback" not in bad.output
+    assert bad.stderr.strip().count("\n") == 0

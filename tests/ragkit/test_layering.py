@@ -84,14 +84,76 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     ]
 
 
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        p
+        for folder in ("ragkit", "prompts", "alignment")
+        for p in modules_under(folder)
+        if not module_name(p).startswith(("ragkit.cli", "ragkit.__main__"))
+    ],
+    ids=module_name,
+)
+def test_nothing_below_the_cli_imports_it(path: Path) -> None:
+    """The CLI (ragkit/cli/) is the top of the graph: library code never reaches back into it."""
+    assert offending(path, ("ragkit.cli",)) == []
+
+
+# Loaded by the commands that need them, never when the CLI starts (``--help`` stays instant).
+CLI_LOADS_LAZILY = (
+    "torch",
+    "transformers",
+    "sentence_transformers",
+    "alignment",
+    "fastapi",
+    "uvicorn",
+    "ragkit.server",
+)
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The modules ``path`` imports when it is imported (not inside functions or classes)."""
+    found: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                found.add(node.module or "")
+            elif isinstance(node, ast.Try | ast.If):
+                for block in (
+                    node.body,
+                    node.orelse,
+                    *([h.body for h in node.handlers] if isinstance(node, ast.Try) else []),
+                    *([node.finalbody] if isinstance(node, ast.Try) else []),
+                ):
+                    visit(block)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+@pytest.mark.parametrize("path", modules_under("ragkit/cli"), ids=lambda p: p.name)
+def test_the_cli_loads_model_libraries_and_the_server_only_in_commands(path: Path) -> None:
+    heavy = sorted(
+        name
+        for name in module_level_imports(path)
+        if any(name == f or name.startswith(f + ".") for f in CLI_LOADS_LAZILY)
+    )
+    assert heavy == []
+
+
 def declared_components() -> list[tuple[str, str]]:
     """(module, class) of every class in ragkit/ and prompts/ that sets ``component_name``."""
     out = []
     for folder in ("ragkit", "prompts"):
         for path in modules_under(folder):
-            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(
-                ".__init__"
-            )
+            module = module_name(path)
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
                     continue

@@ -204,6 +204,6 @@ def test_cli_ray_options_are_checked(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("text")
     target = str(tmp_path / "idx")
     bad = runner.invoke(app, ["index", str(tmp_path), "--index", target, "--backend", "spark"])
-    assert bad.exit_code != 0 and "--backend must be local or ray" in bad.output
+    assert bad.exit_code == 2 and "'spark' is not one of 'local', 'ray'" in bad.output
     local = runner.invoke(app, ["index", str(tmp_path), "--index", target, "--workers", "2"])
     assert local.exit_code != 0 and "apply to --backend ray only" in local.output

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from ragkit.cli import _print_sources, app
+from ragkit.cli import app
+from ragkit.cli.answer import print_sources
 
 runner = CliRunner()
 
@@ -105,7 +106,7 @@ def test_sources_after_an_answer_keep_brackets(capsys: pytest.CaptureFixture[str
     answer = SimpleNamespace(
         citations=citations, trace=SimpleNamespace(notes=[note]), abstained=False
     )
-    _print_sources(answer)
+    print_sources(answer)
     captured = capsys.readouterr()
     assert f"[1] docs/[/bold]␛[31m.txt [0:{len(IPA)}]: {IPA}" in captured.out
     assert f"[2] [red]b<U+2066>.md [3:9] quotes: {MARKUP}" in captured.out

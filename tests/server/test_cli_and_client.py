@@ -1,4 +1,5 @@
-"""The CLI commands (arguments only) and the official `openai` client against a live server."""
+"""`ragkit serve` and `ragkit feedback export` (arguments only) and the official `openai`
+client against a live server."""
 
 from __future__ import annotations
 
@@ -6,40 +7,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from live_server import live_server
 from typer.testing import CliRunner
 
 from alignment import read_preference_jsonl
+from ragkit.cli import app
 from ragkit.feedback import FeedbackStore
-from ragkit.server.cli import feedback_export_command, serve_command
-
-
-def _app(*commands: Any) -> typer.Typer:
-    app = typer.Typer()
-    for command in commands:
-        app.command()(command)
-    return app
 
 
 def test_serve_refuses_public_host_without_key(
     server_index: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RAGKIT_API_KEY", raising=False)
-    result = CliRunner().invoke(
-        _app(serve_command), ["--index", str(server_index), "--host", "0.0.0.0"]
-    )
+    result = CliRunner().invoke(app, ["serve", "--index", str(server_index), "--host", "0.0.0.0"])
     assert result.exit_code == 1
-    assert "requires an API key" in result.output
+    assert "requires an API key" in result.stderr and result.stderr.startswith("error: ")
+    assert result.stderr.strip().count("\n") == 0
 
 
 def test_serve_reports_missing_key_file(server_index: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        _app(serve_command),
-        ["--index", str(server_index), "--api-key-file", str(tmp_path / "nope")],
+        app, ["serve", "--index", str(server_index), "--api-key-file", str(tmp_path / "nope")]
     )
     assert result.exit_code == 1
-    assert "cannot read API key file" in result.output
+    assert "cannot read API key file" in result.stderr
 
 
 def test_feedback_export_command(tmp_path: Path) -> None:
@@ -50,18 +41,17 @@ def test_feedback_export_command(tmp_path: Path) -> None:
         store.choose("a", "b")
     out = tmp_path / "pairs.jsonl"
     runner = CliRunner()
-    app = _app(feedback_export_command, serve_command)
     result = runner.invoke(
-        app, ["feedback-export-command", str(db), "-o", str(out), "--prompt", "question"]
+        app, ["feedback", "export", str(db), "-o", str(out), "--prompt", "question"]
     )
     assert result.exit_code == 0, result.output
     assert "wrote 1 preference pairs" in result.output
     [pair] = read_preference_jsonl(out).records
     assert (pair.prompt, pair.chosen, pair.rejected) == ("Q?", "good", "bad")
-    bad = runner.invoke(
-        app, ["feedback-export-command", str(db), "-o", str(out), "--format", "csv"]
-    )
-    assert bad.exit_code == 1 and "unknown format" in bad.output
+    bad = runner.invoke(app, ["feedback", "export", str(db), "-o", str(out), "--format", "csv"])
+    assert bad.exit_code == 2 and "'--format': 'csv' is not one of 'jsonl'" in bad.stderr
+    missing = runner.invoke(app, ["feedback", "export", str(tmp_path / "none.db"), "-o", str(out)])
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: ")
 
 
 def test_openai_client_against_live_server(server_rag: Any) -> None:

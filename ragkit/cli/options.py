@@ -1,0 +1,94 @@
+"""Options more than one command takes, defined once.
+
+Choices are typed with the library's own ``Literal`` types (``Strategy``, ``RetrieverKind``,
+``Decoding``, the generator's ``BackendName``...), so typer checks them and ``--help`` lists them,
+and a choice added to the library appears here without a second list to keep in step.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ragkit.generation.backends import BackendName
+from ragkit.rag import Decoding
+from ragkit.rag.strategies import Strategy
+from ragkit.retrieval import RetrieverKind
+
+# Where an index lives: a directory (FAISS + SQLite) or a PostgreSQL + pgvector store.
+IndexOption = Annotated[
+    str,
+    typer.Option(
+        "--index",
+        "-i",
+        help="Index directory, or a postgresql://user@host/db[?schema=NAME] URL for a "
+        "PostgreSQL + pgvector store (pip install 'ragkit\\[postgres]'; docs/postgres.md).",
+    ),
+]
+RetrieverOption = Annotated[
+    RetrieverKind,
+    typer.Option(help="hybrid (RRF of dense + BM25, the default), dense or bm25."),
+]
+StrategyOption = Annotated[
+    Strategy,
+    typer.Option(
+        help="Prompting strategy: plain, fewshot, cot, self-consistency or least-to-most."
+    ),
+]
+MaxNewTokensOption = Annotated[
+    int | None,
+    typer.Option(help="Most tokens per answer (default: the generator's profile)."),
+]
+
+# The generator and how it is reached: ``ask``, ``chat``, ``eval --generate`` and ``serve``.
+GeneratorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--generator",
+        "-g",
+        help="Generator: gemma3-270m (the packaged Gemma 3 270M, the default), smollm2 (the "
+        "packaged SmolLM2-135M-Instruct), an HF id or a local path; with --generator-backend "
+        "openai, the model name on the server.",
+    ),
+]
+GeneratorBackendOption = Annotated[
+    BackendName,
+    typer.Option(
+        "--generator-backend",
+        help="transformers (in-process, the default), openai (an OpenAI-compatible server such "
+        "as vllm serve; --generator is then the served model's name) or vllm (in-process vLLM "
+        "engine: needs the ragkit vllm extra and a GPU). See docs/backends.md.",
+    ),
+]
+AdapterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="transformers backend: a LoRA adapter merged into the generator at load time: "
+        "grounded-qa (the packaged grounded-QA adapter of the chosen packaged model; the "
+        "default for the packaged Gemma 3 270M), grounded-qa-gemma, grounded-qa-smollm2, a peft "
+        "adapter folder (e.g. the adapter/ of a LoRA `ragkit align sft` run), or none."
+    ),
+]
+DecodingOption = Annotated[
+    Decoding | None,
+    typer.Option(
+        help="grounded: the answer is a verbatim span of one passage (or an abstention), cited "
+        "by its exact offsets; free: the model writes freely and cites with \\[n]. Default: the "
+        "generator's profile (grounded for the packaged Gemma 3 270M)."
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="openai backend: the server's API root (default $OPENAI_BASE_URL, "
+        "else http://127.0.0.1:8000/v1)."
+    ),
+]
+ApiKeyEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        help="openai backend: environment variable holding the server's API key "
+        "(default OPENAI_API_KEY; keys are never taken on the command line)."
+    ),
+]
