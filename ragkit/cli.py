@@ -250,7 +250,7 @@ def index_command(
         settings = ChunkingSettings.for_unit(chunk_unit, chunk_size, chunk_overlap)  # type: ignore[arg-type]
         # the same call for a directory or a postgresql:// URL; the chunking of an existing index
         # is checked only when given explicitly
-        store: Any = open_or_create_store(
+        store = open_or_create_store(
             index,
             model,
             settings if explicit else None,
