@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ragkit.errors import RagkitError
+from ragkit.index.contract import VectorStore
 from ragkit.pipeline.component import LoadContext, component, component_spec
 from ragkit.retrieval import RRF_K, Retrieved, _open, index_from_config, reciprocal_rank_fusion
 from ragkit.schema import Hit
@@ -132,7 +134,7 @@ class HyDERetriever:
 
     def __init__(
         self,
-        index: Any,
+        index: VectorStore | str | Path,
         generator: Any,
         k: int = 5,
         question_weight: float = 0.5,

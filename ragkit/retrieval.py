@@ -15,9 +15,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ragkit.errors import RagkitError
+from ragkit.index.contract import VectorStore
 from ragkit.pipeline.component import LoadContext, component, component_spec
 from ragkit.schema import Hit
-from ragkit.stores import AnyIndex, open_store
+from ragkit.stores import open_store
 
 RRF_K = 60
 RetrieverKind = Literal["dense", "bm25", "hybrid"]
@@ -36,7 +37,7 @@ class Retriever(Protocol):
     ) -> list[Hit]: ...
 
 
-def _open(index: AnyIndex | str | Path) -> AnyIndex:
+def _open(index: VectorStore | str | Path) -> VectorStore:
     """An open index: a directory or a ``postgresql://`` URL is opened, an index passes through."""
     return open_store(index) if isinstance(index, str | Path) else index
 
@@ -45,7 +46,7 @@ def _context(context: Any) -> LoadContext:
     return context if isinstance(context, LoadContext) else LoadContext(context)
 
 
-def index_from_config(location: Any, context: LoadContext) -> AnyIndex:
+def index_from_config(location: Any, context: LoadContext) -> VectorStore:
     """The index a saved step names: the context's open index when it is that one, else opened.
 
     The first index opened is offered to later steps as ``index`` and its embedder's ``encode``
@@ -68,7 +69,7 @@ class _IndexRetriever:
     component_name = "retriever"
     kind: str = "dense"
 
-    def __init__(self, index: AnyIndex | str | Path, k: int = 5) -> None:
+    def __init__(self, index: VectorStore | str | Path, k: int = 5) -> None:
         if k <= 0:
             raise RagkitError(f"k must be positive, got {k}")
         self.index = _open(index)
@@ -174,7 +175,7 @@ class HybridRetriever(_IndexRetriever):
 
     def __init__(
         self,
-        index: AnyIndex | str | Path,
+        index: VectorStore | str | Path,
         k: int = 5,
         mode: Literal["rrf", "weighted"] = "rrf",
         rrf_k: int = RRF_K,
@@ -258,7 +259,7 @@ class MMRReranker:
 
     component_name = "mmr"
 
-    def __init__(self, index: AnyIndex | str | Path, k: int = 5, diversity: float = 0.3) -> None:
+    def __init__(self, index: VectorStore | str | Path, k: int = 5, diversity: float = 0.3) -> None:
         if not 0.0 <= diversity <= 1.0:
             raise RagkitError(f"diversity must be in [0, 1], got {diversity}")
         self.index = _open(index)
@@ -288,7 +289,7 @@ class MMRReranker:
 
 
 def make_retriever(
-    index: AnyIndex | str | Path, kind: RetrieverKind = "hybrid", k: int = 5
+    index: VectorStore | str | Path, kind: RetrieverKind = "hybrid", k: int = 5
 ) -> _IndexRetriever:
     """The retriever named on the command line (``--retriever dense|bm25|hybrid``)."""
     classes: dict[str, type[_IndexRetriever]] = {

@@ -161,7 +161,7 @@ def index_command(
         settings = ChunkingSettings.for_unit(chunk_unit, chunk_size, chunk_overlap)
         # the same call for a directory or a postgresql:// URL; the chunking of an existing index
         # is checked only when given explicitly
-        store: Any = open_or_create_store(index, model, settings if explicit else None, index_type)
+        store = open_or_create_store(index, model, settings if explicit else None, index_type)
         store.embedder.batch_size = batch_size
         with (
             store,

@@ -21,20 +21,19 @@ import contextlib
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ragkit.chunking import ChunkingSettings, RecursiveSplitter
+from ragkit.chunking import ChunkingSettings
 from ragkit.embedding import Embedder, Vectors
-from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
+from ragkit.errors import IndexFormatError, RagkitError
 from ragkit.index.lexical import LexicalIndex
 from ragkit.index.manifest import MANIFEST_NAME, IndexCounts, IndexManifest, IndexType, utc_now
+from ragkit.index.staging import StagedChanges, StagingStore, check_query, new_manifest
 from ragkit.index.store import STORE_NAME, ChunkStore
 from ragkit.index.vectors import VectorIndex
 from ragkit.schema import Chunk, Document, Hit
@@ -47,49 +46,28 @@ def vector_file(directory: Path, generation: int) -> Path:
     return directory / f"vectors-{generation}.faiss"
 
 
-def _check_query(query: object, k: int) -> None:
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidQueryError("query is empty")
-    if k <= 0:
-        raise InvalidQueryError(f"k must be positive, got {k}")
-
-
 def lexical_dir(directory: Path, generation: int) -> Path:
     return directory / f"bm25-{generation}"
 
 
-@dataclass
-class _Pending:
-    """Changes staged since the last commit."""
+class Index(StagingStore):
+    """A persistent, searchable collection of chunks. Open with :meth:`open` or :meth:`create`.
 
-    delete_documents: set[str] = field(default_factory=set)
-    documents: list[tuple[Document, str | None]] = field(default_factory=list)
-    chunks: list[Chunk] = field(default_factory=list)
-    vectors: list[Vectors] = field(default_factory=list)
-    files: dict[str, tuple[str, str]] = field(default_factory=dict)
-    delete_files: set[str] = field(default_factory=set)
-
-    def __bool__(self) -> bool:
-        return bool(self.delete_documents or self.documents or self.files or self.delete_files)
-
-
-class Index:
-    """A persistent, searchable collection of chunks. Open with :meth:`open` or :meth:`create`."""
+    Implements :class:`~ragkit.index.contract.VectorStore`; staging and validation are
+    :class:`~ragkit.index.staging.StagingStore`'s.
+    """
 
     def __init__(
         self, directory: Path, manifest: IndexManifest, embedder: Embedder, store: ChunkStore
     ) -> None:
+        super().__init__(manifest, embedder)
         self.directory = directory
-        self.manifest = manifest
-        self.embedder = embedder
         self.store = store
         # (generation, loaded index): one tuple, replaced whole, so a search thread never pairs
         # one generation's number with another generation's index while another thread reloads
         self._vectors_at: tuple[int, VectorIndex] | None = None
         self._lexical_at: tuple[int, LexicalIndex] | None = None
-        self._pending = _Pending()
         self._lock: FileLock | None = None
-        self._splitter: RecursiveSplitter | None = None
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -116,14 +94,7 @@ class Index:
                     f"refusing to create an index in non-empty directory {directory}"
                 )
             _clear_interrupted_create(directory)
-        embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
-        manifest = IndexManifest(
-            embedder=embedder.name,
-            embed_backend=embedder.backend_name,
-            dimension=embedder.dimension,
-            index_type=index_type,
-            chunking=chunking or ChunkingSettings(),
-        )
+        embedder, manifest = new_manifest(embedder, index_type, chunking)
         directory.mkdir(parents=True, exist_ok=True)
         store = ChunkStore(directory / STORE_NAME, create=True)
         store.begin()
@@ -141,22 +112,8 @@ class Index:
         """Open an existing index; ``embedder`` defaults to the one recorded in the manifest."""
         directory = Path(directory)
         manifest = IndexManifest.load(directory)
-        if embedder is None:
-            embedder = Embedder(manifest.embedder, backend=manifest.embed_backend)
-        elif isinstance(embedder, str):
-            embedder = Embedder(embedder, backend=manifest.embed_backend)
-        if embedder.name != manifest.embedder:
-            raise IndexFormatError(
-                f"index {directory} was built with embedder {manifest.embedder!r}; refusing to use {embedder.name!r}"
-            )
-        _match_backend(directory, manifest, embedder)
-        store = ChunkStore(directory / STORE_NAME)
-        index = cls(directory, manifest, embedder, store)
-        if embedder.is_loaded and embedder.dimension != manifest.dimension:
-            raise IndexFormatError(
-                f"index {directory} has dimension {manifest.dimension}; embedder {embedder.name!r} gives {embedder.dimension}"
-            )
-        return index
+        embedder = cls._resolve_embedder(manifest, embedder, str(directory))
+        return cls(directory, manifest, embedder, ChunkStore(directory / STORE_NAME))
 
     @classmethod
     def open_or_create(
@@ -169,11 +126,7 @@ class Index:
         directory = Path(directory)
         if (directory / MANIFEST_NAME).exists():
             index = cls.open(directory, embedder)
-            if chunking is not None and chunking != index.manifest.chunking:
-                raise IndexFormatError(
-                    f"index {directory} was built with chunking {index.manifest.chunking.model_dump()}; "
-                    f"got {chunking.model_dump()} (use the same settings or a new index)"
-                )
+            cls._check_chunking(index.manifest, chunking, str(directory), "a new index")
             return index
         return cls.create(directory, embedder, chunking, index_type)
 
@@ -181,18 +134,10 @@ class Index:
         self._release_lock()
         self.store.close()
 
-    def __enter__(self) -> Index:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- locking ----------------------------------------------------------------------------
+    def _begin_write(self) -> None:
+        self._acquire_lock()
+
     def _acquire_lock(self) -> None:
         if self._lock is None:
             lock = FileLock(str(self.directory / LOCK_NAME))
@@ -235,79 +180,9 @@ class Index:
             f"vector file for generation {self.store.generation} is missing in {self.directory}"
         )
 
-    # -- chunking ---------------------------------------------------------------------------
-    @property
-    def splitter(self) -> RecursiveSplitter:
-        if self._splitter is None:
-            settings = self.manifest.chunking
-            self._splitter = RecursiveSplitter(
-                settings, tokenizer=self.embedder.tokenizer, max_tokens=self.embedder.max_tokens
-            )
-        return self._splitter
-
     # -- writing ----------------------------------------------------------------------------
-    def add_documents(
-        self,
-        documents: Sequence[Document],
-        file_key: str | None = None,
-        chunks: Sequence[Chunk] | None = None,
-        vectors: Vectors | None = None,
-    ) -> list[Chunk]:
-        """Stage documents (replacing any with the same id); chunks and vectors are computed if not given."""
-        self._acquire_lock()
-        if chunks is None:
-            chunks = self.splitter.split_many(documents)
-        if vectors is None:
-            vectors = self.embedder.encode([c.text for c in chunks])
-        if len(vectors) != len(chunks):
-            raise RagkitError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        if len(vectors) and vectors.shape[1] != self.manifest.dimension:
-            raise IndexFormatError(
-                f"vectors have dimension {vectors.shape[1]}, index has {self.manifest.dimension}"
-            )
-        ids = {d.id for d in documents}
-        if len(ids) != len(documents):
-            raise RagkitError("duplicate document ids in one add_documents call")
-        staged = {d.id for d, _ in self._pending.documents}
-        if ids & staged:
-            raise RagkitError(
-                f"documents already staged in this commit: {sorted(ids & staged)[:3]}"
-            )
-        self._pending.delete_documents |= ids
-        self._pending.documents.extend((d, file_key) for d in documents)
-        self._pending.chunks.extend(chunks)
-        self._pending.vectors.append(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1))
-        return list(chunks)
-
-    def replace_file(
-        self,
-        file_key: str,
-        source: str,
-        content_hash: str,
-        documents: Sequence[Document],
-        chunks: Sequence[Chunk] | None = None,
-        vectors: Vectors | None = None,
-    ) -> list[Chunk]:
-        """Stage a file's new content: its previous documents are deleted, the new ones added."""
-        self._acquire_lock()
-        self._pending.delete_documents |= set(self.store.documents_of_file(file_key))
-        self._pending.files[file_key] = (source, content_hash)
-        self._pending.delete_files.discard(file_key)
-        return self.add_documents(documents, file_key=file_key, chunks=chunks, vectors=vectors)
-
-    def delete_documents(self, document_ids: Iterable[str]) -> None:
-        self._acquire_lock()
-        self._pending.delete_documents |= set(document_ids)
-
-    def delete_file(self, file_key: str) -> None:
-        self._acquire_lock()
-        self._pending.delete_documents |= set(self.store.documents_of_file(file_key))
-        self._pending.delete_files.add(file_key)
-        self._pending.files.pop(file_key, None)
-
-    @property
-    def has_pending_changes(self) -> bool:
-        return bool(self._pending)
+    def _committed_documents_of_file(self, file_key: str) -> set[str]:
+        return set(self.store.documents_of_file(file_key))
 
     def commit(self) -> int:
         """Apply staged changes atomically; returns the new generation (unchanged if nothing staged)."""
@@ -315,18 +190,14 @@ class Index:
             return self.store.generation
         self._acquire_lock()
         pending = self._pending
+        # staged documents replace committed ones with the same id
+        deleted = pending.delete_documents | pending.document_ids()
         vectors = self._ensure_vectors()
         generation = self.store.generation
-        removed = np.asarray(
-            self.store.chunk_vids_of_documents(pending.delete_documents), dtype=np.int64
-        )
+        removed = np.asarray(self.store.chunk_vids_of_documents(deleted), dtype=np.int64)
         first_vid = self.store.next_vid
         new_vids = np.arange(first_vid, first_vid + len(pending.chunks), dtype=np.int64)
-        new_vectors = (
-            np.concatenate(pending.vectors)
-            if pending.vectors
-            else np.zeros((0, self.manifest.dimension), np.float32)
-        )
+        new_vectors = pending.stacked_vectors(self.manifest.dimension)
         new_generation = generation + 1
         new_path = vector_file(self.directory, new_generation)
         vectors.plan(vectors.ntotal - len(removed) + len(pending.chunks))
@@ -341,7 +212,7 @@ class Index:
                 lexical_dir(self.directory, new_generation)
             )
             self.store.begin()
-            self.store.delete_documents(pending.delete_documents)
+            self.store.delete_documents(deleted)
             for key in pending.delete_files:
                 self.store.delete_file(key)
             for document, file_key in pending.documents:
@@ -361,7 +232,7 @@ class Index:
             raise
         self._vectors_at = (new_generation, vectors)
         self._lexical_at = None
-        self._pending = _Pending()
+        self._pending = StagedChanges()
         files, documents, chunks = self.store.counts()
         self.manifest.generation = new_generation
         self.manifest.counts = IndexCounts(files=files, documents=documents, chunks=chunks)
@@ -448,17 +319,12 @@ class Index:
             shutil.rmtree(tmp, ignore_errors=True)
 
     # -- reading ----------------------------------------------------------------------------
-    def search(self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None) -> list[Hit]:
-        """The ``k`` chunks most similar to ``query``, optionally restricted by metadata ``filters``."""
-        _check_query(query, k)
-        return self.search_vector(self.embedder.encode_query(query), k, filters)
-
     def search_vector(
         self, vector: Vectors, k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]:
         """Search by vector. Vectors and rows are read from one committed generation, even while
         another process commits: a reader never mixes two states of the index."""
-        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        query = self._query_vector(vector, k).reshape(1, -1)
 
         def run() -> list[tuple[int, float]]:
             vectors = self._ensure_vectors()
@@ -482,7 +348,7 @@ class Index:
         self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]:
         """BM25 search with the same filters and the same snapshot guarantee as :meth:`search_vector`."""
-        _check_query(query, k)
+        check_query(query, k)
 
         def run() -> list[tuple[int, float]]:
             lexical = self._ensure_lexical()
@@ -588,16 +454,3 @@ def _clear_interrupted_create(directory: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-
-
-def _match_backend(directory: Path, manifest: IndexManifest, embedder: Embedder) -> None:
-    """Queries are embedded by the backend that embedded the corpus (``auto`` adopts it)."""
-    if not embedder.backend_explicit and not embedder.is_loaded:
-        embedder.backend = manifest.embed_backend
-        return
-    used = embedder.backend_name if embedder.is_loaded else embedder.backend
-    if used != manifest.embed_backend:
-        raise IndexFormatError(
-            f"index {directory} was embedded with backend {manifest.embed_backend!r}; "
-            f"refusing to embed its queries with {used!r} (leave the backend unset to use the index's)"
-        )

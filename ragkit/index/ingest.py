@@ -32,14 +32,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragkit.chunking import RecursiveSplitter
 from ragkit.errors import LoaderError
-from ragkit.index.index import Index
+from ragkit.index.contract import VectorStore
 from ragkit.loaders import (
     LoaderRegistry,
     SkippedFile,
@@ -50,9 +50,6 @@ from ragkit.loaders import (
 )
 from ragkit.loaders.walker import content_hash
 from ragkit.schema import Chunk, Document
-
-if TYPE_CHECKING:  # the PostgreSQL store offers the same members; no runtime import (psycopg)
-    from ragkit.stores.pgvector import PgVectorIndex
 
 EMBED_BLOCK_BATCHES = 8
 EMBED_JOB_SECONDS = 5.0
@@ -120,7 +117,7 @@ class CommitPolicy:
             return False
         return self.staged >= self.max_chunks or self.clock() - self.last >= self.interval
 
-    def commit(self, index: Index | PgVectorIndex) -> None:
+    def commit(self, index: VectorStore) -> None:
         started = self.clock()
         index.commit()
         self.last = self.clock()
@@ -130,7 +127,7 @@ class CommitPolicy:
 
 
 def _timed_embed(
-    index: Index | PgVectorIndex,
+    index: VectorStore,
     texts: Sequence[str],
     progress: IngestProgress | None,
     done: int,
@@ -142,7 +139,7 @@ def _timed_embed(
 
 
 def embed_sorted(
-    index: Index | PgVectorIndex,
+    index: VectorStore,
     texts: Sequence[str],
     progress: IngestProgress | None,
     done: int,
@@ -161,7 +158,7 @@ def embed_sorted(
 
 
 def index_paths(
-    index: Index | PgVectorIndex,
+    index: VectorStore,
     paths: Sequence[str | Path],
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
@@ -264,9 +261,7 @@ def index_paths(
     return finish_report(index, report, paths, files, prune, started)
 
 
-def changed_digest(
-    index: Index | PgVectorIndex, file: SourceFile, report: IngestReport
-) -> str | None:
+def changed_digest(index: VectorStore, file: SourceFile, report: IngestReport) -> str | None:
     """The file's content hash when it must be (re)indexed, else None (counted in ``report``).
 
     Shared by every ingestion path so that "unchanged" means the same thing everywhere: the
@@ -308,7 +303,7 @@ def record_indexed(
 
 
 def finish_report(
-    index: Index | PgVectorIndex,
+    index: VectorStore,
     report: IngestReport,
     paths: Sequence[str | Path],
     files: Sequence[SourceFile],

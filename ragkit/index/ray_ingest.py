@@ -6,13 +6,14 @@ work spread over Ray workers::
     driver: discover files, hash them, skip unchanged ones (the index's own content hashes)
       └─ Ray Data: file records ─map_batches(load + chunk, tasks)─▶ one row per file
                               ─map_batches(embed, ``workers`` actors)─▶ + vectors
-    driver: iterate the results in file order, Index.replace_file(...), commit in groups
+    driver: iterate the results in file order, index.replace_file(...), commit in groups
 
 Why this split:
 
 * The driver is the only writer. The SQLite store and the per-generation FAISS/BM25 files are
-  single-writer by design (``write.lock``), and every change goes through :class:`Index`, whose
-  commit is atomic: an interrupted run leaves the index at its last commit, like the plain path.
+  single-writer by design (``write.lock``), and every change goes through the store (any
+  :class:`~ragkit.index.VectorStore`), whose commit is atomic: an interrupted run leaves the
+  index at its last commit, like the plain path.
 * Hashing stays on the driver, next to the store that knows the previous hashes, so only
   changed files travel to the cluster, and "unchanged" means exactly what it means for
   ``index_paths`` (both call :func:`~ragkit.index.ingest.changed_digest`).
@@ -42,7 +43,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from ragkit.errors import IndexFormatError, RagkitError
-from ragkit.index.index import Index
+from ragkit.index.contract import VectorStore
 from ragkit.index.ingest import (
     IngestProgress,
     IngestReport,
@@ -288,7 +289,7 @@ def _default_workers(ray: Any, num_gpus: float) -> int:
 
 
 def index_paths_ray(
-    index: Index,
+    index: VectorStore,
     paths: Sequence[str | Path],
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
@@ -361,7 +362,7 @@ def index_paths_ray(
 
 def _run_pipeline(
     ray: Any,
-    index: Index,
+    index: VectorStore,
     todo: list[dict[str, str]],
     registry: LoaderRegistry,
     report: IngestReport,
@@ -435,7 +436,9 @@ def _run_pipeline(
             progress.chunks(report.chunks_added, report.chunks_added)
 
 
-def _stage_row(index: Index, row: dict[str, Any], report: IngestReport, dimension: int) -> int:
+def _stage_row(
+    index: VectorStore, row: dict[str, Any], report: IngestReport, dimension: int
+) -> int:
     """Stage one file's result in ``index`` (or record why it was skipped); returns its chunks."""
     if row["error"] is not None:
         report.skipped.append(SkippedFile(source=row["source"], reason=row["error"]))

@@ -6,7 +6,8 @@ builds its pipeline here: the generator's answering profile fills in whatever wa
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ragkit.errors import RagkitError
 from ragkit.rag.generate_step import DECODINGS
@@ -14,9 +15,12 @@ from ragkit.rag.pipeline import RAGPipeline
 from ragkit.rag.profiles import answering_profile, chosen_adapter
 from ragkit.rag.strategies import STRATEGIES
 
+if TYPE_CHECKING:
+    from ragkit.index.contract import VectorStore
+
 
 def answering_pipeline(
-    index: Any,
+    index: VectorStore | str | Path,
     *,
     generator: str | None = None,
     k: int = 4,

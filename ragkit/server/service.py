@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragkit.rag import Answer, AnswerStream, RAGPipeline
 from ragkit.schema import Hit
+
+if TYPE_CHECKING:
+    from ragkit.index.contract import VectorStore
 
 MAX_VARIANTS = 16
 
@@ -116,11 +119,13 @@ class RAGService:
         return hits
 
     def index_stats(self) -> dict[str, Any]:
-        index = getattr(self.rag.retriever, "index", None)
-        manifest = getattr(index, "manifest", None)
-        if manifest is None:
+        """The store's manifest with its counts read now (a PostgreSQL store's manifest keeps
+        the counts it was created with; another process may have committed to either kind)."""
+        index: VectorStore | None = getattr(self.rag.retriever, "index", None)
+        if index is None or getattr(index, "manifest", None) is None:
             return {}
-        data: dict[str, Any] = manifest.model_dump(mode="json")
+        data: dict[str, Any] = index.manifest.model_dump(mode="json")
+        data["counts"] = index.counts().model_dump(mode="json")
         data["retriever"] = type(self.rag.retriever).__name__
         data["k"] = getattr(self.rag.retriever, "k", None)
         return data

@@ -2,21 +2,20 @@
 
 ``ragkit index PATHS --index DIR`` keeps the file index (FAISS + SQLite, :class:`ragkit.index.Index`);
 ``--index postgresql://user@host/db?schema=name`` uses PostgreSQL + pgvector
-(:class:`ragkit.stores.pgvector.PgVectorIndex`, extra ``ragkit[postgres]``). Both offer the same
-``search`` / ``search_lexical`` / ``add_documents`` / ``commit`` interface, so retrievers, the
-ingest loop and the CLI do not care which one they hold. Nothing here imports psycopg until a
-PostgreSQL store is actually opened.
+(:class:`ragkit.stores.pgvector.PgVectorIndex`, extra ``ragkit[postgres]``). Both implement
+:class:`ragkit.index.VectorStore`, the type retrievers, the ingest loop, the server and the CLI
+hold, so they do not care which one they have. Nothing here imports psycopg until a PostgreSQL
+store is actually opened.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 from ragkit.chunking import ChunkingSettings
 from ragkit.embedding import Embedder
 from ragkit.errors import RagkitError
-from ragkit.index import Index, IndexType
+from ragkit.index import Index, IndexType, VectorStore
 from ragkit.stores.pgvector import (
     PgVectorIndex,
     PgVectorMissingError,
@@ -25,7 +24,8 @@ from ragkit.stores.pgvector import (
     is_postgres_url,
 )
 
-AnyIndex = Union[Index, PgVectorIndex]  # noqa: UP007 - a runtime alias, usable on Python 3.10
+AnyIndex = VectorStore
+"""The name this type had before :class:`~ragkit.index.VectorStore` (kept for existing imports)."""
 
 __all__ = [
     "AnyIndex",
@@ -33,13 +33,14 @@ __all__ = [
     "PgVectorMissingError",
     "PostgresConnectionError",
     "PostgresUnavailableError",
+    "VectorStore",
     "is_postgres_url",
     "open_or_create_store",
     "open_store",
 ]
 
 
-def open_store(target: str | Path, embedder: Embedder | str | None = None) -> AnyIndex:
+def open_store(target: str | Path, embedder: Embedder | str | None = None) -> VectorStore:
     """Open an existing index: a ``postgresql://`` / ``postgres://`` URL opens a PostgreSQL
     store, anything else an index directory. ``embedder`` defaults to the recorded one; another
     one is refused with :class:`~ragkit.errors.IndexFormatError` by either kind."""
@@ -53,7 +54,7 @@ def open_or_create_store(
     embedder: Embedder | str | None = None,
     chunking: ChunkingSettings | None = None,
     index_type: IndexType = "auto",
-) -> AnyIndex:
+) -> VectorStore:
     """Open the index at ``target`` or create it (``ragkit index``). PostgreSQL stores always use
     an HNSW index, so ``index_type`` may only be ``auto`` or ``hnsw`` for them."""
     if is_postgres_url(target):

@@ -33,18 +33,18 @@ import importlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import ModuleType, TracebackType
+from collections.abc import Iterator, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from ragkit.chunking import ChunkingSettings, RecursiveSplitter
+from ragkit.chunking import ChunkingSettings
 from ragkit.embedding import Embedder, Vectors
-from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
+from ragkit.errors import IndexFormatError, RagkitError
 from ragkit.index.manifest import IndexCounts, IndexManifest, utc_now
+from ragkit.index.staging import StagedChanges, StagingStore, check_query, new_manifest
 from ragkit.index.store import filter_sql
 from ragkit.schema import Chunk, Document, Hit
 
@@ -283,24 +283,9 @@ def filter_clause(
 
 
 # -- the store ----------------------------------------------------------------------------------
-@dataclass
-class _Pending:
-    """Changes staged since the last commit (applied in one transaction)."""
-
-    delete_documents: set[str] = field(default_factory=set)
-    documents: list[tuple[Document, str | None]] = field(default_factory=list)
-    chunks: list[Chunk] = field(default_factory=list)
-    vectors: list[np.ndarray] = field(default_factory=list)
-    files: dict[str, tuple[str, str]] = field(default_factory=dict)
-    delete_files: set[str] = field(default_factory=set)
-
-    def __bool__(self) -> bool:
-        return bool(self.delete_documents or self.documents or self.files or self.delete_files)
-
-
 class PgFiles:
-    """The ``files`` table, shaped like the part of :class:`ragkit.index.ChunkStore` that
-    :func:`ragkit.index.ingest.index_paths` reads (content hashes for incremental re-indexing)."""
+    """The ``files`` table as :class:`ragkit.index.FileRecords` (what the ingest loop reads of a
+    store: content hashes for incremental re-indexing), like :class:`ragkit.index.ChunkStore`."""
 
     def __init__(self, index: PgVectorIndex) -> None:
         self._index = index
@@ -326,15 +311,16 @@ class PgFiles:
         return counts.files, counts.documents, counts.chunks
 
 
-class PgVectorIndex:
+class PgVectorIndex(StagingStore):
     """Chunks in PostgreSQL with pgvector: the file index's interface, a database's guarantees.
 
-    ``search``, ``search_vector``, ``search_lexical``, ``add_documents``, ``replace_file``,
-    ``delete_documents``, ``delete_file``, ``commit``, ``counts``, ``document``, ``chunk``,
-    ``vectors_of``, ``splitter``, ``embedder``, ``manifest`` and ``store.file_hash`` behave as
-    on :class:`ragkit.index.Index`, so the retrievers and the ingest loop work on either.
-    Open with :meth:`open`, :meth:`create` or :meth:`open_or_create`.
+    Implements :class:`~ragkit.index.contract.VectorStore`, as :class:`ragkit.index.Index`
+    does (staging and validation are :class:`~ragkit.index.staging.StagingStore`'s), so the
+    retrievers, the ingest loop, the server and the CLI work on either. Open with :meth:`open`,
+    :meth:`create` or :meth:`open_or_create`.
     """
+
+    noun = "store"
 
     def __init__(
         self,
@@ -346,10 +332,9 @@ class PgVectorIndex:
         text_search_config: str,
         pgvector_version: str,
     ) -> None:
+        super().__init__(manifest, embedder)
         self.conn = conn
         self.schema = schema
-        self.manifest = manifest
-        self.embedder = embedder
         self.text_search_config = text_search_config
         self.pgvector_version = pgvector_version
         self.store = PgFiles(self)
@@ -361,8 +346,6 @@ class PgVectorIndex:
         self.exact_search = False
         self._conninfo = conninfo
         self._session_ef: int | None = None
-        self._pending = _Pending()
-        self._splitter: RecursiveSplitter | None = None
         self._lock = threading.RLock()  # one connection: one statement at a time
         if _version_tuple(pgvector_version) >= (0, 8):
             # filtered HNSW scans keep walking the graph until k rows pass the filter
@@ -387,22 +370,14 @@ class PgVectorIndex:
         """
         conninfo, url_schema = split_target(conninfo)
         schema = _check_schema(schema or url_schema)
-        embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
-        dimension = int(embedder.dimension)
-        if dimension > MAX_HNSW_DIMENSION:
+        embedder, manifest = new_manifest(embedder, "hnsw", chunking)
+        if manifest.dimension > MAX_HNSW_DIMENSION:
             raise IndexFormatError(
-                f"embedder {embedder.name!r} gives {dimension} dimensions; pgvector's HNSW index "
-                f"supports at most {MAX_HNSW_DIMENSION}"
+                f"embedder {embedder.name!r} gives {manifest.dimension} dimensions; pgvector's "
+                f"HNSW index supports at most {MAX_HNSW_DIMENSION}"
             )
         if not (2 <= hnsw_m <= 100 and 4 <= hnsw_ef_construction <= 1000):
             raise RagkitError("hnsw_m must be in [2, 100] and hnsw_ef_construction in [4, 1000]")
-        manifest = IndexManifest(
-            embedder=embedder.name,
-            embed_backend=embedder.backend_name,
-            dimension=dimension,
-            index_type="hnsw",
-            chunking=chunking or ChunkingSettings(),
-        )
         conn = connect(conninfo)
         try:
             version = _ensure_pgvector(conn, redact(conninfo))
@@ -433,24 +408,8 @@ class PgVectorIndex:
         try:
             version = _ensure_pgvector(conn, redact(conninfo))
             _register_vector(conn)
-            meta = _read_meta(conn, schema, redact(conninfo))
-            manifest, text_config = meta
-            where = _describe(conninfo, schema)
-            if embedder is None:
-                embedder = Embedder(manifest.embedder, backend=manifest.embed_backend)
-            elif isinstance(embedder, str):
-                embedder = Embedder(embedder, backend=manifest.embed_backend)
-            if embedder.name != manifest.embedder:
-                raise IndexFormatError(
-                    f"store {where} was built with embedder {manifest.embedder!r}; "
-                    f"refusing to use {embedder.name!r}"
-                )
-            _match_backend(where, manifest, embedder)
-            if embedder.is_loaded and embedder.dimension != manifest.dimension:
-                raise IndexFormatError(
-                    f"store {where} has dimension {manifest.dimension}; "
-                    f"embedder {embedder.name!r} gives {embedder.dimension}"
-                )
+            manifest, text_config = _read_meta(conn, schema, redact(conninfo))
+            embedder = cls._resolve_embedder(manifest, embedder, _describe(conninfo, schema))
         except BaseException:
             conn.close()
             raise
@@ -469,13 +428,11 @@ class PgVectorIndex:
         schema = _check_schema(schema or url_schema)
         if store_exists(plain, schema):
             index = cls.open(plain, embedder, schema)
-            if chunking is not None and chunking != index.manifest.chunking:
+            try:
+                cls._check_chunking(index.manifest, chunking, index.directory, "another schema")
+            except IndexFormatError:
                 index.close()
-                raise IndexFormatError(
-                    f"store {index.directory} was built with chunking "
-                    f"{index.manifest.chunking.model_dump()}; got {chunking.model_dump()} "
-                    "(use the same settings or another schema)"
-                )
+                raise
             return index
         return cls.create(plain, embedder, chunking, schema)
 
@@ -501,17 +458,6 @@ class PgVectorIndex:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> PgVectorIndex:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- SQL helpers --------------------------------------------------------------------------
     def _tables(self) -> dict[str, sql.Composable]:
         from psycopg import sql
@@ -536,77 +482,10 @@ class PgVectorIndex:
             row = self.conn.execute(self._sql(template), params).fetchone()
         return tuple(row) if row is not None else None
 
-    # -- chunking ---------------------------------------------------------------------------
-    @property
-    def splitter(self) -> RecursiveSplitter:
-        if self._splitter is None:
-            self._splitter = RecursiveSplitter(
-                self.manifest.chunking,
-                tokenizer=self.embedder.tokenizer,
-                max_tokens=self.embedder.max_tokens,
-            )
-        return self._splitter
-
     # -- writing ----------------------------------------------------------------------------
-    def add_documents(
-        self,
-        documents: Sequence[Document],
-        file_key: str | None = None,
-        chunks: Sequence[Chunk] | None = None,
-        vectors: Vectors | None = None,
-    ) -> list[Chunk]:
-        """Stage documents (replacing any with the same id); chunks and vectors are computed if
-        not given. Nothing is written before :meth:`commit`."""
-        if chunks is None:
-            chunks = self.splitter.split_many(documents)
-        if vectors is None:
-            vectors = self.embedder.encode([c.text for c in chunks])
-        if len(vectors) != len(chunks):
-            raise RagkitError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        array = np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1)
-        if len(array) and array.shape[1] != self.manifest.dimension:
-            raise IndexFormatError(
-                f"vectors have dimension {array.shape[1]}, store has {self.manifest.dimension}"
-            )
-        ids = {d.id for d in documents}
-        if len(ids) != len(documents):
-            raise RagkitError("duplicate document ids in one add_documents call")
-        staged = {d.id for d, _ in self._pending.documents}
-        if ids & staged:
-            raise RagkitError(
-                f"documents already staged in this commit: {sorted(ids & staged)[:3]}"
-            )
-        self._pending.documents.extend((d, file_key) for d in documents)
-        self._pending.chunks.extend(chunks)
-        self._pending.vectors.append(array)
-        return list(chunks)
-
-    def replace_file(
-        self,
-        file_key: str,
-        source: str,
-        content_hash: str,
-        documents: Sequence[Document],
-        chunks: Sequence[Chunk] | None = None,
-        vectors: Vectors | None = None,
-    ) -> list[Chunk]:
-        """Stage a file's new content: at commit its previous documents are deleted (as they are
-        then, not as they were when staged), and the new ones added."""
-        self._pending.files[file_key] = (source, content_hash)
-        self._pending.delete_files.discard(file_key)
-        return self.add_documents(documents, file_key=file_key, chunks=chunks, vectors=vectors)
-
-    def delete_documents(self, document_ids: Iterable[str]) -> None:
-        self._pending.delete_documents |= set(document_ids)
-
-    def delete_file(self, file_key: str) -> None:
-        self._pending.delete_files.add(file_key)
-        self._pending.files.pop(file_key, None)
-
-    @property
-    def has_pending_changes(self) -> bool:
-        return bool(self._pending)
-
+    # Staging is StagingStore's. A replaced or deleted file's documents are found at commit
+    # (as they are then, not as they were when staged); a staged document replaces the one
+    # with its id by an upsert.
     def commit(self) -> int:
         """Apply staged changes in one transaction; returns the number of chunks written.
 
@@ -628,10 +507,10 @@ class PgVectorIndex:
                         f"deadlocking ({_RETRIES} attempts)"
                     ) from None
                 time.sleep(0.05 * (attempt + 1))
-        self._pending = _Pending()
+        self._pending = StagedChanges()
         return len(pending.chunks)
 
-    def _apply(self, pending: _Pending) -> None:
+    def _apply(self, pending: StagedChanges) -> None:
         from psycopg.types.json import Jsonb
 
         cur = self.conn.cursor()
@@ -677,11 +556,7 @@ class PgVectorIndex:
             self._sql("DELETE FROM {chunks} WHERE document_id = ANY(%s)"),
             [[d.id for d, _ in documents]],
         )
-        vectors = (
-            np.concatenate(pending.vectors)
-            if pending.vectors
-            else np.zeros((0, self.manifest.dimension), np.float32)
-        )
+        vectors = pending.stacked_vectors(self.manifest.dimension)
         columns = ", ".join((*_CHUNK_COLUMNS, "embedding"))
         with cur.copy(self._sql(f"COPY {{chunks}} ({columns}) FROM STDIN (FORMAT BINARY)")) as copy:
             copy.set_types(["text", "text", "text", "int4", "int4", "text", "jsonb", "vector"])
@@ -700,22 +575,12 @@ class PgVectorIndex:
                 )
 
     # -- reading ----------------------------------------------------------------------------
-    def search(self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None) -> list[Hit]:
-        """The ``k`` chunks most similar to ``query`` (HNSW, inner product = cosine)."""
-        _check_query(query, k)
-        return self.search_vector(self.embedder.encode_query(query), k, filters)
-
     def search_vector(
         self, vector: Vectors, k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[Hit]:
-        """Search by vector; one statement, so one consistent snapshot even while others write."""
-        if k <= 0:
-            raise InvalidQueryError(f"k must be positive, got {k}")
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self.manifest.dimension:
-            raise InvalidQueryError(
-                f"query vector has dimension {query.shape[0]}, store has {self.manifest.dimension}"
-            )
+        """Search by vector (HNSW, inner product = cosine); one statement, so one consistent
+        snapshot even while others write."""
+        query = self._query_vector(vector, k)
         where, params = filter_clause(self.schema, filters)
         # exact: ordering by an expression the HNSW index cannot serve forces a full scan in
         # every plan (a session setting such as enable_indexscan would not reach statements
@@ -741,7 +606,7 @@ class PgVectorIndex:
         Terms are OR-ed, like BM25 (``websearch_to_tsquery`` would AND them and return nothing
         for most natural-language questions). A query of stopwords only finds nothing.
         """
-        _check_query(query, k)
+        check_query(query, k)
         where, params = filter_clause(self.schema, filters)
         # Each lexeme is quoted in tsquery syntax ('' for a quote, \\ for a backslash) and the
         # quoted lexemes are joined by |: the query text never becomes tsquery operators.
@@ -830,13 +695,6 @@ def _describe(conninfo: str, schema: str) -> str:
     return f"{redact(conninfo)}?schema={schema}"
 
 
-def _check_query(query: object, k: int) -> None:
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidQueryError("query is empty")
-    if k <= 0:
-        raise InvalidQueryError(f"k must be positive, got {k}")
-
-
 def _as_array(value: Any) -> np.ndarray:
     """A stored embedding as float32 numpy (pgvector's loader may give its ``Vector`` type)."""
     to_numpy = getattr(value, "to_numpy", None)
@@ -865,19 +723,6 @@ def _hits(rows: Sequence[Sequence[Any]], retriever: str, negate: bool) -> list[H
         )
         for rank, row in enumerate(rows)
     ]
-
-
-def _match_backend(where: str, manifest: IndexManifest, embedder: Embedder) -> None:
-    """Queries are embedded by the backend that embedded the corpus (``auto`` adopts it)."""
-    if not embedder.backend_explicit and not embedder.is_loaded:
-        embedder.backend = manifest.embed_backend
-        return
-    used = embedder.backend_name if embedder.is_loaded else embedder.backend
-    if used != manifest.embed_backend:
-        raise IndexFormatError(
-            f"store {where} was embedded with backend {manifest.embed_backend!r}; "
-            f"refusing to embed its queries with {used!r} (leave the backend unset to use the store's)"
-        )
 
 
 def store_exists(conninfo: str, schema: str = DEFAULT_SCHEMA) -> bool:

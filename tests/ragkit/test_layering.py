@@ -74,6 +74,22 @@ def test_prompts_imports_nothing_from_ragkit_or_alignment(path: Path) -> None:
     assert offending(path, ("ragkit", "alignment")) == []
 
 
+# the stores are built on ragkit.index (its VectorStore contract and shared staging); the index
+# knows no store, retriever or caller above it
+INDEX_MUST_NOT_IMPORT = (
+    "ragkit.stores",
+    "ragkit.retrieval",
+    "ragkit.rag",
+    "ragkit.server",
+    "ragkit.cli",
+)
+
+
+@pytest.mark.parametrize("path", modules_under("ragkit/index"), ids=lambda p: p.name)
+def test_the_index_package_imports_no_store_or_caller(path: Path) -> None:
+    assert offending(path, INDEX_MUST_NOT_IMPORT) == []
+
+
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from ..rag import pipeline\n    import ragkit.cli\n")

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sample_docs import numbered_docs as _docs
 
 from ragkit.chunking import ChunkingSettings
 from ragkit.embedding import Embedder
 from ragkit.errors import IndexFormatError, InvalidQueryError, RagkitError
-from ragkit.index import Index, index_paths
+from ragkit.index import Index
 from ragkit.schema import Document
 from ragkit.stores import (
     PgVectorIndex,
@@ -64,18 +65,6 @@ def minilm() -> Embedder:
     return Embedder(device="cpu").warm_up()
 
 
-def _docs(prefix: str, n: int, topic: str = "river") -> list[Document]:
-    return [
-        Document(
-            id=f"{prefix}{i}",
-            text=f"the {topic} number {i} flows to the city {i}. " * 3,
-            source=f"{prefix}{i}.txt",
-            metadata={"group": prefix, "n": i},
-        )
-        for i in range(n)
-    ]
-
-
 def _ids(hits: list[Any]) -> list[str]:
     return [h.chunk.document_id for h in hits]
 
@@ -104,33 +93,6 @@ def test_create_add_search_reopen(pg_url: str, minilm: Embedder) -> None:
         assert np.linalg.norm(vectors[hit.chunk.id]) == pytest.approx(1.0, abs=1e-4)
         with pytest.raises(InvalidQueryError, match="empty"):
             reopened.search("  ")
-
-
-def test_lexical_search_stems_ors_and_filters(pg_url: str, tiny_embedder: Embedder) -> None:
-    with PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store:
-        store.add_documents(
-            [
-                Document(id="r", text="The rivers were running quickly to the sea.", source="r", metadata={"lang": "en"}),
-                Document(id="c", text="Cats sleep all day long.", source="c", metadata={"lang": "en"}),
-                Document(id="f", text="Les rivières coulent vers la mer.", source="f", metadata={"lang": "fr"}),
-            ]
-        )  # fmt: skip
-        store.commit()
-        hits = store.search_lexical("river runs", k=5)
-        assert _ids(hits) == ["r"]  # stemming: runs/running, river/rivers
-        assert hits[0].retriever == "bm25" and hits[0].score > 0
-        # any shared term is enough (OR), and chunks with more of them rank higher
-        assert _ids(store.search_lexical("cats and rivers", k=5)) in (["r", "c"], ["c", "r"])
-        assert store.search_lexical("the and of", k=5) == []  # stopwords only
-        assert store.search_lexical("cats", k=5, filters={"lang": "fr"}) == []
-        assert _ids(store.search_lexical("it's a \\ 'quote' & | ! <-> :*", k=5)) == []
-        store.add_documents(
-            [Document(id="c", text="Dogs and rivers.", source="c", metadata={"lang": "en"})]
-        )
-        store.delete_documents(["f"])
-        store.commit()
-        assert store.search_lexical("cats", k=5) == []
-        assert set(_ids(store.search_lexical("rivers", k=5))) == {"r", "c"}
 
 
 def test_hybrid_and_dense_retrievers_work_unchanged(pg_url: str, minilm: Embedder) -> None:
@@ -236,46 +198,6 @@ def test_filters_select_the_same_chunks_as_the_file_index(
             store.search("x", filters={"group": {"$gt": 1}})
         with pytest.raises(RagkitError, match="needs a list"):
             store.search("x", filters={"group": {"$in": "a"}})
-
-
-def test_replace_file_delete_and_incremental_ingest(
-    pg_url: str, tiny_embedder: Embedder, tmp_path: Path
-) -> None:
-    with PgVectorIndex.create(pg_url, tiny_embedder, CHARS) as store:
-        store.replace_file("k", "k.txt", "h1", _docs("a", 3))
-        store.commit()
-        assert store.store.file_hash("k") == "h1" and store.counts().documents == 3
-        store.replace_file("k", "k.txt", "h2", [Document(id="a9", text="new text", source="k.txt")])
-        store.commit()
-        assert store.store.documents_of_file("k") == ["a9"]
-        assert store.counts().chunks == 1 and store.store.file_hash("k") == "h2"
-        store.add_documents(_docs("b", 2))
-        store.commit()
-        store.delete_documents(["b0"])
-        store.delete_file("k")
-        store.commit()
-        assert store.counts().files == 0 and store.document("b0") is None
-        assert {h.chunk.document_id for h in store.search("river", k=10)} == {"b1"}
-
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name in ("one", "two", "three"):
-        (folder / f"{name}.txt").write_text(f"The {name} river flows to the city.\n" * 4)
-    with open_or_create_store(pg_url, tiny_embedder, CHARS) as store:
-        assert isinstance(store, PgVectorIndex)
-        first = index_paths(store, [folder])
-        assert first.files_indexed == 3 and first.chunks_total == store.counts().chunks > 0
-        second = index_paths(store, [folder])
-        assert second.files_indexed == 0 and second.files_unchanged == 3
-        (folder / "two.txt").write_text("Bread rises in a warm kitchen.")
-        (folder / "three.txt").unlink()
-        third = index_paths(store, [folder], prune=True)
-        assert third.files_indexed == 1 and third.files_unchanged == 1
-        assert third.files_removed == 1 and store.counts().files == 2
-        hit = store.search_lexical("bread kitchen", k=1)[0]
-        assert hit.chunk.source.endswith("two.txt")
-    with pytest.raises(IndexFormatError, match="chunking"):
-        open_or_create_store(pg_url, tiny_embedder, WHOLE)
 
 
 def test_two_concurrent_writers(pg_url: str, tiny_embedder: Embedder) -> None:
