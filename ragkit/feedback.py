@@ -1,10 +1,10 @@
 """The feedback store: served answers and what users thought of them, as preference pairs.
 
 Every answer the server gives is recorded with its question, the passages it was grounded on,
-the model that wrote it and the time. Users then either vote (thumbs up/down on one answer) or
-choose (the better of two answers to the same question). Choices are preference pairs as they
-stand; votes become pairs by pairing, per question, each answer voted up overall with each answer
-voted down overall. :func:`export_preferences` writes the pairs as the JSONL that
+the model that wrote it (base model, adapter, prompt format) and the time. Users then either
+vote (thumbs up/down on one answer) or choose (the better of two answers to the same question).
+Choices are preference pairs as they stand; votes become pairs by pairing, per question, each
+answer voted up overall with each answer voted down overall. :func:`export_preferences` writes the pairs as the JSONL that
 ``alignment.read_preference_jsonl`` (and so reward-model training) reads.
 
 SQLite in WAL mode with ``synchronous=FULL``: each record is its own committed transaction, so
@@ -20,7 +20,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragkit.atomic import atomic_path
 from ragkit.errors import RagkitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 added ``answers.prompt_format`` and ``answers.adapter`` (empty in version-1 rows); a
+version-1 store is upgraded in place when opened."""
 PromptStyle = Literal["passages", "question"]
 
 _SCHEMA = """
@@ -40,7 +42,9 @@ CREATE TABLE IF NOT EXISTS answers (
     answer TEXT NOT NULL,
     passages TEXT NOT NULL,
     model TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    prompt_format TEXT NOT NULL DEFAULT '',
+    adapter TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS answers_by_question ON answers (question_key, created);
 CREATE TABLE IF NOT EXISTS votes (
@@ -75,6 +79,9 @@ class StoredPassage(BaseModel):
 
 
 class StoredAnswer(BaseModel):
+    """A recorded answer. ``prompt_format`` (the prompt template's name) and ``adapter`` are
+    empty for answers recorded before schema version 2 or by a caller that did not give them."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str
@@ -83,6 +90,8 @@ class StoredAnswer(BaseModel):
     passages: list[StoredPassage] = Field(default_factory=list)
     model: str
     created: float
+    prompt_format: str = ""
+    adapter: str = ""
 
 
 class ExportedPair(BaseModel):
@@ -98,6 +107,12 @@ class ExportedPair(BaseModel):
     chosen_id: str
     rejected_id: str
     model: str
+    prompt_format: str = ""
+    adapter: str = ""
+
+
+PromptRenderer = Callable[[str, Sequence[StoredPassage]], str]
+"""``render(question, passages) -> prompt``: how an exported pair's prompt is written."""
 
 
 def question_key(question: str) -> str:
@@ -138,16 +153,24 @@ class FeedbackStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise FeedbackError(
                     f"feedback store {self.path} has schema version {version}; "
                     f"this ragkit reads version {SCHEMA_VERSION}"
                 )
             self._db.executescript(_SCHEMA)
+            self._upgrade()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise FeedbackError(f"cannot open feedback store {self.path}: {exc}") from None
         self._lock = threading.Lock()
+
+    def _upgrade(self) -> None:
+        """Version 1 → 2: add the columns a version-1 ``answers`` table lacks (empty values)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+        for name in ("prompt_format", "adapter"):
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE answers ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -169,13 +192,19 @@ class FeedbackStore:
         passages: Sequence[StoredPassage | dict[str, Any]],
         model: str,
         created: float | None = None,
+        *,
+        prompt_format: str = "",
+        adapter: str = "",
     ) -> None:
+        """Record a served answer; ``model`` is the base model, ``prompt_format`` the prompt
+        template's name and ``adapter`` the LoRA adapter the answer was generated with."""
         kept = [StoredPassage.model_validate(p) for p in passages]
         payload = json.dumps([p.model_dump() for p in kept], ensure_ascii=False)
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO answers (id, question, question_key, answer, passages, model, "
+                    "created, prompt_format, adapter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         answer_id,
                         question,
@@ -184,6 +213,8 @@ class FeedbackStore:
                         payload,
                         model,
                         time.time() if created is None else created,
+                        prompt_format,
+                        adapter,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -226,7 +257,7 @@ class FeedbackStore:
     def get(self, answer_id: str) -> StoredAnswer | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, question, answer, passages, model, created FROM answers WHERE id = ?",
+                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = ?",
                 (answer_id,),
             ).fetchone()
         return None if row is None else _stored(row)
@@ -238,31 +269,39 @@ class FeedbackStore:
                 for table in ("answers", "votes", "choices")
             }
 
-    def preference_pairs(self, prompt_style: PromptStyle = "passages") -> list[ExportedPair]:
-        """Pairs from choices (in order made), then pairs from votes (grouped by question)."""
+    def preference_pairs(
+        self, prompt_style: PromptStyle = "passages", render: PromptRenderer | None = None
+    ) -> list[ExportedPair]:
+        """Pairs from choices (in order made), then pairs from votes (grouped by question).
+
+        ``render(question, passages)``, when given, writes each pair's prompt instead of
+        ``prompt_style`` (e.g. the exact prompt the generator was given, for a policy-side
+        reward model).
+        """
         with self._lock:
             choices = self._db.execute(
                 "SELECT chosen_id, rejected_id FROM choices ORDER BY id"
             ).fetchall()
             scored = self._db.execute(
                 "SELECT a.id, a.question, a.answer, a.passages, a.model, a.created, "
-                "a.question_key, SUM(v.value) FROM answers a JOIN votes v ON v.answer_id = a.id "
+                "a.prompt_format, a.adapter, a.question_key, SUM(v.value) "
+                "FROM answers a JOIN votes v ON v.answer_id = a.id "
                 "GROUP BY a.id HAVING SUM(v.value) != 0 ORDER BY a.question_key, a.created, a.id"
             ).fetchall()
         pairs = [
-            _pair(chosen, rejected, "choice", prompt_style)
+            _pair(chosen, rejected, "choice", prompt_style, render)
             for chosen, rejected in self._answers_of(choices)
         ]
         groups: dict[str, list[tuple[StoredAnswer, int]]] = {}
         for row in scored:
-            groups.setdefault(row[6], []).append((_stored(row[:6]), int(row[7])))
+            groups.setdefault(row[8], []).append((_stored(row[:8]), int(row[9])))
         for members in groups.values():
             good = [a for a, score in members if score > 0]
             bad = [a for a, score in members if score < 0]
             for chosen in good:
                 for rejected in bad:
                     if chosen.answer.strip() != rejected.answer.strip():
-                        pairs.append(_pair(chosen, rejected, "votes", prompt_style))
+                        pairs.append(_pair(chosen, rejected, "votes", prompt_style, render))
         return pairs
 
     def _answers_of(
@@ -274,6 +313,9 @@ class FeedbackStore:
                 yield chosen, rejected
 
 
+_ANSWER_COLUMNS = "id, question, answer, passages, model, created, prompt_format, adapter"
+
+
 def _stored(row: Sequence[Any]) -> StoredAnswer:
     return StoredAnswer(
         id=row[0],
@@ -282,7 +324,14 @@ def _stored(row: Sequence[Any]) -> StoredAnswer:
         passages=[StoredPassage.model_validate(p) for p in json.loads(row[3])],
         model=row[4],
         created=row[5],
+        prompt_format=row[6],
+        adapter=row[7],
     )
+
+
+def _joined(*values: str) -> str:
+    """The distinct values of a pair's two answers, sorted and comma-joined (``"m1,m2"``)."""
+    return ",".join(sorted(set(values)))
 
 
 def _pair(
@@ -290,11 +339,14 @@ def _pair(
     rejected: StoredAnswer,
     origin: Literal["choice", "votes"],
     style: PromptStyle,
+    render: PromptRenderer | None = None,
 ) -> ExportedPair:
-    prompt = (
-        chosen.question if style == "question" else render_prompt(chosen.question, chosen.passages)
-    )
-    models = sorted({chosen.model, rejected.model})
+    if render is not None:
+        prompt = render(chosen.question, chosen.passages)
+    elif style == "question":
+        prompt = chosen.question
+    else:
+        prompt = render_prompt(chosen.question, chosen.passages)
     return ExportedPair(
         prompt=prompt,
         chosen=chosen.answer,
@@ -303,7 +355,9 @@ def _pair(
         origin=origin,
         chosen_id=chosen.id,
         rejected_id=rejected.id,
-        model=",".join(models),
+        model=_joined(chosen.model, rejected.model),
+        prompt_format=_joined(chosen.prompt_format, rejected.prompt_format),
+        adapter=_joined(chosen.adapter, rejected.adapter),
     )
 
 
@@ -311,16 +365,18 @@ def export_preferences(
     db: str | os.PathLike[str],
     out: str | os.PathLike[str],
     prompt_style: PromptStyle = "passages",
+    render: PromptRenderer | None = None,
 ) -> int:
     """Write the store's preference pairs to ``out`` as JSONL (atomically); return the count.
 
     The file is read by ``alignment.read_preference_jsonl(out)`` (fields ``prompt``, ``chosen``,
-    ``rejected``; the provenance fields can be kept with ``metadata_fields``).
+    ``rejected``; the provenance fields can be kept with ``metadata_fields``). ``render``: see
+    :meth:`FeedbackStore.preference_pairs`.
     """
     if not Path(db).is_file():
         raise FeedbackError(f"feedback store not found: {db}")
     with FeedbackStore(db) as store:
-        pairs = store.preference_pairs(prompt_style)
+        pairs = store.preference_pairs(prompt_style, render)
     with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for pair in pairs:
             fh.write(pair.model_dump_json() + "\n")

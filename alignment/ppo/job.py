@@ -17,7 +17,12 @@ sample logs, held-out evaluation, checkpoints and the final model:
   resumed run.
 * ``checkpoints/update-NNNNNN`` every ``checkpoint_every`` updates and at the end (atomic,
   newest ``keep_checkpoints`` kept); the final policy goes to ``model/`` (safetensors,
-  tokenizer with its pad token, ``README.md`` model card, ``alignment_ppo.json``).
+  tokenizer with its pad token, ``README.md`` model card, ``alignment_ppo.json``) and, for a
+  LoRA policy, its adapter alone to ``adapter/`` (peft format, no embeddings: it applies to the
+  unmodified base, as ``ragkit --adapter`` loads it).
+* ``policy_adapter``: PPO of an existing LoRA adapter (e.g. the one ``ragkit serve`` uses).
+  The policy is the base model with that adapter, trainable; the reference is a frozen copy of
+  the base with the adapter merged (the policy as it was before PPO), not the bare base.
 * PPO-ptx (``ppo.ptx_coef > 0``): the ``ptx`` section's demonstrations are read, tokenised and
   collated the way the SFT job does, and the trainer draws one batch per PPO minibatch.
 * Under ``accelerate launch`` every process runs this function: each takes its own slice of
@@ -60,7 +65,7 @@ from alignment.config import (
     dump_config,
 )
 from alignment.data import iter_jsonl, read_preference_jsonl
-from alignment.errors import CheckpointError, DataFormatError
+from alignment.errors import AlignmentError, CheckpointError, DataFormatError
 from alignment.jobs import (
     count_parameters,
     load_demonstrations,
@@ -84,6 +89,7 @@ from ragkit.atomic import atomic_directory, atomic_write_text
 logger = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"  # LoRA policies: the adapter alone, besides the merged model
 CHECKPOINT_DIR = "checkpoints"
 SAMPLES_FILE = "samples.jsonl"
 JOB_FILE = "job.json"
@@ -198,7 +204,10 @@ class PPOJobConfig(_Strict):
     """``ragkit align ppo``: PPO fine-tuning of a causal LM against a reward.
 
     ``policy``: the model to fine-tune (``name_or_path`` None = packaged SmolLM2-135M-Instruct;
-    ``finetune: lora`` makes the reference the policy with its adapter disabled). The value
+    ``finetune: lora`` makes the reference the policy with its adapter disabled).
+    ``policy_adapter``: a peft LoRA adapter folder to start from (needs ``finetune: lora``; its
+    own rank and target modules replace ``policy.lora``); the reference is then the base with
+    this adapter merged, a second frozen copy of the model in memory. The value
     function is chosen by ``ppo.value``: ``model`` (default) copies the reward model (or, with a
     rule reward, the policy's backbone under a zero head); ``head`` is a head on the policy.
     ``eval_every``: also score the held-out prompts every N updates (besides the start and the
@@ -210,6 +219,7 @@ class PPOJobConfig(_Strict):
     """
 
     policy: ModelSettings = Field(default_factory=ModelSettings)
+    policy_adapter: Path | None = None
     reward: RewardSettings
     data: PromptDataSettings = Field(default_factory=PromptDataSettings)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
@@ -229,6 +239,8 @@ class PPOJobConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> PPOJobConfig:
+        if self.policy_adapter is not None and self.policy.finetune != "lora":
+            raise ValueError("policy_adapter needs policy.finetune: lora (the adapter is trained)")
         if self.ppo.ptx_coef > 0 and self.ptx is None:
             raise ValueError("ppo.ptx_coef > 0 needs a 'ptx' section (the demonstrations)")
         if self.ptx is not None and self.ptx.batch_size % self.ppo.grad_accumulation:
@@ -457,10 +469,15 @@ class PPOResult:
     train_prompts: int
     heldout_prompts: int
     reports: list[DataReport] = field(default_factory=list)
+    adapter_dir: Path | None = None
+    """``adapter/``: the LoRA adapter alone (None when the policy was fully fine-tuned)."""
 
 
-def _load_policy(settings: ModelSettings) -> tuple[nn.Module, nn.Module, Any, str]:
-    """(trainable policy, plain backbone copy for a value model, tokenizer, base model name)."""
+def _load_policy(
+    settings: ModelSettings, adapter: Path | None = None
+) -> tuple[nn.Module, nn.Module, Any, str, nn.Module | None]:
+    """(trainable policy, plain backbone copy for a value model, tokenizer, base model name,
+    reference policy or None for the trainer's default)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_backbone(settings.name_or_path)
@@ -469,8 +486,27 @@ def _load_policy(settings: ModelSettings) -> tuple[nn.Module, nn.Module, Any, st
     ensure_pad_token(tokenizer, lm)
     disable_dropout(lm)
     backbone: nn.Module = lm.base_model  # the transformer without its LM head
-    policy = prepare_trainable(lm, settings)
-    return policy, backbone, tokenizer, settings.name_or_path or "packaged SmolLM2-135M-Instruct"
+    name = settings.name_or_path or "packaged SmolLM2-135M-Instruct"
+    if adapter is None:
+        return prepare_trainable(lm, settings), backbone, tokenizer, name, None
+    policy = load_trainable_adapter(lm, adapter)
+    reference = merged_copy(policy)  # the policy before PPO; the trainer freezes it
+    return policy, backbone, tokenizer, name, reference
+
+
+def load_trainable_adapter(model: nn.Module, adapter: Path) -> nn.Module:
+    """``model`` wrapped with the peft LoRA adapter in ``adapter``, its weights trainable."""
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise AlignmentError(f"policy_adapter {adapter} is not a peft adapter folder")
+    try:
+        policy = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AlignmentError(f"policy_adapter {adapter} does not fit the policy: {first}") from None
+    disable_dropout(policy)  # the adapter's own LoRA dropout modules
+    return policy
 
 
 def _value_model(
@@ -549,7 +585,9 @@ def train_ppo(
     # run's frozen reference (not in the checkpoint) would differ from the original one (and
     # every process must build the same reference)
     torch.manual_seed(config.ppo.seed)
-    policy, backbone, tokenizer, base_name = _load_policy(config.policy)
+    policy, backbone, tokenizer, base_name, reference = _load_policy(
+        config.policy, config.policy_adapter
+    )
     device = torch.device(config.device) if config.device else accelerator.device
     ptx_data, ptx_reports = load_ptx_data(config, tokenizer)
     reward: RewardFn | RewardModel
@@ -562,7 +600,7 @@ def train_ppo(
     del backbone
     trainer = PPOTrainer(
         policy,
-        None,
+        reference,
         value_model,
         reward,
         tokenizer,
@@ -704,9 +742,10 @@ def train_ppo(
     model_dir = out / MODEL_DIR
     seconds = time.perf_counter() - started
     plotted = False
+    adapter_dir: Path | None = None
     if main:
         plotted = plot_curves(out / METRICS_FILE, plot, PLOT_KEYS)
-        _save_policy(
+        adapter_dir = _save_policy(
             config, trainer, model_dir, base_name, split, heldout_start, heldout_end, seconds
         )
         write_json(
@@ -739,6 +778,7 @@ def train_ppo(
         train_prompts=len(split.train),
         heldout_prompts=len(split.heldout),
         reports=reports,
+        adapter_dir=adapter_dir,
     )
 
 
@@ -772,7 +812,10 @@ def _save_policy(
     heldout_start: dict[str, float],
     heldout_end: dict[str, float],
     seconds: float,
-) -> None:
+) -> Path | None:
+    """Write ``model/`` (merged) and, for a LoRA policy, ``adapter/``; return the latter."""
+    from alignment.sft import save_lora_adapter
+
     reward = (
         f"reward model {config.reward.model_dir}"
         if config.reward.model_dir is not None
@@ -813,6 +856,7 @@ def _save_policy(
         "updates": trainer.updates,
         "heldout_start": heldout_start,
         "heldout_end": heldout_end,
+        "policy_adapter": str(config.policy_adapter) if config.policy_adapter else None,
     }
     plain = merged_copy(trainer.policy)
 
@@ -823,3 +867,4 @@ def _save_policy(
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
     atomic_directory(model_dir, fill)
+    return save_lora_adapter(trainer.policy, model_dir.parent / ADAPTER_DIR, base_name, card)

@@ -58,7 +58,12 @@ def packaged_adapter_name(adapter: str, model: str | None) -> str:
 
 
 def resolve_adapter(adapter: str | os.PathLike[str]) -> Path:
-    """The folder of ``adapter``: a packaged name (``grounded-qa-gemma``) or a peft folder."""
+    """The folder of ``adapter``: a packaged name (``grounded-qa-gemma``) or a peft folder.
+
+    Symbolic links are resolved here, once: the feedback loop promotes an adapter by pointing
+    the serving folder (a link) at a new version, and a load must read the config and the
+    weights of one version, never one of each.
+    """
     text = os.fspath(adapter)
     if text in PACKAGED_ADAPTERS:
         folder = PACKAGED_DIR / PACKAGED_ADAPTERS[text]
@@ -70,7 +75,7 @@ def resolve_adapter(adapter: str | os.PathLike[str]) -> Path:
             f"adapter {text!r} is neither a packaged adapter ({known}) nor a folder with "
             f"{ADAPTER_CONFIG} (a peft LoRA adapter, e.g. the adapter/ folder of a LoRA SFT run)"
         )
-    return folder
+    return folder.resolve()
 
 
 def adapter_info(folder: Path) -> dict[str, Any]:

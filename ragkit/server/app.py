@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, StreamingResponse
 
+from ragkit.errors import RagkitError
 from ragkit.feedback import FeedbackStore
 from ragkit.rag import Answer, AnswerStream, RAGPipeline
 from ragkit.server.auth import bearer_token, caller_id, key_matches
@@ -41,6 +42,7 @@ from ragkit.server.schemas import (
     ModelList,
     QueryRequest,
     QueryResponse,
+    ReloadResponse,
     SearchHit,
     SearchRequest,
     SearchResponse,
@@ -183,6 +185,8 @@ class ServerState:
                 answer.answer,
                 [p.model_dump() for p in answer.passages],
                 self.service.model_name(),
+                prompt_format=self.service.prompt_format(),
+                adapter=self.service.adapter_name(),
             )
         except Exception:
             log.warning(
@@ -296,6 +300,48 @@ def create_app(
                     {"Retry-After": retry_after_header(wait)},
                 )
         return caller
+
+    async def admin(request: Request) -> str:
+        """Admin routes need API keys configured (else 403: no one may use them) and a valid key."""
+        if not settings.auth_required:
+            raise ApiError(
+                403,
+                "admin routes are disabled: the server has no API keys "
+                "(start it with --api-key-file or RAGKIT_API_KEY)",
+                "admin_disabled",
+            )
+        return await guard(request)
+
+    reloading = asyncio.Lock()
+
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        responses={**_ERRORS, 403: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+        tags=["admin"],
+    )
+    async def reload(caller: str = Depends(admin)) -> ReloadResponse:
+        """Load the generator again (e.g. a newly promoted adapter) and swap it in.
+
+        The old generator keeps answering while the new one loads; requests already running
+        at the swap finish on it. A failed load keeps the old generator and says why.
+        """
+        began = time.perf_counter()
+        async with reloading:
+            try:
+                await asyncio.to_thread(service.reload)
+            except RagkitError as exc:
+                raise ApiError(
+                    409, f"reload failed; still serving the previous model: {exc}", "reload_failed"
+                ) from None
+        log.info("reloaded the generator (reload %d) for %s", service.reloads, caller)
+        return ReloadResponse(
+            model=service.model_name(),
+            adapter=service.adapter_name() or None,
+            prompt_format=service.prompt_format(),
+            reloads=service.reloads,
+            seconds=round(time.perf_counter() - began, 3),
+        )
 
     @app.get("/v1/health", response_model=HealthResponse, tags=["service"])
     async def health() -> HealthResponse:

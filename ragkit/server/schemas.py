@@ -121,6 +121,17 @@ class FeedbackResponse(_Strict):
     recorded: Literal["vote", "choice"]
 
 
+class ReloadResponse(_Strict):
+    """``POST /v1/admin/reload``: what is served now."""
+
+    reloaded: Literal[True] = True
+    model: str
+    adapter: str | None
+    prompt_format: str
+    reloads: int = Field(description="Reloads since the server started.")
+    seconds: float = Field(description="Time to build and load the new generator.")
+
+
 # ---------------------------------------------------------------------- OpenAI-compatible
 
 

@@ -98,6 +98,48 @@ def test_export_is_read_by_alignment(store: FeedbackStore, tmp_path: Path) -> No
         export_preferences(tmp_path / "missing.db", out)
 
 
+def test_answers_record_their_prompt_format_and_adapter(store: FeedbackStore) -> None:
+    store.record_answer("a", "Q?", "right", PASSAGES, "m", prompt_format="grounded_qa")
+    store.record_answer("b", "Q?", "wrong", PASSAGES, "m", prompt_format="grounded_qa", adapter="x")
+    got = store.get("b")
+    assert got is not None and (got.prompt_format, got.adapter) == ("grounded_qa", "x")
+    store.choose("a", "b")
+    pair = store.preference_pairs()[0]
+    assert (pair.model, pair.prompt_format, pair.adapter) == ("m", "grounded_qa", ",x")
+    # a caller-supplied renderer writes the prompt (the feedback loop: the served prompt text)
+    rendered = store.preference_pairs(render=lambda q, ps: f"{len(ps)} passage(s) | {q}")
+    assert rendered[0].prompt == "1 passage(s) | Q?"
+
+
+V1_SCHEMA = """
+CREATE TABLE answers (id TEXT PRIMARY KEY, question TEXT NOT NULL, question_key TEXT NOT NULL,
+    answer TEXT NOT NULL, passages TEXT NOT NULL, model TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE votes (id INTEGER PRIMARY KEY AUTOINCREMENT, answer_id TEXT NOT NULL,
+    value INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE choices (id INTEGER PRIMARY KEY AUTOINCREMENT, chosen_id TEXT NOT NULL,
+    rejected_id TEXT NOT NULL, created REAL NOT NULL);
+INSERT INTO answers VALUES ('a', 'Q?', 'q?', 'one', '[]', 'm', 1.0);
+INSERT INTO answers VALUES ('b', 'Q?', 'q?', 'two', '[]', 'm', 2.0);
+INSERT INTO choices (chosen_id, rejected_id, created) VALUES ('a', 'b', 3.0);
+PRAGMA user_version=1;
+"""
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    old = sqlite3.connect(db)
+    old.executescript(V1_SCHEMA)
+    old.close()
+    with FeedbackStore(db) as store:
+        got = store.get("a")
+        assert got is not None and (got.answer, got.prompt_format, got.adapter) == ("one", "", "")
+        assert [(p.chosen, p.prompt_format) for p in store.preference_pairs()] == [("one", "")]
+        store.record_answer("c", "Q?", "three", [], "m", prompt_format="grounded_qa")
+    check = sqlite3.connect(db)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    check.close()
+
+
 def test_feedback_round_trip_through_the_api(client: Any, tmp_path: Path) -> None:
     question = {"question": "What is the capital of France?", "temperature": 1.5, "max_tokens": 6}
     answers = [client.post("/v1/query", json={**question, "seed": s}).json() for s in range(6)]
@@ -131,6 +173,9 @@ def test_feedback_round_trip_through_the_api(client: Any, tmp_path: Path) -> Non
             (p.chosen, p.rejected) for p in pairs
         }
     assert all("Passages:\n[1] " in p.prompt for p in pairs)
+    # each answer says which model, prompt format and adapter wrote it (checked by the loop)
+    stored = client.app.state.ragkit.store.get(first["id"])
+    assert stored.prompt_format == "grounded_qa" and stored.adapter == ""
 
 
 def test_feedback_disabled_is_404(make_client: Any) -> None:

@@ -1,0 +1,378 @@
+"""``run_feedback_loop``: feedback store → reward model → PPO → evaluation → promote or keep.
+
+Steps, each reusing the job that does it on its own:
+
+1. repair an interrupted promotion, find the current adapter (the serving folder's live
+   version, else ``serving.initial_adapter``, else none);
+2. export the store's preference pairs (:func:`ragkit.feedback.export_preferences`) with the
+   prompts in the served format, refuse too few pairs or pairs from another model or prompt
+   format (:mod:`alignment.feedback_loop.data`);
+3. train a reward model on them (:func:`alignment.reward.train_reward_model`);
+4. PPO of the current adapter against it, on the pairs' prompts
+   (:func:`alignment.ppo.train_ppo` with ``policy_adapter``);
+5. score the current adapter and the candidate on the same held-out questions and compare
+   them with a paired bootstrap (:mod:`alignment.feedback_loop.stats`);
+6. promote the candidate into the serving folder only if the interval's lower end exceeds
+   ``promotion.min_gain`` (:func:`alignment.feedback_loop.promotion.promote_adapter`), else keep
+   the current one; either way ``decision.json`` in the run folder says what happened and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alignment.config import RewardJobConfig, dump_config, load_config, override, validate_config
+from alignment.feedback_loop.config import FeedbackLoopConfig
+from alignment.feedback_loop.data import (
+    FeedbackLoopError,
+    ServedPromptRenderer,
+    default_prompt_format,
+    export_loop_pairs,
+    write_prompts,
+)
+from alignment.feedback_loop.evaluation import AnswerScoreEvaluator, EvaluateFn
+from alignment.feedback_loop.promotion import (
+    live_version,
+    promote_adapter,
+    read_card,
+    recover_serving_adapter,
+)
+from alignment.feedback_loop.stats import PairedComparison, paired_bootstrap
+from alignment.jobs import write_json
+from alignment.modelcard import model_card
+from alignment.ppo.job import PPOJobConfig
+
+logger = logging.getLogger(__name__)
+
+PAIRS_FILE = "feedback_pairs.jsonl"
+PROMPTS_FILE = "ppo_prompts.jsonl"
+EVALUATION_FILE = "evaluation.json"
+DECISION_FILE = "decision.json"
+CARD_FORMAT = 1
+
+Stage = Callable[[str, dict[str, Any]], None]
+"""``on_stage(name, info)``: called as each step finishes (``export``, ``reward``, ``ppo``,
+``evaluate``, ``decision``), for a command line's progress lines."""
+
+
+@dataclass
+class CurrentAdapter:
+    """What serves now: ``ref`` for loading (a folder or None), ``label`` for people."""
+
+    ref: str | None
+    label: str
+    card: dict[str, Any] | None = None
+
+
+@dataclass
+class FeedbackLoopResult:
+    """What one run of the loop did, and why."""
+
+    promoted: bool
+    reason: str
+    comparison: PairedComparison
+    pairs: int
+    output_dir: Path
+    serving_adapter: Path
+    current_adapter: str
+    candidate_adapter: Path
+    version: Path | None
+    card: dict[str, Any] = field(repr=False)
+    repaired: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: what a command line prints at the end."""
+        return {
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "scores": self.comparison.as_dict(),
+            "pairs": self.pairs,
+            "current_adapter": self.current_adapter,
+            "candidate_adapter": str(self.candidate_adapter),
+            "serving_adapter": str(self.serving_adapter),
+            "version": str(self.version) if self.version else None,
+            "run": str(self.output_dir),
+            "repaired": self.repaired,
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def as_loop_config(
+    config: FeedbackLoopConfig | Mapping[str, Any] | str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None = None,
+) -> FeedbackLoopConfig:
+    """A validated config from a config object, a mapping or a YAML file path."""
+    if isinstance(config, FeedbackLoopConfig):
+        loaded = config
+    elif isinstance(config, Mapping):
+        loaded = validate_config(FeedbackLoopConfig, dict(config), "feedback loop config")
+    else:
+        loaded = load_config(FeedbackLoopConfig, config)
+    if output_dir is not None:
+        loaded = override(loaded, {"output_dir": Path(output_dir)})
+    return loaded
+
+
+def current_adapter(config: FeedbackLoopConfig) -> CurrentAdapter:
+    """The adapter the serving folder holds, else ``serving.initial_adapter``, else none."""
+    serving = config.serving.adapter_dir
+    live = live_version(serving)
+    if live is not None:
+        return CurrentAdapter(str(live), str(serving), read_card(live))
+    if serving.is_symlink():
+        raise FeedbackLoopError(
+            f"{serving} links to {serving.readlink()}, which does not exist: restore that "
+            f"version in {serving.name}.versions/ or remove the link"
+        )
+    initial = config.serving.initial_adapter
+    if initial is None or initial.strip().lower() in ("", "none"):
+        return CurrentAdapter(None, "none (the base model)")
+    from ragkit.generation.adapters import packaged_adapter_name, resolve_adapter
+
+    name = packaged_adapter_name(initial, None if config.model == "default" else config.model)
+    return CurrentAdapter(str(resolve_adapter(name)), name)
+
+
+def reward_job_config(config: FeedbackLoopConfig, pairs: Path, out: Path) -> RewardJobConfig:
+    """The reward section with the loop's data, backbone default and output folder."""
+    data = config.reward.model_dump()
+    data["model"]["name_or_path"] = data["model"]["name_or_path"] or config.model
+    data["data"].update(
+        path=pairs,
+        format="fields",
+        prompt_field="prompt",
+        chosen_field="chosen",
+        rejected_field="rejected",
+        validation_path=None,
+    )
+    data["output_dir"] = out
+    return validate_config(RewardJobConfig, data, "feedback loop: reward")
+
+
+def ppo_job_config(
+    config: FeedbackLoopConfig, prompts: Path, reward_model: Path, adapter: str | None, out: Path
+) -> PPOJobConfig:
+    """The PPO section with the loop's model, adapter, reward model, prompts and folder."""
+    data = config.ppo.model_dump()
+    data["reward"] = {"model_dir": reward_model}
+    data["data"].update(path=prompts, format="prompts", prompt_field="prompt")
+    data["policy"]["name_or_path"] = config.model
+    data["policy_adapter"] = adapter
+    data["output_dir"] = out
+    return validate_config(PPOJobConfig, data, "feedback loop: ppo")
+
+
+def run_feedback_loop(
+    feedback_db: str | os.PathLike[str],
+    config: FeedbackLoopConfig | Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    evaluate: EvaluateFn | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    on_stage: Stage | None = None,
+) -> FeedbackLoopResult:
+    """Run the loop once on ``feedback_db``; see the module docstring for the steps.
+
+    ``config``: a :class:`FeedbackLoopConfig`, its mapping, or a YAML file path.
+    ``evaluate(adapter) -> per-question scores`` replaces the default evaluation
+    (:class:`AnswerScoreEvaluator` over ``config.evaluation``). ``output_dir`` overrides
+    ``config.output_dir``. Raises a one-line :class:`FeedbackLoopError` for bad input (missing
+    store, too few pairs, feedback of another model or prompt format); a candidate that does not
+    win is not an error: the result says ``promoted=False`` and why.
+    """
+    config = as_loop_config(config, output_dir)
+    started = _now()
+    db = Path(feedback_db)
+    if not db.is_file():
+        raise FeedbackLoopError(f"feedback store not found: {db}")
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+
+    def stage(name: str, info: dict[str, Any]) -> None:
+        logger.info("feedback loop: %s %s", name, json.dumps(info, default=str))
+        if on_stage is not None:
+            on_stage(name, info)
+
+    serving = config.serving.adapter_dir
+    repaired = recover_serving_adapter(serving)
+    if repaired:
+        logger.warning("feedback loop: %s", repaired)
+    current = current_adapter(config)
+    prompt_format = config.prompt_format or default_prompt_format(config.model)
+    render = ServedPromptRenderer(config.model, prompt_format)
+    evaluator: EvaluateFn = evaluate or AnswerScoreEvaluator(config.evaluation, config.model)
+
+    pairs = export_loop_pairs(
+        db,
+        out / PAIRS_FILE,
+        model=config.model,
+        prompt_format=prompt_format,
+        render=render,
+        min_pairs=config.feedback.min_pairs,
+        allow_unrecorded_format=config.feedback.allow_unrecorded_format,
+    )
+    stage("export", {"pairs": len(pairs.pairs), "prompts": len(pairs.prompts)})
+
+    from alignment.ppo.job import train_ppo
+    from alignment.reward import train_reward_model
+
+    reward_config = reward_job_config(config, pairs.path, out / "reward")
+    reward = train_reward_model(reward_config)
+    stage("reward", {"validation": reward.validation, "model": str(reward.model_dir)})
+
+    prompts = write_prompts(pairs.prompts, out / PROMPTS_FILE)
+    ppo_config = ppo_job_config(config, prompts, reward.model_dir, current.ref, out / "ppo")
+    ppo = train_ppo(ppo_config)
+    if ppo.adapter_dir is None:  # pragma: no cover - the loop's PPO policy is always LoRA
+        raise FeedbackLoopError("the PPO job saved no adapter")
+    stage("ppo", {"updates": ppo.updates, "heldout_end": ppo.heldout_end})
+
+    current_scores = [float(s) for s in evaluator(current.ref)]
+    candidate_scores = [float(s) for s in evaluator(str(ppo.adapter_dir))]
+    rule = config.promotion
+    comparison = paired_bootstrap(
+        candidate_scores,
+        current_scores,
+        samples=rule.bootstrap_samples,
+        confidence=rule.confidence,
+        seed=rule.seed,
+    )
+    write_json(
+        out / EVALUATION_FILE,
+        {
+            "comparison": comparison.as_dict(),
+            "current": current_scores,
+            "candidate": candidate_scores,
+        },
+    )
+    stage("evaluate", comparison.as_dict())
+
+    won = comparison.wins(rule.min_gain)
+    bound = f"{100 * rule.confidence:g}% interval's lower end {comparison.low:+.4f}"
+    if won:
+        reason = f"promoted: {comparison.describe()}; the {bound} exceeds {rule.min_gain:+g}"
+    else:
+        reason = (
+            f"kept the current model ({current.label}): {comparison.describe()}; the {bound} "
+            f"does not exceed {rule.min_gain:+g}"
+        )
+    version_name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    card: dict[str, Any] = {
+        "format_version": CARD_FORMAT,
+        "kind": "ragkit feedback-loop LoRA adapter",
+        "version": version_name if won else None,
+        "decision": "promoted" if won else "kept",
+        "reason": reason,
+        "base_model": config.model,
+        "prompt_format": prompt_format,
+        "parent": {
+            "adapter": current.label,
+            "folder": current.ref,
+            "version": (current.card or {}).get("version"),
+        },
+        "data": pairs.provenance(db),
+        "reward_model": {
+            "folder": str(reward.model_dir),
+            "train_pairs": reward.train_pairs,
+            "validation_pairs": reward.validation_pairs,
+            "validation": reward.validation,
+            "normalisation_bias": reward.normalisation_bias,
+        },
+        "ppo": {
+            "folder": str(ppo.output_dir),
+            "updates": ppo.updates,
+            "train_prompts": ppo.train_prompts,
+            "heldout_prompts": ppo.heldout_prompts,
+            "heldout_start": ppo.heldout_start,
+            "heldout_end": ppo.heldout_end,
+            "last_metrics": ppo.last_metrics,
+        },
+        "evaluation": {
+            "function": getattr(evaluator, "__name__", type(evaluator).__name__),
+            "scores": comparison.as_dict(),
+            "min_gain": rule.min_gain,
+            "rule": "promote when the lower end of the paired-bootstrap interval of the mean "
+            "per-question gain exceeds min_gain",
+        },
+        "configs": {
+            "loop": config.model_dump(mode="json"),
+            "reward": reward_config.model_dump(mode="json"),
+            "ppo": ppo_config.model_dump(mode="json"),
+        },
+        "timestamps": {"started": started, "decided": _now()},
+    }
+    if repaired:
+        card["repaired"] = repaired
+
+    promotion = None
+    if won:
+        readme = _readme(card, config)
+        promotion = promote_adapter(
+            ppo.adapter_dir,
+            serving,
+            card,
+            readme=readme,
+            keep_versions=config.serving.keep_versions,
+            version_name=version_name,
+        )
+    write_json(
+        out / DECISION_FILE,
+        {**card, "serving_version": str(promotion.version) if promotion else None},
+    )
+    stage("decision", {"promoted": won, "reason": reason})
+    return FeedbackLoopResult(
+        promoted=won,
+        reason=reason,
+        comparison=comparison,
+        pairs=len(pairs.pairs),
+        output_dir=out,
+        serving_adapter=serving,
+        current_adapter=current.label,
+        candidate_adapter=ppo.adapter_dir,
+        version=promotion.version if promotion else None,
+        card=card,
+        repaired=repaired,
+    )
+
+
+def _readme(card: dict[str, Any], config: FeedbackLoopConfig) -> str:
+    scores = card["evaluation"]["scores"]
+    return model_card(
+        title=f"ragkit feedback-loop adapter {card['version']}",
+        summary="A LoRA adapter trained by `run_feedback_loop`: a reward model on the served "
+        "feedback, then PPO of the parent adapter against it; promoted because it beat the parent "
+        "on held-out questions by more than the paired-bootstrap noise. Full provenance: "
+        "`model_card.json`.",
+        base_model=config.model,
+        data=[
+            f"{card['data']['pairs']} preference pairs from {card['data']['feedback_db']}",
+            f"prompt format {card['prompt_format']}",
+            f"parent adapter: {card['parent']['adapter']}",
+        ],
+        training={
+            "reward model validation accuracy": card["reward_model"]["validation"].get(
+                "accuracy", float("nan")
+            ),
+            "PPO updates": card["ppo"]["updates"],
+        },
+        validation={
+            "questions": scores["questions"],
+            "parent score": scores["current"],
+            "candidate score": scores["candidate"],
+            "gain": scores["gain"],
+            "interval low": scores["low"],
+            "interval high": scores["high"],
+        },
+        config_yaml=dump_config(config),
+    )
