@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ragkit.cli.common import guard, print_json
+from ragkit.cli.common import err, guard, print_json, say
 from ragkit.feedback import PromptStyle
 
 align_app = typer.Typer(
@@ -191,3 +191,38 @@ def align_ppo_command(
     job = guard(lambda: job_config(PPOJobConfig, config, overrides))
     result = guard(lambda: train_ppo(job, resume=resume), interrupted=INTERRUPTED)
     print_json(ppo_summary(result))
+
+
+@align_app.command("loop")
+def align_loop_command(
+    feedback_db: Annotated[
+        Path,
+        typer.Option(
+            "--feedback-db",
+            help="The feedback store of `ragkit serve --feedback-db` (SQLite file).",
+        ),
+    ],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", help="Loop config (YAML); see examples/configs/feedback_loop.yaml."
+        ),
+    ],
+    output: OutputOption = None,
+) -> None:
+    """Feedback → reward model → PPO → evaluate → promote the adapter only if it wins.
+
+    The candidate replaces the serving adapter (atomically, with a model card) only when the
+    95 % paired-bootstrap interval of its per-question gain over the current adapter lies above
+    the configured minimum; otherwise the current adapter stays and the scores say why.
+    """
+    from alignment.feedback_loop import run_feedback_loop
+
+    def stage(name: str, info: dict[str, Any]) -> None:
+        say(f"{name}: {json.dumps(info, default=str)}", console=err, one_line=True)
+
+    result = guard(
+        lambda: run_feedback_loop(feedback_db, config, output_dir=output, on_stage=stage),
+        interrupted="interrupted; the serving adapter and the feedback store are unchanged",
+    )
+    print_json(json.dumps(result.summary(), default=str))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.testing import CliRunner
@@ -58,3 +59,49 @@ def test_align_bad_config_is_one_line(tmp_path: Path) -> None:
     assert "unknown_key" in result.stderr and "Traceback" not in result.output
     missing = runner.invoke(app, ["align", "reward", "--config", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 1 and "not found" in missing.stderr
+
+
+LOOP_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "feedback_loop.yaml"
+
+
+def test_align_loop_missing_store_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "align",
+            "loop",
+            "--feedback-db",
+            str(tmp_path / "nothing.db"),
+            "--config",
+            str(LOOP_CONFIG),
+            "--output",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "feedback store not found" in lines[0], result.output
+
+
+def test_align_loop_prints_the_decision(tmp_path: Path, monkeypatch: Any) -> None:
+    import alignment.feedback_loop as loop
+
+    seen: dict[str, Any] = {}
+
+    class Result:
+        def summary(self) -> dict[str, Any]:
+            return {"promoted": False, "reason": "candidate within noise"}
+
+    def fake(db: Any, config: Any, *, output_dir: Any = None, on_stage: Any = None) -> Result:
+        seen.update(db=db, config=config, output_dir=output_dir)
+        on_stage("export", {"pairs": 3})
+        return Result()
+
+    monkeypatch.setattr(loop, "run_feedback_loop", fake)
+    db = tmp_path / "feedback.db"
+    result = runner.invoke(
+        app, ["align", "loop", "--feedback-db", str(db), "--config", str(LOOP_CONFIG)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["reason"] == "candidate within noise"
+    assert seen == {"db": db, "config": LOOP_CONFIG, "output_dir": None}
