@@ -124,12 +124,24 @@ def ensure_index(work: Path = WORK) -> Path:
 
 
 def build_pipeline(
-    config_name: str, index_dir: Path, abstain_bias: float | None = None, k: int | None = None
+    config_name: str,
+    index_dir: Path,
+    abstain_bias: float | None = None,
+    k: int | None = None,
+    quantize: str | None = None,
 ) -> Any:
+    from ragkit.generation import Generator
     from ragkit.rag import RAGPipeline
+    from ragkit.rag.profiles import answering_profile, chosen_adapter
 
     if config_name == "default":
-        return RAGPipeline.from_index(index_dir, **({"k": k} if k is not None else {}))
+        extra: dict[str, Any] = {"k": k} if k is not None else {}
+        if quantize is not None:  # the default generator, quantised as asked
+            profile = answering_profile(None)
+            extra["generator"] = Generator(
+                None, adapter=chosen_adapter(profile, None), quantize=quantize
+            )
+        return RAGPipeline.from_index(index_dir, **extra)
     c = CONFIGS[config_name]
     return RAGPipeline.from_index(
         index_dir,
@@ -242,8 +254,9 @@ def run_eval(
     batch: int,
     bias: float | None,
     k: int | None = None,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
-    rag = build_pipeline(config, index_dir, bias, k)
+    rag = build_pipeline(config, index_dir, bias, k, quantize)
     rag.generator.warm_up()
     rag.ask("warm-up question?")
     answers = []
@@ -257,6 +270,8 @@ def run_eval(
     summary["config"] = config
     if k is not None:
         summary["k"] = k
+    if quantize is not None:
+        summary["quantize"] = quantize
     return {"summary": summary, "rows": rows}
 
 
@@ -265,7 +280,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     index_dir = ensure_index()
     report: dict[str, Any] = {"split": args.split, "limit": args.limit, "configs": {}}
     for config in args.config:
-        result = run_eval(config, items, index_dir, args.batch, args.abstain_bias, args.k)
+        result = run_eval(
+            config, items, index_dir, args.batch, args.abstain_bias, args.k, args.quantize
+        )
         report["configs"][config] = result
         print(json.dumps(result["summary"]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -363,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--batch", type=int, default=8)
     ev.add_argument("--abstain-bias", type=float)
     ev.add_argument("--k", type=int, help="passages per question (default: the configuration's)")
+    ev.add_argument("--quantize", choices=["none", "int8", "auto"], help="default config only")
     sd = sub.add_parser("sft-data")
     sd.add_argument("--out", required=True)
     sd.add_argument("--k", type=int, default=4)

@@ -88,11 +88,12 @@ def worker_torch(gguf: str, prompts: list[dict[str, Any]], new_tokens: int, int8
 
     from ragkit.generation.checkpoints import convert_gguf
     from ragkit.generation.loading import load_model
+    from ragkit.generation.quantization import cache_of, quantize_int8
 
     folder = convert_gguf(gguf)
     model = load_model(folder, "cpu", torch.float32)
     if int8:
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = quantize_int8(model)  # what Generator(quantize="int8") runs
     rows = []
     with torch.inference_mode():
         for prompt in prompts:
@@ -101,10 +102,9 @@ def worker_torch(gguf: str, prompts: list[dict[str, Any]], new_tokens: int, int8
             out = model(ids, use_cache=True, logits_to_keep=1)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
             t1 = time.perf_counter()
-            cache, tokens = out.past_key_values, [int(token)]
+            tokens = [int(token)]
             for _ in range(new_tokens - 1):
-                out = model(token, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
+                out = model(token, use_cache=True, **cache_of(out))
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
                 tokens.append(int(token))
             t2 = time.perf_counter()

@@ -19,6 +19,7 @@ from ragkit.cli.options import (
     GeneratorBackendOption,
     GeneratorOption,
     MaxNewTokensOption,
+    QuantizeOption,
     RetrieverOption,
     StrategyOption,
 )
@@ -58,6 +59,7 @@ def eval_command(
     generator: GeneratorOption = None,
     generator_backend: GeneratorBackendOption = "transformers",
     adapter: AdapterOption = None,
+    quantize: QuantizeOption = None,
     strategy: StrategyOption = "plain",
     decoding: DecodingOption = None,
     max_new_tokens: MaxNewTokensOption = None,
@@ -100,6 +102,7 @@ def eval_command(
             generate_k=generate_k,
             generator=generator,
             adapter=adapter,
+            quantize=quantize,
             strategy=strategy,
             decoding=decoding,
             backend=generator_backend,

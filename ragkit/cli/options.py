@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ragkit.generation.backends import BackendName
+from ragkit.generation.quantization import Quantization
 from ragkit.rag import Decoding
 from ragkit.rag.strategies import Strategy
 from ragkit.retrieval import RetrieverKind
@@ -68,6 +69,14 @@ AdapterOption = Annotated[
         "grounded-qa (the packaged grounded-QA adapter of the chosen packaged model; the "
         "default for the packaged Gemma 3 270M), grounded-qa-gemma, grounded-qa-smollm2, a peft "
         "adapter folder (e.g. the adapter/ of a LoRA `ragkit align sft` run), or none."
+    ),
+]
+QuantizeOption = Annotated[
+    Quantization | None,
+    typer.Option(
+        help="transformers backend on a CPU: int8 (int8 linear layers: faster, answers may "
+        "differ slightly), auto (int8 where it passes ragkit's quality guard on this machine) or "
+        "none. Default: the generator's profile."
     ),
 ]
 DecodingOption = Annotated[

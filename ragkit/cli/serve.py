@@ -18,6 +18,7 @@ from ragkit.cli.options import (
     DecodingOption,
     GeneratorBackendOption,
     GeneratorOption,
+    QuantizeOption,
     RetrieverOption,
 )
 from ragkit.feedback import PromptStyle
@@ -46,6 +47,7 @@ def serve_command(
     generator: GeneratorOption = None,
     generator_backend: GeneratorBackendOption = "transformers",
     adapter: AdapterOption = None,
+    quantize: QuantizeOption = None,
     decoding: DecodingOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
@@ -102,6 +104,7 @@ def serve_command(
             retriever=retriever,
             decoding=decoding,
             adapter=adapter,
+            quantize=quantize,
             backend=generator_backend,
             base_url=base_url,
             api_key_env=api_key_env,

@@ -32,6 +32,7 @@ def run_evaluation(
     generate_k: int = GENERATE_K,
     generator: str | None = None,
     adapter: str | None = None,
+    quantize: str | None = None,
     strategy: str = "plain",
     decoding: str | None = None,
     backend: str = "transformers",
@@ -85,6 +86,7 @@ def run_evaluation(
                     strategy=strategy,
                     decoding=decoding,
                     adapter=adapter,
+                    quantize=quantize,
                     max_new_tokens=max_new_tokens,
                     backend=backend,
                 )

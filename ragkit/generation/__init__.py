@@ -22,12 +22,14 @@ from ragkit.generation.checkpoints import resolve_causal_lm
 from ragkit.generation.device import DeviceError, select_device, select_dtype
 from ragkit.generation.generator import ContextLengthError, Generator, GeneratorConfig
 from ragkit.generation.options import GenerationOptions
+from ragkit.generation.quantization import QUANTIZATIONS, Quantization, QuantizationError
 from ragkit.generation.results import FinishReason, GenerationResult
 from ragkit.generation.streaming import TextStream
 
 __all__ = [
     "BACKENDS",
     "PACKAGED_ADAPTERS",
+    "QUANTIZATIONS",
     "AdapterError",
     "ChatMessage",
     "ContextLengthError",
@@ -42,6 +44,8 @@ __all__ = [
     "GeneratorConfig",
     "OpenAIGenerator",
     "Prompt",
+    "Quantization",
+    "QuantizationError",
     "TextStream",
     "UnsupportedOptionError",
     "VLLMGenerator",

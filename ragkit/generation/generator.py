@@ -77,6 +77,11 @@ class GeneratorConfig(BaseModel):
         "('grounded-qa' = the one trained for this model, 'grounded-qa-gemma', "
         "'grounded-qa-smollm2') or a peft adapter folder.",
     )
+    quantize: str | None = Field(
+        None,
+        description="None/'none', 'int8' (int8 linear layers, CPU only) or 'auto' (int8 on a "
+        "CPU where it passes the quality guard of ragkit.generation.quantization).",
+    )
 
 
 class Generator:
@@ -100,7 +105,15 @@ class Generator:
         batch_size: int | None = None,
         options: GenerationOptions | Mapping[str, Any] | None = None,
         adapter: str | os.PathLike[str] | None = None,
+        quantize: str | None = None,
     ) -> None:
+        if quantize is not None:
+            from ragkit.generation.quantization import QUANTIZATIONS, QuantizationError
+
+            if quantize.strip().lower() not in QUANTIZATIONS:
+                raise QuantizationError(
+                    f"unknown quantization {quantize!r} (use one of: {', '.join(QUANTIZATIONS)})"
+                )
         if adapter is not None:
             from ragkit.generation.adapters import packaged_adapter_name, resolve_adapter
 
@@ -114,7 +127,12 @@ class Generator:
             batch_size=batch_size,
             options=GenerationOptions.coerce(options, {}),
             adapter=os.fspath(adapter) if adapter is not None else None,
+            quantize=quantize.strip().lower() if quantize is not None else None,
         )
+        self.quantization: str = "none"
+        """What the loaded model runs as: "none" or "int8" (``auto`` resolved)."""
+        self.quantization_verdict: Any = None
+        """The quality guard's verdict when ``quantize="auto"`` decided (None otherwise)."""
         self._lock = threading.RLock()
         self._source: Path | str | None = None
         self._tokenizer: Any = None
@@ -140,11 +158,14 @@ class Generator:
             batch_size=cfg.batch_size,
             options=cfg.options,
             adapter=cfg.adapter,
+            quantize=cfg.quantize,
         )
 
     def __repr__(self) -> str:
         state = "loaded" if self._model is not None else "not loaded"
         adapter = f", adapter={self.config.adapter!r}" if self.config.adapter else ""
+        if self.config.quantize not in (None, "none"):
+            adapter += f", quantize={self.config.quantize!r}"
         return f"Generator(model={self.config.model!r}{adapter}, device={self._device or self.config.device!r}, {state})"
 
     # ------------------------------------------------------------------ loading
@@ -231,8 +252,24 @@ class Generator:
                     model = apply_adapter(model, self.config.adapter)
                 self._eos_ids = _eos_ids(model, tokenizer)
                 self._pad_id = _pad_id(tokenizer, self._eos_ids)
-                self._model = model
+                self._model = self._quantized(model, tokenizer)
         return self
+
+    def _quantized(self, model: Any, tokenizer: Any) -> Any:
+        """The loaded model as ``quantize`` asks (after the adapter is merged into it)."""
+        from ragkit.generation.quantization import apply_quantization, check_quantization
+
+        mode = check_quantization(self.config.quantize, self.device)
+        if mode == "auto" and not self.device.startswith("cpu"):
+            return model  # the guard is a CPU choice; GPUs run bf16/fp16 instead
+        model, verdict = apply_quantization(
+            model, mode, tokenizer, set(self._eos_ids), str(self.source), self.config.adapter
+        )
+        self.quantization_verdict = verdict
+        self.quantization = (
+            "int8" if mode == "int8" or (verdict and verdict.chosen == "int8") else "none"
+        )
+        return model
 
     # ------------------------------------------------------------------ tokens
 

@@ -28,6 +28,7 @@ def answering_pipeline(
     strategy: str = "plain",
     decoding: str | None = None,
     adapter: str | None = None,
+    quantize: str | None = None,
     max_new_tokens: int | None = None,
     backend: str = "transformers",
     base_url: str | None = None,
@@ -36,7 +37,8 @@ def answering_pipeline(
     """A :class:`RAGPipeline` over ``index`` (a path, an open index, or a ready retriever).
 
     ``adapter``: None = the profile's, ``"none"`` = no adapter. ``max_new_tokens``: None = the
-    profile's. ``retriever``: a kind (``hybrid``/``dense``/``bm25``) or a retriever object.
+    profile's. ``quantize``: None = the profile's (see :mod:`ragkit.generation.quantization`).
+    ``retriever``: a kind (``hybrid``/``dense``/``bm25``) or a retriever object.
     """
     from ragkit.generation import make_generator
     from ragkit.retrieval import make_retriever
@@ -54,6 +56,7 @@ def answering_pipeline(
         base_url=base_url,
         api_key_env=api_key_env,
         adapter=chosen_adapter(profile, adapter),
+        quantize=quantize if quantize is not None else profile.quantize,
     )
     base = make_retriever(index, retriever, k=k) if isinstance(retriever, str) else retriever  # type: ignore[arg-type]
     return RAGPipeline(

@@ -73,7 +73,11 @@ class RAGPipeline:
             if isinstance(generator, GeneratorBackend):
                 gen = generator
             else:
-                gen = Generator(generator, adapter=chosen_adapter(profile, adapter))
+                gen = Generator(
+                    generator,
+                    adapter=chosen_adapter(profile, adapter),
+                    quantize=profile.quantize,
+                )
             template = template if template is not None else profile.template
             if decoding is None:
                 decoding = profile.decoding if strategy == "plain" else "free"

@@ -29,6 +29,8 @@ class AnsweringProfile(BaseModel):
     adapter: str | None = None
     abstain_bias: float = 0.0
     max_new_tokens: int = 128
+    quantize: str | None = None
+    """CPU weight quantisation (:mod:`ragkit.generation.quantization`); None: as loaded."""
 
 
 GEMMA_PROFILE = AnsweringProfile(
