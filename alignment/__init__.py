@@ -38,8 +38,8 @@ from alignment.errors import AlignmentError, CheckpointError, ConfigError, DataF
 from alignment.hh import split_hh_pair
 from alignment.losses import bradley_terry_loss, pairwise_accuracy, pairwise_metrics
 from alignment.report import DataReport
-from alignment.reward import RewardTrainingResult, evaluate_pairs, train_reward_model
 from alignment.reward_model import RewardModel
+from alignment.reward_training import RewardTrainingResult, evaluate_pairs, train_reward_model
 from alignment.sft import SFTResult, train_sft
 from alignment.tokenization import (
     PromptResponseEncoder,

@@ -20,11 +20,13 @@ from alignment.errors import ConfigError
 DEFAULT_HH_DATA = Path("../shared/data/hh_harmless_test.jsonl.gz")
 
 
-class _Strict(BaseModel):
+class StrictSettings(BaseModel):
+    """Base of every config section: an unknown (e.g. mistyped) key is an error."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class LoraSettings(_Strict):
+class LoraSettings(StrictSettings):
     """LoRA adapter shape; ``target_modules`` as peft takes it ("all-linear" or module names)."""
 
     r: int = Field(16, ge=1)
@@ -33,7 +35,7 @@ class LoraSettings(_Strict):
     target_modules: str | list[str] = "all-linear"
 
 
-class ModelSettings(_Strict):
+class ModelSettings(StrictSettings):
     """Which backbone to start from and which weights to train.
 
     ``name_or_path`` None is the packaged SmolLM2-135M-Instruct. ``finetune``: ``full`` trains
@@ -48,7 +50,7 @@ class ModelSettings(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
-class PreferenceDataSettings(_Strict):
+class PreferenceDataSettings(StrictSettings):
     """Where preference pairs come from and how they are split.
 
     ``format``: ``hh`` (two dialogues per line), ``fields`` (prompt/chosen/rejected fields).
@@ -65,7 +67,7 @@ class PreferenceDataSettings(_Strict):
     split_seed: int = 0
 
 
-class DemonstrationDataSettings(_Strict):
+class DemonstrationDataSettings(StrictSettings):
     """Where SFT demonstrations come from.
 
     ``format``: ``hh_chosen`` (the chosen answers of an HH preference file), ``pairs`` (the chosen
@@ -86,7 +88,7 @@ class DemonstrationDataSettings(_Strict):
     split_seed: int = 0
 
 
-class TrainingSettings(_Strict):
+class TrainingSettings(StrictSettings):
     """Optimisation and bookkeeping; steps are optimizer steps (after gradient accumulation)."""
 
     learning_rate: float = Field(1e-5, gt=0)
@@ -110,7 +112,7 @@ class TrainingSettings(_Strict):
     threads: int | None = Field(None, ge=1)
 
 
-class NormalisationSettings(_Strict):
+class NormalisationSettings(StrictSettings):
     """The bias added after training so that reference responses score 0 on average.
 
     ``reference``: which responses (of the validation split, or of the train split when there
@@ -121,7 +123,7 @@ class NormalisationSettings(_Strict):
     max_samples: int = Field(512, ge=1)
 
 
-class RewardJobConfig(_Strict):
+class RewardJobConfig(StrictSettings):
     """``ragkit align reward``: train a pairwise reward model."""
 
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -140,7 +142,7 @@ class RewardJobConfig(_Strict):
         return self
 
 
-class SFTJobConfig(_Strict):
+class SFTJobConfig(StrictSettings):
     """``ragkit align sft``: supervised fine-tuning on demonstrations (loss on responses only)."""
 
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(finetune="lora"))

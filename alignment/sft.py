@@ -2,10 +2,11 @@
 
 Why not TRL's ``SFTTrainer``: on TRL 1.16 its truncation cuts the end of a sequence (the
 response) rather than the start of the prompt, and its Trainer checkpoints are neither atomic
-nor pickle-free; our shared loop (:mod:`alignment.loop`) gives both, and the same resume
-guarantee as the reward job. What TRL calls ``completion_only_loss`` is done here by labelling
-prompt and pad positions -100; as a bonus the vocabulary-sized LM head is applied only at the
-response positions, which on CPU is most of the saving for long prompts.
+nor pickle-free; our shared loop (:mod:`alignment.training_loop` on :mod:`alignment.job_loop`)
+gives both, and the same resume guarantee as the reward job. What TRL calls
+``completion_only_loss`` is done here by labelling prompt and pad positions -100; as a bonus
+the vocabulary-sized LM head is applied only at the response positions, which on CPU is most
+of the saving for long prompts.
 """
 
 from __future__ import annotations
@@ -28,19 +29,19 @@ from alignment.backbone import (
     merged_copy,
     resolve_backbone,
 )
-from alignment.batching import group_batches
+from alignment.checkpoint import job_fingerprint
 from alignment.collate import IGNORE_INDEX, Batch, collate_demonstrations
 from alignment.config import SFTJobConfig, dump_config
-from alignment.jobs import (
+from alignment.job_loop import LoopResult
+from alignment.job_setup import (
+    check_training_data,
     count_parameters,
-    job_fingerprint,
     load_demonstrations,
     prepare_trainable,
-    set_threads,
+    start_run,
     write_json,
     write_run_files,
 )
-from alignment.loop import LoopResult, TrainingLoop
 from alignment.losses import response_token_loss
 from alignment.metrics import PLOT_FILE, plot_curves
 from alignment.modelcard import model_card
@@ -51,6 +52,7 @@ from alignment.tokenization import (
     ensure_pad_token,
     tokenize_demonstrations,
 )
+from alignment.training_loop import TrainingLoop, grouped_plan
 from ragkit.atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -165,15 +167,21 @@ class SFTResult:
 
 
 def save_causal_lm(
-    model: nn.Module, tokenizer: Any, directory: Path, info: dict[str, Any], card: str
+    model: nn.Module,
+    tokenizer: Any,
+    directory: Path,
+    info: dict[str, Any],
+    card: str,
+    info_file: str = SFT_INFO_FILE,
 ) -> Path:
-    """Save a plain Hugging Face model folder (LoRA merged, safetensors) atomically."""
+    """Save a plain Hugging Face model folder (LoRA merged, safetensors) atomically, with
+    ``info`` as JSON in ``info_file`` and ``card`` as its ``README.md``."""
     plain = merged_copy(model)
 
     def fill(tmp: Path) -> None:
         plain.save_pretrained(str(tmp))  # type: ignore[operator]
         tokenizer.save_pretrained(str(tmp))
-        (tmp / SFT_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        (tmp / info_file).write_text(json.dumps(info, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
     return atomic_directory(directory, fill)
@@ -213,11 +221,7 @@ def train_sft(
     """Run the SFT job described by ``config``."""
     from transformers import AutoModelForCausalLM
 
-    set_threads(config.training.threads)
-    torch.manual_seed(config.training.seed)
-    out = config.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-
+    out = start_run(config.output_dir, config.training.threads, config.training.seed)
     split, reports = load_demonstrations(config.data)
     path = resolve_backbone(config.model.name_or_path)
     tokenizer = load_tokenizer(path)
@@ -235,20 +239,9 @@ def train_sft(
     train, train_report = tokenize_demonstrations(split.train, encoder, source="train split")
     val, val_report = tokenize_demonstrations(split.validation, encoder, source="validation split")
     reports += [train_report, val_report]
-    for report in reports:
-        logger.info("%s", report.summary())
-    if not train:
-        raise ValueError("no usable training demonstrations (see the data report)")
-
+    check_training_data(train, reports, "demonstrations")
     settings = config.training
     pad_id = int(tokenizer.pad_token_id)
-    keys = [d.group for d in train]
-    lengths = [d.length for d in train] if settings.group_by_length else None
-
-    def plan(epoch: int) -> list[list[int]]:
-        return group_batches(
-            keys, settings.batch_size, seed=settings.seed, epoch=epoch, lengths=lengths
-        )
 
     def collate(indices: list[int]) -> Batch:
         device = next(module.parameters()).device
@@ -261,18 +254,17 @@ def train_sft(
         module=module,
         settings=settings,
         output_dir=out,
-        plan=plan,
+        plan=grouped_plan(train, settings),
         collate=collate,
         step_loss=sft_step,
         evaluate=evaluate if val else None,
         fingerprint=job_fingerprint(config),
         accelerator=accelerator,
         on_step=on_step,
+        on_start=lambda _done: write_run_files(out, config, reports),
         progress_keys=("loss",),
         description="sft",
     )
-    if loop.accelerator.is_main_process:
-        write_run_files(out, config, reports)
     result = loop.run(resume=resume)
     validation = dict(result.eval)
     model_dir = out / MODEL_DIR
@@ -309,15 +301,10 @@ def train_sft(
         write_json(
             out / "result.json",
             {
-                "steps": result.steps,
-                "seconds": result.seconds,
-                "train_seconds": result.train_seconds,
-                "examples_per_second": result.examples_per_second,
-                "peak_rss_mb": result.peak_rss_mb,
+                **result.record("examples_per_second"),
                 "train_examples": len(train),
                 "validation_examples": len(val),
                 "validation": validation,
-                "resumed_from": result.resumed_from,
             },
         )
     return SFTResult(

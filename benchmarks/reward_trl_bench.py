@@ -1,11 +1,11 @@
 """Reward-model training throughput: ragkit's own loop vs TRL's ``RewardTrainer`` (issue 5).
 
-ragkit trains reward models with its own loop (``alignment/reward.py`` on
-``alignment/loop.py``), not with ``transformers.Trainer``. This script measures what that costs
+ragkit trains reward models with its own loop (``alignment/reward_training.py`` on
+``alignment/training_loop.py``), not with ``transformers.Trainer``. This script measures what that costs
 or saves against TRL's ``RewardTrainer`` on the same work:
 
 * **same data, token for token**: the first ``--pairs`` lines of the HH file, read and tokenized
-  by ragkit (``alignment.jobs.load_pairs`` + ``alignment.tokenization.tokenize_pairs``: prompt
+  by ragkit (``alignment.job_setup.load_pairs`` + ``alignment.tokenization.tokenize_pairs``: prompt
   cut from the left, EOS appended, dedicated pad token). TRL gets those token ids as a
   pre-tokenized ``datasets.Dataset`` (``chosen_ids``/``rejected_ids``), so neither side
   tokenizes differently or drops different pairs;
@@ -88,7 +88,7 @@ def reward_config(args: argparse.Namespace, output_dir: Path) -> Any:
 
 def run_ragkit(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One ragkit reward-training run; the loop's own timing."""
-    from alignment.reward import train_reward_model
+    from alignment.reward_training import train_reward_model
 
     result = train_reward_model(reward_config(args, work / "ragkit"))
     loop = result.loop
@@ -102,7 +102,7 @@ def run_ragkit(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def tokenized_pairs(args: argparse.Namespace, tokenizer: Any) -> list[Any]:
     """ragkit's tokenization of the benchmark pairs (the tokenizer gets ragkit's pad token)."""
-    from alignment.jobs import load_pairs
+    from alignment.job_setup import load_pairs
     from alignment.tokenization import PromptResponseEncoder, tokenize_pairs
 
     config = reward_config(args, Path(tempfile.gettempdir()))

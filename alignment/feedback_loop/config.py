@@ -17,13 +17,13 @@ from alignment.config import (
     ModelSettings,
     PreferenceDataSettings,
     RewardJobConfig,
+    StrictSettings,
     TrainingSettings,
-    _Strict,
 )
-from alignment.ppo.job import PPOJobConfig, PromptDataSettings, RewardSettings
+from alignment.ppo.job_config import PPOJobConfig, PromptDataSettings, RewardSettings
 
 
-class ServingSettings(_Strict):
+class ServingSettings(StrictSettings):
     """Where the served adapter lives.
 
     ``adapter_dir``: the folder ``ragkit serve --adapter`` loads. A promotion turns it into a
@@ -39,7 +39,7 @@ class ServingSettings(_Strict):
     keep_versions: int = Field(5, ge=1)
 
 
-class FeedbackSettings(_Strict):
+class FeedbackSettings(StrictSettings):
     """Which feedback the loop accepts.
 
     ``min_pairs``: fewer preference pairs than this is an error (a reward model on a handful of
@@ -52,7 +52,7 @@ class FeedbackSettings(_Strict):
     allow_unrecorded_format: bool = False
 
 
-class EvaluationSettings(_Strict):
+class EvaluationSettings(StrictSettings):
     """Held-out questions on which the candidate and the current adapter are compared.
 
     Used by the default evaluation (:class:`alignment.feedback_loop.AnswerScoreEvaluator`):
@@ -71,7 +71,7 @@ class EvaluationSettings(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
-class PromotionSettings(_Strict):
+class PromotionSettings(StrictSettings):
     """The promotion rule: promote when the lower end of the paired-bootstrap interval of the
     mean per-question gain (candidate − current) exceeds ``min_gain``."""
 
@@ -116,7 +116,7 @@ def _reward_defaults() -> RewardJobConfig:
     )
 
 
-class FeedbackLoopConfig(_Strict):
+class FeedbackLoopConfig(StrictSettings):
     """``ragkit align loop``: feedback → reward model → PPO → evaluation → promotion.
 
     ``model``: the served generator (``default``, ``gemma3-270m``, ``smollm2``, a hub id or a

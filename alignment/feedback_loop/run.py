@@ -7,7 +7,7 @@ Steps, each reusing the job that does it on its own:
 2. export the store's preference pairs (:func:`ragkit.feedback.export_preferences`) with the
    prompts in the served format, refuse too few pairs or pairs from another model or prompt
    format (:mod:`alignment.feedback_loop.data`);
-3. train a reward model on them (:func:`alignment.reward.train_reward_model`);
+3. train a reward model on them (:func:`alignment.reward_training.train_reward_model`);
 4. PPO of the current adapter against it, on the pairs' prompts
    (:func:`alignment.ppo.train_ppo` with ``policy_adapter``);
 5. score the current adapter and the candidate on the same held-out questions and compare
@@ -47,9 +47,9 @@ from alignment.feedback_loop.promotion import (
     recover_serving_adapter,
 )
 from alignment.feedback_loop.stats import PairedComparison, paired_bootstrap
-from alignment.jobs import write_json
+from alignment.job_setup import write_json
 from alignment.modelcard import model_card
-from alignment.ppo.job import PPOJobConfig
+from alignment.ppo.job_config import PPOJobConfig
 
 logger = logging.getLogger(__name__)
 
@@ -147,16 +147,11 @@ def current_adapter(config: FeedbackLoopConfig) -> CurrentAdapter:
 
 def reward_job_config(config: FeedbackLoopConfig, pairs: Path, out: Path) -> RewardJobConfig:
     """The reward section with the loop's data, backbone default and output folder."""
+    from alignment.reward_training import exported_pairs_data
+
     data = config.reward.model_dump()
     data["model"]["name_or_path"] = data["model"]["name_or_path"] or config.model
-    data["data"].update(
-        path=pairs,
-        format="fields",
-        prompt_field="prompt",
-        chosen_field="chosen",
-        rejected_field="rejected",
-        validation_path=None,
-    )
+    data["data"].update(exported_pairs_data(pairs))
     data["output_dir"] = out
     return validate_config(RewardJobConfig, data, "feedback loop: reward")
 
@@ -225,7 +220,7 @@ def run_feedback_loop(
     stage("export", {"pairs": len(pairs.pairs), "prompts": len(pairs.prompts)})
 
     from alignment.ppo.job import train_ppo
-    from alignment.reward import train_reward_model
+    from alignment.reward_training import train_reward_model
 
     reward_config = reward_job_config(config, pairs.path, out / "reward")
     reward = train_reward_model(reward_config)

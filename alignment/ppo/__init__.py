@@ -20,7 +20,8 @@ from alignment.ppo.engines import (
     VLLMRolloutEngine,
     policy_weights,
 )
-from alignment.ppo.job import PPOJobConfig, PPOResult, PtxSettings, RolloutSettings, train_ppo
+from alignment.ppo.job import PPOResult, train_ppo
+from alignment.ppo.job_config import PPOJobConfig, PtxSettings, RolloutSettings
 from alignment.ppo.kl import AdaptiveKLController, FixedKLController, make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
 from alignment.ppo.losses import PolicyLossOutput, clipped_policy_loss, clipped_value_loss

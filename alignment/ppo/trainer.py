@@ -48,11 +48,14 @@ from torch import nn
 
 from alignment.backbone import disable_dropout
 from alignment.checkpoint import (
-    _join_optimizer_state,
-    _restore_rng,
-    _rng_state,
-    _split_optimizer_state,
+    STATE_FILE,
+    check_fingerprint,
+    join_optimizer_state,
     load_trainable_state,
+    read_checkpoint_state,
+    restore_rng,
+    rng_state,
+    split_optimizer_state,
     trainable_state,
 )
 from alignment.collate import Batch
@@ -712,7 +715,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, directory: str | Path) -> Path:
+    def save_checkpoint(self, directory: str | Path, *, fingerprint: str | None = None) -> Path:
         """Write trainable weights, optimiser, schedule, KL controller, RNG and data positions.
 
         Safetensors + JSON (no pickle), written to a temporary folder and renamed into place.
@@ -720,12 +723,13 @@ class PPOTrainer:
         it); the PPO-ptx position is the number of demonstration batches drawn. Under
         ``accelerate launch`` every process must call this (their RNG states are gathered);
         only the main process writes. Under DeepSpeed the optimiser state is left out and the
-        checkpoint is not resumable (it still holds the weights).
+        checkpoint is not resumable (it still holds the weights). ``fingerprint``: the job's
+        (:func:`alignment.checkpoint.job_fingerprint`), recorded for :meth:`load_checkpoint`.
         """
         from accelerate.utils import DistributedType, gather_object
 
         acc = self.accelerator
-        rng_states = gather_object([_rng_state()])
+        rng_states = gather_object([rng_state()])
         path = Path(directory)
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -735,10 +739,11 @@ class PPOTrainer:
             if acc.distributed_type != DistributedType.DEEPSPEED:
                 # ZeRO's optimiser state is partitioned over processes and in its own format:
                 # not saved (such a checkpoint is refused by load_checkpoint)
-                opt_tensors, opt_meta = _split_optimizer_state(self.optimizer.state_dict())
+                opt_tensors, opt_meta = split_optimizer_state(self.optimizer.state_dict())
             meta = {
                 "format_version": PPO_CHECKPOINT_FORMAT,
                 "kind": "ragkit.alignment.ppo",
+                "fingerprint": fingerprint,
                 "updates": self.updates,
                 "optimizer_steps": self.optimizer_steps,
                 "ptx_batches": self.ptx_batches,
@@ -756,26 +761,26 @@ class PPOTrainer:
                 save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
                 for rank, state in enumerate(rng_states):
                     save_file(state, str(tmp / _rng_file(rank)))
-                (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+                (tmp / STATE_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
             atomic_directory(path, fill)
         acc.wait_for_everyone()
         return path
 
-    def load_checkpoint(self, directory: str | Path) -> None:
-        """Restore :meth:`save_checkpoint`; refuse one written with other settings."""
+    def load_checkpoint(self, directory: str | Path, *, fingerprint: str | None = None) -> int:
+        """Restore :meth:`save_checkpoint` and return the updates done; refuse one written with
+        other settings (and, given a job ``fingerprint``, one of another job)."""
         from accelerate.utils import DistributedType
 
         acc = self.accelerator
         path = Path(directory)
-        try:
-            meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"unreadable PPO checkpoint {path}: {exc}") from exc
+        meta = read_checkpoint_state(path, "PPO checkpoint")
         if meta.get("format_version") != PPO_CHECKPOINT_FORMAT:
             raise CheckpointError(
                 f"{path} is not a PPO checkpoint of format {PPO_CHECKPOINT_FORMAT}"
             )
+        if fingerprint is not None:
+            check_fingerprint(meta, fingerprint, path)
         if meta.get("config") != self.config.model_dump(mode="json"):
             raise CheckpointError(f"{path} was written with other PPO settings")
         if meta.get("total_steps") != self.total_steps:
@@ -796,15 +801,16 @@ class PPOTrainer:
             )
         load_trainable_state(self.trainable, load_file(str(path / "trainable.safetensors")))
         self.optimizer.load_state_dict(
-            _join_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
+            join_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
         )
         self.scheduler.load_state_dict(meta["scheduler"])
         self.kl_controller.load_state_dict(meta["kl_controller"])
-        _restore_rng(load_file(str(path / _rng_file(acc.process_index))))
+        restore_rng(load_file(str(path / _rng_file(acc.process_index))))
         self.updates = int(meta["updates"])
         self._engine_weights_at = None  # the rollout engine gets the loaded weights
         self.optimizer_steps = int(meta["optimizer_steps"])
         self.ptx_batches = int(meta["ptx_batches"])
+        return self.updates
 
 
 def _distributed_name(accelerator: Any) -> str:

@@ -119,7 +119,7 @@ def align_reward_command(
     """Train a pairwise (Bradley-Terry) reward model on preference pairs."""
     from alignment import RewardJobConfig, train_reward_model
     from alignment.config import job_config
-    from alignment.jobs import reward_config_from_feedback
+    from alignment.reward_training import reward_config_from_feedback
 
     overrides = _training_overrides(output, limit, model, max_steps, threads, progress)
     job = guard(lambda: job_config(RewardJobConfig, config, overrides))

@@ -18,7 +18,7 @@ import torch
 
 from alignment.errors import CheckpointError
 from alignment.ppo import PPOConfig, PPOTrainer, train_ppo
-from alignment.ppo.job import prompts_for_process, prompts_for_update
+from alignment.ppo.job_data import prompts_for_process, prompts_for_update
 from alignment.ppo.trainer import check_accelerator, configure_deepspeed
 
 from .conftest import make_model, make_tokenizer

@@ -34,7 +34,8 @@ from alignment.ppo import (
     sample_responses,
 )
 from alignment.ppo.engines import RolloutEngine, engine_seed
-from alignment.ppo.job import make_rollout_engine, ppo_job_fingerprint
+from alignment.ppo.job_config import ppo_job_fingerprint
+from alignment.ppo.job_models import make_rollout_engine
 from alignment.ppo.vllm_worker import RolloutWorkerExtension
 from alignment.tokenization import ensure_pad_token
 from ragkit.generation.backends import BackendUnavailableError

@@ -16,7 +16,7 @@ from alignment.config import dump_config
 from alignment.errors import ConfigError
 from alignment.metrics import read_metrics
 from alignment.ppo import PPOJobConfig, train_ppo
-from alignment.ppo.job import load_prompts, prompts_for_update
+from alignment.ppo.job_data import load_prompts, prompts_for_update
 
 from .conftest import WORDS, make_model, make_tokenizer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from alignment.jobs import FEEDBACK_EXPORT_FILE
+from alignment.reward_training import FEEDBACK_EXPORT_FILE
 from ragkit.cli import app
 from ragkit.feedback import FeedbackStore
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from alignment import CheckpointError, RewardJobConfig, RewardModel, train_reward_model
 from alignment.checkpoint import checkpoint_dirs
-from alignment.loop import Interrupted
+from alignment.job_loop import Interrupted
 from alignment.metrics import read_metrics
 
 ConfigFactory = Callable[..., RewardJobConfig]
@@ -116,8 +116,8 @@ def test_resume_without_checkpoint_is_a_clear_error(reward_config: ConfigFactory
 
 
 def test_lora_and_frozen_layers_train_only_what_they_should(reward_config: ConfigFactory) -> None:
-    from alignment.jobs import count_parameters, prepare_trainable
-    from alignment.reward import build_reward_model
+    from alignment.job_setup import count_parameters, prepare_trainable
+    from alignment.reward_training import build_reward_model
 
     config = reward_config(32, max_steps=1)
     lora = config.model_copy(update={"model": config.model.model_copy(update={"finetune": "lora"})})

@@ -20,7 +20,7 @@ from alignment import (
     train_sft,
 )
 from alignment.checkpoint import checkpoint_dirs
-from alignment.loop import Interrupted
+from alignment.job_loop import Interrupted
 from alignment.sft import ResponseOnlyLM
 
 

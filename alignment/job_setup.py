@@ -1,29 +1,31 @@
-"""Pieces both jobs share: reading the configured data, choosing trainable weights, bookkeeping."""
+"""What the training jobs (SFT, reward model, PPO) do before their loop: read the configured
+data and split it, choose the trainable weights, limit torch's threads, and write the run
+folder's ``config.yaml``, ``data_report.json`` and ``result.json``."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Sized
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
 from alignment.backbone import apply_lora
-from alignment.checkpoint import config_fingerprint
 from alignment.config import (
     DemonstrationDataSettings,
     ModelSettings,
     PreferenceDataSettings,
-    RewardJobConfig,
     dump_config,
-    validate_config,
 )
 from alignment.data import (
     Demonstration,
     Loaded,
     PreferencePair,
+    R,
     Split,
     demonstrations_from_pairs,
     read_demonstrations_jsonl,
@@ -34,15 +36,7 @@ from alignment.errors import AlignmentError
 from alignment.report import DataReport
 from ragkit.atomic import atomic_write_text
 
-# Settings that change how a run is watched, not what it computes: a resumed run may change them.
-BOOKKEEPING = {
-    "progress",
-    "log_every",
-    "eval_every",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "threads",
-}
+logger = logging.getLogger(__name__)
 
 
 def _read_pairs(
@@ -58,18 +52,26 @@ def _read_pairs(
     )
 
 
-def load_pairs(settings: PreferenceDataSettings) -> tuple[Split[PreferencePair], list[DataReport]]:
-    """Read and split the configured preference pairs; the reports say what was dropped."""
-    loaded = _read_pairs(settings, settings.path, settings.limit)
+def _load_split(
+    read: Callable[[Path, int | None], Loaded[R]],
+    settings: PreferenceDataSettings | DemonstrationDataSettings,
+) -> tuple[Split[R], list[DataReport]]:
+    """Read ``settings.path`` (and ``validation_path``, or split off ``validation_fraction``)."""
+    loaded = read(settings.path, settings.limit)
     reports = [loaded.report]
     if settings.validation_path is not None:
-        val = _read_pairs(settings, settings.validation_path, None)
+        val = read(settings.validation_path, None)
         reports.append(val.report)
         return Split(loaded.records, val.records), reports
     split = train_validation_split(
         loaded.records, validation_fraction=settings.validation_fraction, seed=settings.split_seed
     )
     return split, reports
+
+
+def load_pairs(settings: PreferenceDataSettings) -> tuple[Split[PreferencePair], list[DataReport]]:
+    """Read and split the configured preference pairs; the reports say what was dropped."""
+    return _load_split(lambda path, limit: _read_pairs(settings, path, limit), settings)
 
 
 def _read_demos(
@@ -98,16 +100,7 @@ def load_demonstrations(
     settings: DemonstrationDataSettings,
 ) -> tuple[Split[Demonstration], list[DataReport]]:
     """Read and split the configured demonstrations."""
-    loaded = _read_demos(settings, settings.path, settings.limit)
-    reports = [loaded.report]
-    if settings.validation_path is not None:
-        val = _read_demos(settings, settings.validation_path, None)
-        reports.append(val.report)
-        return Split(loaded.records, val.records), reports
-    split = train_validation_split(
-        loaded.records, validation_fraction=settings.validation_fraction, seed=settings.split_seed
-    )
-    return split, reports
+    return _load_split(lambda path, limit: _read_demos(settings, path, limit), settings)
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
@@ -150,19 +143,28 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def job_fingerprint(config: BaseModel) -> str:
-    """Digest of the settings that decide the trajectory (output folder and bookkeeping excluded)."""
-    data = config.model_dump(mode="json")
-    data.pop("output_dir", None)
-    training = {k: v for k, v in data.get("training", {}).items() if k not in BOOKKEEPING}
-    data["training"] = training
-    return config_fingerprint(data)
-
-
 def set_threads(threads: int | None) -> None:
     """Limit torch's CPU threads (other jobs may share the machine)."""
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def start_run(output_dir: Path, threads: int | None, seed: int | None = None) -> Path:
+    """A job's first lines: limit the threads, seed torch (when ``seed`` is given), create the
+    run folder; returns the folder."""
+    set_threads(threads)
+    if seed is not None:
+        torch.manual_seed(seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def check_training_data(train: Sized, reports: list[DataReport], what: str) -> None:
+    """Log the data reports; refuse a job whose training split kept no ``what``."""
+    for report in reports:
+        logger.info("%s", report.summary())
+    if not len(train):
+        raise ValueError(f"no usable training {what} (see the data report)")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -174,66 +176,3 @@ def write_run_files(output_dir: Path, config: BaseModel, reports: list[DataRepor
     """``config.yaml`` and ``data_report.json`` at the top of a run folder."""
     atomic_write_text(output_dir / "config.yaml", dump_config(config))
     write_json(output_dir / "data_report.json", [r.model_dump() for r in reports])
-
-
-FEEDBACK_EXPORT_FILE = "feedback_pairs.jsonl"
-
-
-def reward_config_from_feedback(
-    config: RewardJobConfig,
-    db: str | Path,
-    *,
-    prompt_style: str = "passages",
-    resume: bool = False,
-) -> tuple[RewardJobConfig, int]:
-    """Point a reward job at the preference pairs of a ``ragkit serve`` feedback store.
-
-    Why an export file rather than reading SQLite in the job: the store's votes and choices
-    become pairs through one piece of code (:func:`ragkit.feedback.export_preferences`, the one
-    behind ``ragkit feedback export``), and the job keeps a single data path, with its reader,
-    data report, split by prompt and checkpoint fingerprint unchanged. The export goes to
-    ``<output_dir>/feedback_pairs.jsonl`` (kept next to ``config.yaml``, so the run folder says
-    exactly what it trained on); with ``resume`` an existing export is reused, because the
-    store may have grown since the run started and a resume must replay the same data.
-
-    ``prompt_style`` is the export's: ``passages`` (the passages the answer was grounded on,
-    then the question) or ``question``. Returns the updated config (data path, ``fields``
-    format and field names replaced; limit, validation fraction and split seed kept;
-    ``validation_path`` cleared) and the pair count. Raises :class:`AlignmentError` when the
-    store holds no usable pair (or the store is missing: ``FeedbackError``).
-    """
-    from ragkit.feedback import FeedbackStore, export_preferences
-
-    if prompt_style not in ("passages", "question"):
-        raise AlignmentError(
-            f"unknown feedback prompt style {prompt_style!r} (use passages or question)"
-        )
-    style: Literal["passages", "question"] = (
-        "question" if prompt_style == "question" else "passages"
-    )
-    out = config.output_dir / FEEDBACK_EXPORT_FILE
-    if resume and out.is_file():
-        with out.open(encoding="utf-8") as fh:
-            count = sum(1 for line in fh if line.strip())
-    else:
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-        count = export_preferences(db, out, style)
-    if count == 0:
-        with FeedbackStore(db) as store:
-            counts = store.counts()
-        raise AlignmentError(
-            f"feedback store {db} has no usable preference pairs ({counts['answers']} answers, "
-            f"{counts['votes']} votes, {counts['choices']} choices): a pair needs a choice "
-            "between two answers, or one answer voted up and another voted down on the same "
-            "question"
-        )
-    data = config.model_dump()
-    data["data"].update(
-        path=out,
-        format="fields",
-        prompt_field="prompt",
-        chosen_field="chosen",
-        rejected_field="rejected",
-        validation_path=None,
-    )
-    return validate_config(RewardJobConfig, data, f"--from-feedback {db}"), count

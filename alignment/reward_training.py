@@ -5,6 +5,9 @@ epoch by default (reward models overfit quickly), all pairs of one prompt in one
 validation log loss, pairwise accuracy and mean margin logged as training goes. After training
 a bias is added so that reference responses average 0, and the model is saved with its
 tokenizer, config and a model card.
+
+:func:`reward_config_from_feedback` points the job at the preference pairs of a ``ragkit
+serve`` feedback store (``ragkit align reward --from-feedback``).
 """
 
 from __future__ import annotations
@@ -13,31 +16,33 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from alignment.batching import group_batches
+from alignment.checkpoint import job_fingerprint
 from alignment.collate import Batch, collate_pairs
-from alignment.config import RewardJobConfig, dump_config
+from alignment.config import RewardJobConfig, dump_config, validate_config
 from alignment.data import PreferencePair
-from alignment.jobs import (
+from alignment.errors import AlignmentError
+from alignment.job_loop import LoopResult
+from alignment.job_setup import (
+    check_training_data,
     count_parameters,
-    job_fingerprint,
     load_pairs,
     prepare_trainable,
-    set_threads,
+    start_run,
     write_json,
     write_run_files,
 )
-from alignment.loop import LoopResult, TrainingLoop
 from alignment.losses import bradley_terry_loss, pairwise_metrics
 from alignment.metrics import PLOT_FILE, plot_curves
 from alignment.modelcard import model_card
 from alignment.report import DataReport
 from alignment.reward_model import RewardModel
 from alignment.tokenization import TokenizedPair, tokenize_pairs
+from alignment.training_loop import TrainingLoop, grouped_plan
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +148,7 @@ def train_reward_model(
     accelerator: object = None,
 ) -> RewardTrainingResult:
     """Run the reward-model job described by ``config``; see the module docstring."""
-    set_threads(config.training.threads)
-    torch.manual_seed(config.training.seed)
-    out = config.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-
+    out = start_run(config.output_dir, config.training.threads, config.training.seed)
     split, reports = load_pairs(config.data)
     model = build_reward_model(config)
     model.backbone = prepare_trainable(model.backbone, config.model)
@@ -157,19 +158,8 @@ def train_reward_model(
     train, train_report = tokenize_pairs(split.train, model.encoder, source="train split")
     val, val_report = tokenize_pairs(split.validation, model.encoder, source="validation split")
     reports += [train_report, val_report]
-    for report in reports:
-        logger.info("%s", report.summary())
-    if not train:
-        raise ValueError("no usable training pairs (see the data report)")
-
+    check_training_data(train, reports, "pairs")
     settings = config.training
-    keys = [p.group for p in train]
-    lengths = [p.length for p in train] if settings.group_by_length else None
-
-    def plan(epoch: int) -> list[list[int]]:
-        return group_batches(
-            keys, settings.batch_size, seed=settings.seed, epoch=epoch, lengths=lengths
-        )
 
     def collate(indices: list[int]) -> Batch:
         chunk = [train[i] for i in indices]
@@ -183,18 +173,17 @@ def train_reward_model(
         module=model,
         settings=settings,
         output_dir=out,
-        plan=plan,
+        plan=grouped_plan(train, settings),
         collate=collate,
         step_loss=pair_step,
         evaluate=evaluate if val else None,
         fingerprint=job_fingerprint(config),
         accelerator=accelerator,
         on_step=on_step,
+        on_start=lambda _done: write_run_files(out, config, reports),
         progress_keys=("loss", "accuracy"),
         description="reward model",
     )
-    if loop.accelerator.is_main_process:
-        write_run_files(out, config, reports)
     result = loop.run(resume=resume)
 
     bias = 0.0
@@ -229,16 +218,11 @@ def train_reward_model(
         write_json(
             out / "result.json",
             {
-                "steps": result.steps,
-                "seconds": result.seconds,
-                "train_seconds": result.train_seconds,
-                "pairs_per_second": result.examples_per_second,
-                "peak_rss_mb": result.peak_rss_mb,
+                **result.record("pairs_per_second"),
                 "train_pairs": len(train),
                 "validation_pairs": len(val),
                 "validation": validation,
                 "normalisation_bias": bias,
-                "resumed_from": result.resumed_from,
             },
         )
     return RewardTrainingResult(
@@ -251,3 +235,73 @@ def train_reward_model(
         validation_pairs=len(val),
         reports=reports,
     )
+
+
+FEEDBACK_EXPORT_FILE = "feedback_pairs.jsonl"
+
+
+def exported_pairs_data(path: Path) -> dict[str, Any]:
+    """The ``data`` settings that read pairs exported from a feedback store at ``path``
+    (prompt/chosen/rejected fields; no separate validation file). Limit, validation fraction
+    and split seed are not set: a caller updating a reward job's ``data`` keeps its own."""
+    return {
+        "path": path,
+        "format": "fields",
+        "prompt_field": "prompt",
+        "chosen_field": "chosen",
+        "rejected_field": "rejected",
+        "validation_path": None,
+    }
+
+
+def reward_config_from_feedback(
+    config: RewardJobConfig,
+    db: str | Path,
+    *,
+    prompt_style: str = "passages",
+    resume: bool = False,
+) -> tuple[RewardJobConfig, int]:
+    """Point a reward job at the preference pairs of a ``ragkit serve`` feedback store.
+
+    Why an export file rather than reading SQLite in the job: the store's votes and choices
+    become pairs through one piece of code (:func:`ragkit.feedback.export_preferences`, the one
+    behind ``ragkit feedback export``), and the job keeps a single data path, with its reader,
+    data report, split by prompt and checkpoint fingerprint unchanged. The export goes to
+    ``<output_dir>/feedback_pairs.jsonl`` (kept next to ``config.yaml``, so the run folder says
+    exactly what it trained on); with ``resume`` an existing export is reused, because the
+    store may have grown since the run started and a resume must replay the same data.
+
+    ``prompt_style`` is the export's: ``passages`` (the passages the answer was grounded on,
+    then the question) or ``question``. Returns the updated config (data path, ``fields``
+    format and field names replaced; limit, validation fraction and split seed kept;
+    ``validation_path`` cleared) and the pair count. Raises :class:`AlignmentError` when the
+    store holds no usable pair (or the store is missing: ``FeedbackError``).
+    """
+    from ragkit.feedback import FeedbackStore, export_preferences
+
+    if prompt_style not in ("passages", "question"):
+        raise AlignmentError(
+            f"unknown feedback prompt style {prompt_style!r} (use passages or question)"
+        )
+    style: Literal["passages", "question"] = (
+        "question" if prompt_style == "question" else "passages"
+    )
+    out = config.output_dir / FEEDBACK_EXPORT_FILE
+    if resume and out.is_file():
+        with out.open(encoding="utf-8") as fh:
+            count = sum(1 for line in fh if line.strip())
+    else:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        count = export_preferences(db, out, style)
+    if count == 0:
+        with FeedbackStore(db) as store:
+            counts = store.counts()
+        raise AlignmentError(
+            f"feedback store {db} has no usable preference pairs ({counts['answers']} answers, "
+            f"{counts['votes']} votes, {counts['choices']} choices): a pair needs a choice "
+            "between two answers, or one answer voted up and another voted down on the same "
+            "question"
+        )
+    data = config.model_dump()
+    data["data"].update(exported_pairs_data(out))
+    return validate_config(RewardJobConfig, data, f"--from-feedback {db}"), count
