@@ -537,8 +537,8 @@ def main() -> None:
     import torch
 
     from ragkit.rag import RAGPipeline
-    from ragkit.server.app import generation_info
     from ragkit.server.service import Decoding, RAGService
+    from ragkit.server.state import generation_info
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""Composable pipelines: typed steps, checked wiring, batching, traces, YAML."""
+"""Composable pipelines: typed steps, checked wiring, batching, streaming, traces, YAML."""
 
 from ragkit.pipeline.component import (
     Component,
@@ -8,7 +8,7 @@ from ragkit.pipeline.component import (
     component_class,
     component_spec,
 )
-from ragkit.pipeline.pipeline import Parallel, Pipeline, PipelineResult
+from ragkit.pipeline.pipeline import Parallel, Pipeline, PipelineResult, PipelineStream
 from ragkit.pipeline.registry import (
     load_pipeline,
     register_component,
@@ -16,7 +16,7 @@ from ragkit.pipeline.registry import (
     registered_components,
     save_pipeline,
 )
-from ragkit.pipeline.step import PipelineError, Step, StepSignature, signature_of
+from ragkit.pipeline.step import PipelineError, Step, StepSignature, StepStream, signature_of
 from ragkit.pipeline.trace import StepTrace, Trace
 
 __all__ = [
@@ -26,8 +26,10 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "PipelineResult",
+    "PipelineStream",
     "Step",
     "StepSignature",
+    "StepStream",
     "StepTrace",
     "Trace",
     "TraceSlot",

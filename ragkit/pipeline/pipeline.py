@@ -1,4 +1,4 @@
-"""Composing steps: sequential pipelines, fan-out/merge, batched runs, traces.
+"""Composing steps: sequential pipelines, fan-out/merge, batched and streamed runs, traces.
 
 Wiring is checked when a pipeline is built: every required input of every step must be
 provided, with a compatible type, by the pipeline's inputs or by an earlier step's outputs.
@@ -9,7 +9,7 @@ step, not discovered halfway through a run.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
@@ -19,6 +19,7 @@ from ragkit.pipeline.step import (
     PipelineError,
     Port,
     StepSignature,
+    StepStream,
     compatible,
     describe,
     signature_of,
@@ -37,6 +38,45 @@ class PipelineResult(BaseModel):
 
     def __getitem__(self, name: str) -> Any:
         return self.outputs[name]
+
+
+class PipelineStream(Iterator[str]):
+    """One run with a step streamed (:meth:`Pipeline.stream`): iterate for that step's pieces.
+
+    Once the pieces are exhausted, the steps after it have run and ``result`` holds the run's
+    :class:`PipelineResult`. ``close()`` (or leaving a ``with`` block) abandons the streamed
+    step; it may be called from another thread than the one iterating.
+    """
+
+    def __init__(self, pieces: StepStream, finish: Callable[[Any], PipelineResult]) -> None:
+        self._pieces = pieces
+        self._finish = finish
+        self._closed = False
+        self.result: PipelineResult | None = None
+
+    def __iter__(self) -> PipelineStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._closed or self.result is not None:
+            raise StopIteration
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            if self._closed:  # abandoned meanwhile: the output (if any) is not an answer
+                raise
+            self.result = self._finish(self._pieces.output)
+            raise
+
+    def close(self) -> None:
+        self._closed = True
+        self._pieces.close()
+
+    def __enter__(self) -> PipelineStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @component
@@ -187,40 +227,8 @@ class Pipeline:
         states = [dict(values) for values in inputs]
         traces = [Trace() for _ in inputs]
         started = time.perf_counter()
-        for step, sig in zip(self.steps, self.signatures, strict=True):
-            batch_kwargs = [
-                {name: state[name] for name in sig.inputs if name in state} for state in states
-            ]
-            t0 = time.perf_counter()
-            batch_fn = getattr(step, "run_batch", None)
-            if callable(batch_fn) and len(states) > 1:
-                outputs = list(batch_fn(batch_kwargs))
-                per_item = (time.perf_counter() - t0) / max(len(states), 1)
-                timings = [per_item] * len(states)
-            else:
-                outputs, timings = [], []
-                for kwargs in batch_kwargs:
-                    t1 = time.perf_counter()
-                    outputs.append(step.run(**kwargs))
-                    timings.append(time.perf_counter() - t1)
-            if len(outputs) != len(states):
-                raise PipelineError(
-                    f"step {step_name(step)!r}: run_batch returned {len(outputs)} results for {len(states)} inputs"
-                )
-            for state, trace, kwargs, output, seconds in zip(
-                states, traces, batch_kwargs, outputs, timings, strict=True
-            ):
-                values = self._outputs(step, sig, output)
-                state.update(values)
-                trace.steps.append(
-                    StepTrace(
-                        step=step_name(step),
-                        inputs=jsonable(kwargs),
-                        outputs=jsonable(values),
-                        seconds=seconds,
-                    )
-                )
-                self._fill_trace(trace, step, values)
+        for position in range(len(self.steps)):
+            self._run_step(position, states, traces)
         total = time.perf_counter() - started
         for trace in traces:
             trace.seconds = total
@@ -228,6 +236,105 @@ class Pipeline:
             PipelineResult(outputs=state, trace=trace)
             for state, trace in zip(states, traces, strict=True)
         ]
+
+    def stream(self, at: Any, /, **inputs: Any) -> PipelineStream:
+        """Run one input with step ``at`` (the step itself, or its position) streamed.
+
+        The steps before it run now; then its ``stream(**inputs)`` (a
+        :class:`~ragkit.pipeline.step.StepStream`) starts, and the returned
+        :class:`PipelineStream` hands out its pieces as they come. When they are exhausted the
+        step's output joins the run's values and the steps after it run on them, exactly as in
+        :meth:`run`; the stream's ``result`` then holds the run's :class:`PipelineResult`. The
+        streamed step's trace time runs from its start to its last piece.
+        """
+        position = self._position(at)
+        step, sig = self.steps[position], self.signatures[position]
+        stream_fn = getattr(step, "stream", None)
+        if not callable(stream_fn):
+            raise PipelineError(
+                f"step {step_name(step)!r} cannot stream: it has no stream() method"
+            )
+        self._validate_inputs(inputs)
+        state, trace = dict(inputs), Trace()
+        started = time.perf_counter()
+        for before in range(position):
+            self._run_step(before, [state], [trace])
+        kwargs = self._kwargs(sig, state)
+        step_started = time.perf_counter()
+        pieces = stream_fn(**kwargs)
+
+        def finish(output: Any) -> PipelineResult:
+            self._record(
+                step, sig, state, trace, kwargs, output, time.perf_counter() - step_started
+            )
+            for after in range(position + 1, len(self.steps)):
+                self._run_step(after, [state], [trace])
+            trace.seconds = time.perf_counter() - started
+            return PipelineResult(outputs=state, trace=trace)
+
+        return PipelineStream(pieces, finish)
+
+    def _position(self, at: Any) -> int:
+        if isinstance(at, int) and not isinstance(at, bool):
+            if not 0 <= at < len(self.steps):
+                raise PipelineError(f"pipeline {self.name!r} has no step at position {at}")
+            return at
+        for position, step in enumerate(self.steps):
+            if step is at:
+                return position
+        raise PipelineError(f"step {step_name(at)!r} is not a step of pipeline {self.name!r}")
+
+    @staticmethod
+    def _kwargs(sig: StepSignature, state: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: state[name] for name in sig.inputs if name in state}
+
+    def _run_step(self, position: int, states: list[dict[str, Any]], traces: list[Trace]) -> None:
+        """Run step ``position`` on every state (batched when it can be) and trace it."""
+        step, sig = self.steps[position], self.signatures[position]
+        batch_kwargs = [self._kwargs(sig, state) for state in states]
+        t0 = time.perf_counter()
+        batch_fn = getattr(step, "run_batch", None)
+        if callable(batch_fn) and len(states) > 1:
+            outputs = list(batch_fn(batch_kwargs))
+            per_item = (time.perf_counter() - t0) / max(len(states), 1)
+            timings = [per_item] * len(states)
+        else:
+            outputs, timings = [], []
+            for kwargs in batch_kwargs:
+                t1 = time.perf_counter()
+                outputs.append(step.run(**kwargs))
+                timings.append(time.perf_counter() - t1)
+        if len(outputs) != len(states):
+            raise PipelineError(
+                f"step {step_name(step)!r}: run_batch returned {len(outputs)} results for {len(states)} inputs"
+            )
+        for state, trace, kwargs, output, seconds in zip(
+            states, traces, batch_kwargs, outputs, timings, strict=True
+        ):
+            self._record(step, sig, state, trace, kwargs, output, seconds)
+
+    def _record(
+        self,
+        step: Any,
+        sig: StepSignature,
+        state: dict[str, Any],
+        trace: Trace,
+        kwargs: Mapping[str, Any],
+        output: Any,
+        seconds: float,
+    ) -> None:
+        """A step's output joins the run's values; its inputs, outputs and time go to the trace."""
+        values = self._outputs(step, sig, output)
+        state.update(values)
+        trace.steps.append(
+            StepTrace(
+                step=step_name(step),
+                inputs=jsonable(dict(kwargs)),
+                outputs=jsonable(values),
+                seconds=seconds,
+            )
+        )
+        self._fill_trace(trace, step, values)
 
     @staticmethod
     def _outputs(step: Any, sig: StepSignature, output: Any) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 A step is any object with a ``run`` method whose keyword parameters are its inputs and whose
 return annotation is a pydantic model whose fields are its outputs (the Haystack 2.x idea,
 without a decorator or base class). ``run_batch`` is optional: steps that can process many
-inputs at once (the generator) provide it, others are looped over.
+inputs at once (the generator) provide it, others are looped over. ``stream`` is optional too:
+a step that can hand out its work piece by piece (the generator) takes the same inputs as
+``run`` and returns a :class:`StepStream`, which :meth:`Pipeline.stream
+<ragkit.pipeline.Pipeline.stream>` passes on before running the steps after it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +30,24 @@ class PipelineError(RagkitError):
 @runtime_checkable
 class Step(Protocol):
     def run(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class StepStream(Protocol):
+    """What a streaming step's ``stream(**inputs)`` returns.
+
+    Iterating yields text pieces as they are produced; once exhausted, ``output`` holds the
+    step's output (the model ``run`` would have returned for the same inputs). ``close()``
+    abandons the work early and may be called from another thread than the one iterating.
+    """
+
+    output: BaseModel | None
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __next__(self) -> str: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

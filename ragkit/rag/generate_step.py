@@ -6,17 +6,20 @@ Two decoding modes (``decoding``):
 - ``"grounded"``: every answer is a verbatim span of one retrieved passage or the abstention
   phrase (:mod:`ragkit.generation.grounded`), and the step reports where the span sits, so the
   citation is that exact span. Needs a backend that can constrain tokens (transformers).
+
+Both modes stream (:meth:`GenerateStep.stream`): the pieces come as the model writes them, and
+the step's output afterwards is the one ``run`` returns for the same prompt and passages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ragkit.errors import RagkitError
-from ragkit.generation import GenerationOptions, Generator, GeneratorBackend
+from ragkit.generation import GenerationOptions, GenerationStream, Generator, GeneratorBackend
 from ragkit.pipeline import LoadContext, component
 from ragkit.rag.schema import Grounding, Passage
 
@@ -79,6 +82,21 @@ class GenerateStep:
             return self._grounded(prompts, passages)
         return [_generated(r) for r in self.generator.generate(prompts, self.options)]
 
+    # -- streamed ------------------------------------------------------------------------------
+    def stream(
+        self, prompt: list[dict[str, str]] | str, passages: list[Passage] | None = None
+    ) -> GeneratedStream:
+        """The generation of ``run`` piece by piece; its ``output`` is what ``run`` returns."""
+        if self.decoding == "grounded":
+            quotable = list(passages or [])
+            if not any(p.text.strip() for p in quotable):
+                return GeneratedStream(None, None, finished=_nothing_to_quote())
+            pieces = self.generator.stream(
+                prompt, self.grounded_options(), constraint=self.constraint(quotable)
+            )
+            return GeneratedStream(pieces, quotable)
+        return GeneratedStream(self.generator.stream(prompt, self.options), None)
+
     # -- grounded ------------------------------------------------------------------------------
     def grounded_options(self) -> GenerationOptions:
         """The step's options with the grounded mode's stop and length cap applied."""
@@ -106,18 +124,7 @@ class GenerateStep:
         )
 
     def _grounded(self, prompts: list[Any], passages: list[list[Passage]]) -> list[Generated]:
-        # nothing retrieved: abstain without calling the model
-        out = [
-            Generated(
-                text="",
-                prompt_text="",
-                finish_reason="stop",
-                prompt_tokens=0,
-                completion_tokens=0,
-                grounding=Grounding(abstained=True, reason="no passages to answer from"),
-            )
-            for _ in prompts
-        ]
+        out = [_nothing_to_quote() for _ in prompts]
         todo = [i for i, ps in enumerate(passages) if any(p.text.strip() for p in ps)]
         if todo:
             generator: Any = self.generator
@@ -159,6 +166,72 @@ class GenerateStep:
             generator = generator_from_config({**params, "options": {}})
             ctx.provide("generator", generator)  # a no-op when another one is shared already
         return cls(generator, **step)
+
+
+class GeneratedStream(Iterator[str]):
+    """:meth:`GenerateStep.stream`'s pieces; ``output`` (a :class:`Generated`) once exhausted.
+
+    ``passages`` is set for grounded decoding: the finished text is then located in them.
+    ``finished`` is an output known without the model (grounded decoding with nothing to
+    quote): no piece, just the output.
+    """
+
+    def __init__(
+        self,
+        pieces: GenerationStream | None,
+        passages: list[Passage] | None,
+        finished: Generated | None = None,
+    ) -> None:
+        self._pieces = pieces
+        self._passages = passages
+        self._collected: list[str] = []
+        self.output: Generated | None = finished
+
+    def __iter__(self) -> GeneratedStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._pieces is None or self.output is not None:
+            raise StopIteration
+        try:
+            piece = next(self._pieces)
+        except StopIteration:
+            self.output = self._finish()
+            raise
+        self._collected.append(piece)
+        return piece
+
+    def _finish(self) -> Generated:
+        result = getattr(self._pieces, "result", None)
+        if result is None:  # a backend that kept no result: what was streamed is the text
+            text = "".join(self._collected)
+            grounding = ground(text, self._passages) if self._passages is not None else None
+            return Generated(
+                text=text.strip(),
+                prompt_text="",
+                finish_reason="stop",
+                prompt_tokens=0,
+                completion_tokens=0,
+                grounding=grounding,
+            )
+        grounding = ground(result.text, self._passages) if self._passages is not None else None
+        return _generated(result, grounding)
+
+    def close(self) -> None:
+        if self._pieces is not None:
+            self._pieces.close()
+
+
+def _nothing_to_quote() -> Generated:
+    """Grounded decoding with no passage text: abstain without calling the model."""
+    return Generated(
+        text="",
+        prompt_text="",
+        finish_reason="stop",
+        prompt_tokens=0,
+        completion_tokens=0,
+        grounding=Grounding(abstained=True, reason="no passages to answer from"),
+    )
 
 
 def _generated(result: Any, grounding: Grounding | None = None) -> Generated:

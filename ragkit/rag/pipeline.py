@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -11,13 +10,12 @@ from typing import Any
 from ragkit.errors import InvalidQueryError
 from ragkit.generation import GenerationOptions, Generator, GeneratorBackend
 from ragkit.generation.grounded import ABSTAIN_PHRASE
-from ragkit.pipeline import Pipeline, PipelineResult, Trace, load_pipeline, save_pipeline
-from ragkit.pipeline.trace import StepTrace, jsonable
+from ragkit.pipeline import Pipeline, PipelineResult, load_pipeline, save_pipeline
 from ragkit.rag.citations import CitationStep
-from ragkit.rag.generate_step import Decoding, DecodingError, Generated, GenerateStep, ground
+from ragkit.rag.generate_step import Decoding, DecodingError, GenerateStep
 from ragkit.rag.profiles import answering_profile, chosen_adapter
 from ragkit.rag.prompt_builder import PromptBuilder
-from ragkit.rag.schema import Answer, Passage, Usage
+from ragkit.rag.schema import Answer, Usage
 from ragkit.rag.strategies import STRATEGIES, answer_steps
 from ragkit.retrieval import RetrieverKind, make_retriever
 
@@ -124,9 +122,6 @@ class RAGPipeline:
         )
         self.pipeline = pipeline
         self.retriever = pipeline.steps[0]
-        # retrieval + prompt building, run on their own when the generation is streamed
-        head = pipeline.steps[: pipeline.steps.index(self.prompt_builder) + 1]
-        self._head = Pipeline(head, inputs={"question": str}, name="rag-head")
 
     @classmethod
     def from_index(
@@ -185,97 +180,52 @@ class RAGPipeline:
     def stream(
         self, question: str, k: int | None = None, filters: Mapping[str, Any] | None = None
     ) -> AnswerStream:
-        """Retrieve and build the prompt, then stream the generated answer piece by piece.
+        """Answer through the pipeline with the generation streamed, piece by piece.
+
+        Retrieval and the prompt run before this returns; the generation step streams
+        (:meth:`GenerateStep.stream`) and, once it ends, the citation step runs on its output
+        as in :meth:`ask`, so the answer and its trace (every step timed) are :meth:`ask`'s.
+        With grounded decoding, pieces that could still be the abstention phrase are held
+        back; an abstention ends with the answer's own text instead.
 
         Strategies other than ``plain`` make several model calls per answer; they are not
         streamed: the finished answer arrives as one piece.
         """
-        if self.generate_step is None or self.strategy != "plain":
+        step = self.generate_step
+        if step is None or self.strategy != "plain":
             answer = self.ask(question, k, filters)
             finished = AnswerStream(iter([answer.answer]))
             finished.answer = answer
             return finished
-        prepared = self._head.run(**self._inputs(question, k, filters))
-        prompt = prepared.outputs["prompt"]
-        passages = prepared.outputs["passages"]
-        step = self.generate_step
+        run = self.pipeline.stream(step, **self._inputs(question, k, filters))
         grounded = step.decoding == "grounded"
-        if grounded and not any(p.text.strip() for p in passages):
-            answer = self._answer_from(
-                question, prepared.trace, passages, step.run(prompt, passages)
-            )
-            finished = AnswerStream(iter([answer.answer]))
-            finished.answer = answer
-            return finished
-        started = time.perf_counter()
-        if grounded:
-            text_stream = self.generator.stream(
-                prompt, step.grounded_options(), constraint=step.constraint(passages)
-            )
-        else:
-            text_stream = self.generator.stream(prompt, step.options)
 
         def pieces() -> Iterator[str]:
             collected: list[str] = []
             held: list[str] = []  # grounded: what may still turn out to be the abstention phrase
-            for piece in text_stream:
-                collected.append(piece)
-                if grounded and ABSTAIN_PHRASE.startswith("".join(collected).lstrip().lower()):
-                    held.append(piece)
-                    continue
-                if held:
-                    yield "".join(held)
-                    held.clear()
-                yield piece
-            result = getattr(text_stream, "result", None)
-            text = "".join(collected).strip()
-            generated = Generated(
-                text=text,
-                prompt_text=result.prompt_text if result is not None else "",
-                finish_reason=result.finish_reason if result is not None else "stop",
-                prompt_tokens=result.prompt_tokens if result is not None else 0,
-                completion_tokens=result.completion_tokens if result is not None else 0,
-                grounding=ground(text, passages) if grounded else None,
-            )
-            trace: Trace = prepared.trace
-            trace.steps.append(
-                StepTrace(
-                    step=f"{type(step).__name__}(stream)",
-                    inputs={"prompt": jsonable(prompt)},
-                    outputs={"text": text},
-                    seconds=time.perf_counter() - started,
-                )
-            )
-            holder.answer = self._answer_from(question, trace, passages, generated)
-            if held:
-                yield holder.answer.answer if holder.answer.abstained else "".join(held)
+            shown = False
+            try:
+                for piece in run:
+                    collected.append(piece)
+                    if grounded and ABSTAIN_PHRASE.startswith("".join(collected).lstrip().lower()):
+                        held.append(piece)
+                        continue
+                    if held:
+                        yield "".join(held)
+                        held.clear()
+                    shown = True
+                    yield piece
+            finally:  # also when the caller drops the iteration: stop generating
+                run.close()
+            if run.result is None:  # closed early: no answer
+                return
+            answer = holder.answer = self._answer(question, run.result)
+            rest = answer.answer if answer.abstained and not shown else "".join(held)
+            if rest:
+                yield rest
 
-        holder = AnswerStream(pieces(), on_close=text_stream.close)
+        holder = AnswerStream(pieces(), on_close=run.close)
         return holder
-
-    @staticmethod
-    def _answer_from(
-        question: str, trace: Trace, passages: list[Passage], generated: Generated
-    ) -> Answer:
-        """The answer of a streamed (or model-free) generation, cited like the pipeline's."""
-        cited = CitationStep().run(generated.text, passages, generated.grounding)
-        if generated.prompt_text:
-            trace.prompt = generated.prompt_text
-        trace.notes.extend(cited.notes)
-        return Answer(
-            question=question,
-            answer=cited.answer,
-            citations=cited.citations,
-            invalid_markers=cited.invalid_markers,
-            passages=passages,
-            abstained=cited.abstained,
-            usage=Usage(
-                prompt_tokens=generated.prompt_tokens,
-                completion_tokens=generated.completion_tokens,
-                finish_reason=generated.finish_reason,
-            ),
-            trace=trace,
-        )
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

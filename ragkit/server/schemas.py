@@ -33,6 +33,12 @@ class ErrorResponse(_Strict):
     error: ErrorBody
 
 
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 503)
+}
+"""The error answers every keyed route may give, for the OpenAPI schema (``responses=``)."""
+
+
 class Sampling(_Strict):
     """Decoding choices a request may make (bounded by the server's limits)."""
 

@@ -79,3 +79,21 @@ def test_held_out_squad_questions_get_exact_cited_spans(
     assert sum(scores) / len(scores) >= 0.2, list(
         zip([q["question"] for q in items], scores, strict=True)
     )
+
+
+def test_the_streamed_answer_is_the_asked_one(default_rag: RAGPipeline) -> None:
+    """Streaming goes through the same pipeline: same answer, same citation, every step timed."""
+    question = (
+        "In which year was Strasbourg formally designated the seat of the European Parliament?"
+    )
+    asked = default_rag.ask(question)
+    stream = default_rag.stream(question)
+    pieces = list(stream)
+    streamed = stream.answer
+    assert streamed is not None and streamed.trace is not None and asked.trace is not None
+    fields = {"answer", "abstained", "citations", "passages"}
+    assert streamed.model_dump(include=fields) == asked.model_dump(include=fields)
+    assert "".join(pieces).strip().startswith(streamed.answer)
+    assert [s.step for s in streamed.trace.steps] == [s.step for s in asked.trace.steps]
+    assert all(s.seconds > 0.0 for s in streamed.trace.steps)
+    check_quote(streamed)

@@ -150,3 +150,24 @@ def test_page_is_served(client: Any) -> None:
 
 def test_page_can_be_turned_off(make_client: Any) -> None:
     assert make_client(serve_page=False).get("/").status_code == 404
+
+
+def test_index_stats_are_read_off_the_event_loop(client: Any, monkeypatch: Any) -> None:
+    """Counting reads the store: it runs in a worker thread, never on the event loop."""
+    import asyncio
+
+    service = client.app.state.ragkit.service
+    read = service.index_stats
+    loops: list[bool] = []
+
+    def index_stats() -> dict[str, Any]:
+        try:
+            asyncio.get_running_loop()
+            loops.append(True)
+        except RuntimeError:
+            loops.append(False)
+        return read()
+
+    monkeypatch.setattr(service, "index_stats", index_stats)
+    assert client.get("/v1/index/stats").json()["stats"]["counts"]["documents"] == 4
+    assert loops == [False]

@@ -66,3 +66,16 @@ def test_stream_errors_before_start_are_json(client: Any) -> None:
     r = client.post("/v1/query", json={"question": " ", "stream": True})
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "empty_question"
+
+
+def test_a_streamed_answer_carries_the_pipelines_trace(client: Any) -> None:
+    """The stream runs through the pipeline: every step is in the trace, each one timed."""
+    body = {"question": QUESTION, "include_trace": True}
+    plain = client.post("/v1/query", json=body).json()
+    r = client.post("/v1/query", json={**body, "stream": True})
+    final = json.loads(parse_sse(r.text)[-1][1])
+    steps = final["trace"]["steps"]
+    assert [s["step"] for s in steps] == [s["step"] for s in plain["trace"]["steps"]]
+    assert [s["step"] for s in steps][-1] == "CitationStep"
+    assert all(s["seconds"] > 0.0 for s in steps)
+    assert final["trace"]["prompt"] == plain["trace"]["prompt"]
