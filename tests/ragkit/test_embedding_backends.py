@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,8 +108,19 @@ def test_env_variable_sets_the_default(
         Embedder(str(tiny_model_path))
 
 
+class FakeClock:
+    """``time.perf_counter`` for the selection module: advances only when a fake backend
+    "works", so the timing comparison is deterministic on a loaded machine (no sleeps)."""
+
+    now = 0.0
+
+    @classmethod
+    def perf_counter(cls) -> float:
+        return cls.now
+
+
 class FakeBackend:
-    """Returns the reference vectors plus noise, taking a fixed time per call."""
+    """Returns the reference vectors plus noise, taking a fixed (fake-clock) time per call."""
 
     def __init__(self, name: str, noise: float, seconds: float, fail: bool = False) -> None:
         self.name = name
@@ -118,11 +130,9 @@ class FakeBackend:
         self.noise, self.seconds, self.fail = noise, seconds, fail
 
     def encode(self, texts: Sequence[str], batch_size: int) -> Vectors:
-        import time
-
         if self.fail:
             raise RuntimeError("no kernel for this CPU")
-        time.sleep(self.seconds)
+        FakeClock.now += self.seconds
         rng = np.random.default_rng(len(texts))
         base = np.eye(8, dtype=np.float32)[[i % 8 for i in range(len(texts))]]
         return normalise_rows(base + self.noise * rng.standard_normal(base.shape))
@@ -132,8 +142,18 @@ class FakeBackend:
 
 
 def _choose(candidates: dict[str, FakeBackend]) -> str:
+    from unittest import mock
+
+    from ragkit.embedding import selection
+
     reference = FakeBackend("torch", 0.0, 0.02)
-    choice, _ = measure_backends(
+    with mock.patch.object(selection, "time", FakeClock):
+        choice, _ = _measure(reference, candidates)
+    return choice.chosen
+
+
+def _measure(reference: FakeBackend, candidates: dict[str, FakeBackend]) -> Any:
+    return measure_backends(
         reference,  # type: ignore[arg-type]
         lambda name: candidates[name],  # type: ignore[arg-type,return-value]
         ["torch", *candidates],
@@ -141,7 +161,6 @@ def _choose(candidates: dict[str, FakeBackend]) -> str:
         4,
         "cpu",
     )
-    return choice.chosen
 
 
 def test_choice_takes_the_fastest_backend_that_passes_the_guard() -> None:
