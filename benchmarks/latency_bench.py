@@ -66,9 +66,13 @@ def build_prompts(model: str, n: int) -> list[dict[str, Any]]:
 
     items = [i for i in aq.select(aq.read_items(), "test", None) if not i.impossible][:n]
     rag = RAGPipeline.from_index(aq.ensure_index(), generator=model, adapter="none")
+    from ragkit.pipeline import Pipeline
+
+    steps = rag.pipeline.steps
+    head = Pipeline(steps[: steps.index(rag.prompt_builder) + 1], inputs={"question": str})
     prompts = []
     for item in items:
-        built = rag._head.run(question=item.question).outputs  # retrieval + prompt only
+        built = head.run(question=item.question).outputs  # retrieval + prompt only
         text = rag.generator.render(built["prompt"], apply_chat_template=False)
         prompts.append({"kind": "rag", "text": text})
     for item in items:

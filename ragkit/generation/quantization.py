@@ -45,21 +45,46 @@ MIN_AGREEMENT = 0.75
 MIN_SPEEDUP = 1.2
 GUARD_FORMAT = 1
 
-PROBES = (
-    "Passages:\n[1] The Eiffel Tower was completed in 1889 for the World's Fair in Paris. It is "
-    "330 metres tall and was the tallest man-made structure for 41 years.\n[2] The Louvre, the "
-    "world's most-visited museum, opened in 1793.\n\nQuestion: When was the Eiffel Tower "
-    "completed?\nAnswer:",
-    "Passages:\n[1] Photosynthesis converts light energy into chemical energy stored in glucose. "
-    "It takes place in the chloroplasts of plant cells and releases oxygen.\n\nQuestion: Where "
-    "does photosynthesis take place?\nAnswer:",
-    "Passages:\n[1] The Danube flows through ten countries, more than any other river in the "
-    "world, and empties into the Black Sea.\n[2] The Rhine rises in the Swiss Alps.\n\nQuestion: "
-    "Into which sea does the Danube empty?\nAnswer:",
-    "Passages:\n[1] Marie Curie was the first woman to win a Nobel Prize, in physics in 1903, "
-    "and later won a second one in chemistry in 1911.\n\nQuestion: In which field did Marie "
-    "Curie win her second Nobel Prize?\nAnswer:",
+_FACTS = (
+    "The Eiffel Tower was completed in 1889 for the World's Fair in Paris. It is 330 metres tall "
+    "and was the tallest man-made structure in the world for 41 years.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose. It takes place "
+    "in the chloroplasts of plant cells and releases oxygen as a by-product.",
+    "The Danube flows through ten countries, more than any other river in the world, and empties "
+    "into the Black Sea after a course of about 2,850 kilometres.",
+    "Marie Curie was the first woman to win a Nobel Prize, in physics in 1903, and later won a "
+    "second one in chemistry in 1911 for the discovery of polonium and radium.",
+    "The Louvre, the world's most-visited museum, opened in 1793 in a former royal palace on the "
+    "right bank of the Seine; its collection holds about 380,000 objects.",
+    "Mount Kilimanjaro in Tanzania is the highest mountain in Africa. Its summit, Uhuru Peak, "
+    "rises 5,895 metres above sea level and was first reached in 1889.",
+    "The printing press with movable metal type was developed by Johannes Gutenberg in Mainz "
+    "around 1440; his Bible was printed in the 1450s.",
+    "Honey bees communicate the direction and distance of food with a waggle dance, which the "
+    "Austrian ethologist Karl von Frisch described in the 1940s.",
 )
+_QUESTIONS = (
+    ("When was the Eiffel Tower completed?", 0),
+    ("Where does photosynthesis take place?", 1),
+    ("Into which sea does the Danube empty?", 2),
+    ("In which field did Marie Curie win her second Nobel Prize?", 3),
+    ("Who developed the printing press with movable metal type?", 6),
+    ("How high is Uhuru Peak?", 5),
+)
+
+
+def _probe(question: str, first: int) -> str:
+    """A RAG-sized prompt (~450 tokens): every fact, the one asked about first."""
+    order = [first, *(i for i in range(len(_FACTS)) if i != first)]
+    passages = "\n".join(
+        f"[{n}] {_FACTS[i]} {_FACTS[(i + 3) % len(_FACTS)]}" for n, i in enumerate(order, 1)
+    )
+    return f"Passages:\n{passages}\n\nQuestion: {question}\nAnswer:"
+
+
+PROBES = tuple(_probe(question, first) for question, first in _QUESTIONS)
+"""Prompts of the length RAG answers have: a quantisation that only breaks on long prompts
+(activation ranges grow with the number of tokens quantised together) must fail here."""
 
 
 class QuantizationError(RagkitError):
@@ -138,9 +163,18 @@ def _timed_answers(
     return answers, time.perf_counter() - started
 
 
+def _context_limit(model: Any) -> int:
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > PROBE_TOKENS else 2048
+
+
 def measure_int8(model: Any, tokenizer: Any, eos: set[int]) -> QuantizationVerdict:
     """Answer the probes with ``model`` and an int8 copy; the verdict of the guard."""
-    prompts = [tokenizer(p)["input_ids"] for p in PROBES]
+    limit = _context_limit(model) - PROBE_TOKENS
+    # a model with a short context sees the end of each probe (the question survives)
+    prompts = [tokenizer(p)["input_ids"][-limit:] for p in PROBES]
     reference, fp_seconds = _timed_answers(model, prompts, eos)
     candidate = quantize_int8(copy.deepcopy(model))
     answers, q_seconds = _timed_answers(candidate, prompts, eos)
