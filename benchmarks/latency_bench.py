@@ -117,22 +117,29 @@ def worker_torch(gguf: str, prompts: list[dict[str, Any]], new_tokens: int, int8
 
 
 def worker_llamacpp(gguf: str, prompts: list[dict[str, Any]], new_tokens: int, threads: int):
-    from llama_cpp import Llama  # only in the benchmark environment
+    import llama_cpp  # only in the benchmark environment
+    import numpy as np
 
-    llm = Llama(
+    llm = llama_cpp.Llama(
         model_path=gguf, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
     )
+    vocab = llm.n_vocab()
+
+    def last_argmax() -> int:  # the last position's logits, straight from llama.cpp's context
+        pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return int(np.ctypeslib.as_array(pointer, shape=(vocab,)).argmax())
+
     rows = []
     for prompt in prompts:
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt["ids"])
-        token = int(llm.scores[llm.n_tokens - 1].argmax())
+        token = last_argmax()
         t1 = time.perf_counter()
         tokens = [token]
         for _ in range(new_tokens - 1):
             llm.eval([token])
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
+            token = last_argmax()
             tokens.append(token)
         t2 = time.perf_counter()
         rows.append(_row(prompt, t1 - t0, t2 - t1, new_tokens - 1, tokens))
@@ -260,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         for system in order:
             python = args.llamacpp_python if system == "llamacpp" else sys.executable
             out = WORK / f"{system}-{rnd}.json"
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            # ROOT first; an existing PYTHONPATH (e.g. a llama_cpp build not pip-installed) after
+            extra = os.environ.get("PYTHONPATH")
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), extra]))}
             busy.append(machine_busy())
             started = time.perf_counter()
             subprocess.run(
