@@ -434,7 +434,7 @@ def cmd_score_reward(args: argparse.Namespace) -> int:
 
     from alignment import RewardModel, read_preference_jsonl
     from alignment.collate import collate_pairs
-    from alignment.reward import split_scores
+    from alignment.reward_training import split_scores
     from alignment.tokenization import tokenize_pairs
 
     torch.set_num_threads(args.threads)
