@@ -208,18 +208,6 @@ def summarise(
     return out
 
 
-def machine_busy(seconds: float = 1.0) -> float:
-    """Share of the machine's CPU that other processes used while this one slept."""
-
-    def ticks() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields) - fields[3] - fields[4], sum(fields)
-
-    (b0, t0), _ = ticks(), time.sleep(seconds)
-    b1, t1 = ticks()
-    return round((b1 - b0) / max(1, t1 - t0), 3)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma3-270m", choices=["gemma3-270m", "smollm2"])
@@ -238,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(args)
     if args.quick:
         args.prompts, args.rounds, args.new_tokens = 3, 1, 16
+
+    from generation_bench import machine_busy  # benchmarks/ is sys.path[0] for the script
 
     from ragkit.generation.checkpoints import packaged_model_gguf
     from ragkit.generation.loading import load_tokenizer
@@ -270,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             # ROOT first; an existing PYTHONPATH (e.g. a llama_cpp build not pip-installed) after
             extra = os.environ.get("PYTHONPATH")
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), extra]))}
-            busy.append(machine_busy())
+            busy.append(round(machine_busy(1.0), 3))
             started = time.perf_counter()
             subprocess.run(
                 [python, __file__, "--worker", system, "--job", str(job_file), "--out", str(out)],
