@@ -108,12 +108,9 @@ class Generator:
         quantize: str | None = None,
     ) -> None:
         if quantize is not None:
-            from ragkit.generation.quantization import QUANTIZATIONS, QuantizationError
+            from ragkit.generation.quantization import quantization_mode
 
-            if quantize.strip().lower() not in QUANTIZATIONS:
-                raise QuantizationError(
-                    f"unknown quantization {quantize!r} (use one of: {', '.join(QUANTIZATIONS)})"
-                )
+            quantize = quantization_mode(quantize)  # a wrong name fails now, not at load
         if adapter is not None:
             from ragkit.generation.adapters import packaged_adapter_name, resolve_adapter
 
@@ -127,7 +124,7 @@ class Generator:
             batch_size=batch_size,
             options=GenerationOptions.coerce(options, {}),
             adapter=os.fspath(adapter) if adapter is not None else None,
-            quantize=quantize.strip().lower() if quantize is not None else None,
+            quantize=quantize,
         )
         self.quantization: str = "none"
         """What the loaded model runs as: "none" or "int8" (``auto`` resolved)."""

@@ -104,19 +104,25 @@ class QuantizationVerdict(BaseModel):
     reason: str
 
 
-def check_quantization(mode: str | None, device: str) -> Quantization:
-    """The mode as a :data:`Quantization`; int8 off the CPU is refused in one line."""
+def quantization_mode(mode: str | None) -> Quantization:
+    """``mode`` spelled canonically (None means "none"); an unknown name is refused in one line."""
     name = (mode or "none").strip().lower()
     if name not in QUANTIZATIONS:
         raise QuantizationError(
             f"unknown quantization {mode!r} (use one of: {', '.join(QUANTIZATIONS)})"
         )
+    return name  # type: ignore[return-value]
+
+
+def check_quantization(mode: str | None, device: str) -> Quantization:
+    """The mode as a :data:`Quantization`; int8 off the CPU is refused in one line."""
+    name = quantization_mode(mode)
     if name == "int8" and not device.startswith("cpu"):
         raise QuantizationError(
             f"quantization 'int8' runs on the CPU only, not on {device!r} "
             "(use bfloat16 or float16 there: --dtype)"
         )
-    return name  # type: ignore[return-value]
+    return name
 
 
 def quantize_int8(model: Any) -> Any:
