@@ -142,6 +142,14 @@ def build_pipeline(
                 None, adapter=chosen_adapter(profile, None), quantize=quantize
             )
         return RAGPipeline.from_index(index_dir, **extra)
+    if config_name == "default-llamacpp":  # the same default on the llama.cpp backend (issue 21)
+        from ragkit.generation.backends import LlamaCppGenerator
+
+        profile = answering_profile(None)
+        generator = LlamaCppGenerator(None, adapter=chosen_adapter(profile, None))
+        return RAGPipeline.from_index(
+            index_dir, generator=generator, **({"k": k} if k is not None else {})
+        )
     c = CONFIGS[config_name]
     return RAGPipeline.from_index(
         index_dir,

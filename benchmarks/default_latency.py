@@ -9,11 +9,15 @@ For each configuration, on an index of the four wiki texts (``../shared/data/wik
   requests): p50 and p95 over ``--questions`` factual questions about the wiki texts.
 
 Configurations: ``old`` = the packaged SmolLM2 with the previous defaults (chat template, free
-decoding, no adapter, 128 new tokens); ``new`` = whatever ``ragkit ask`` does by default now.
-Configurations alternate within each round so machine noise hits both alike.
+decoding, no adapter, 128 new tokens); ``new`` = whatever ``ragkit ask`` does by default now;
+``llamacpp`` = the same default answered by the llama.cpp backend (``--generator-backend
+llamacpp``, issue 21; needs ``llama_cpp`` importable: on ``PYTHONPATH`` or in
+``benchmarks/.work/llamacpp-site``). Configurations alternate within each round so machine noise
+hits all alike; ratios are to ``new``.
 
     .venv/bin/python benchmarks/default_latency.py --quick     # 1 round, 4 questions
     .venv/bin/python benchmarks/default_latency.py             # 3 rounds, 10 questions
+    .venv/bin/python benchmarks/default_latency.py --configs new llamacpp   # issue 21's pair
 """
 
 from __future__ import annotations
@@ -57,6 +61,14 @@ CONFIGS = {
         "128",
     ],
     "new": [],
+    "llamacpp": ["--generator-backend", "llamacpp"],
+}
+LLAMACPP_SITE = ROOT / "benchmarks" / ".work" / "llamacpp-site"
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        p for p in (os.environ.get("PYTHONPATH"), str(LLAMACPP_SITE)) if p
+    ),
 }
 
 
@@ -74,6 +86,7 @@ def cold(index: Path, extra: list[str]) -> tuple[float, float]:
         [RAGKIT, "ask", QUESTIONS[0], "--index", str(index), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        env=ENV,
     )
     assert proc.stdout is not None
     proc.stdout.read(1)
@@ -96,6 +109,7 @@ def warm(index: Path, extra: list[str], questions: list[str]) -> list[float]:
         [RAGKIT, "serve", "--index", str(index), "--port", str(port), *serve_extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=ENV,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -130,21 +144,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="1 round, 4 questions")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["old", "new"])
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.questions = 1, 4
+    configs = {name: CONFIGS[name] for name in args.configs}
     index = ensure_index()
-    for extra in CONFIGS.values():  # untimed: caches warm
+    for extra in configs.values():  # untimed: caches warm
         cold(index, extra)
-    firsts: dict[str, list[float]] = {name: [] for name in CONFIGS}
-    exits: dict[str, list[float]] = {name: [] for name in CONFIGS}
-    for _ in range(args.rounds):
-        for name, extra in CONFIGS.items():
+    firsts: dict[str, list[float]] = {name: [] for name in configs}
+    exits: dict[str, list[float]] = {name: [] for name in configs}
+    for rnd in range(args.rounds):
+        order = list(configs.items()) if rnd % 2 == 0 else list(configs.items())[::-1]
+        for name, extra in order:
             first, total = cold(index, extra)
             firsts[name].append(first)
             exits[name].append(total)
     report: dict[str, object] = {"rounds": args.rounds, "cpu_count": os.cpu_count()}
-    for name, extra in CONFIGS.items():
+    for name, extra in configs.items():
         times = sorted(warm(index, extra, QUESTIONS[: args.questions]))
         report[name] = {
             "cold_first_byte_s": round(statistics.median(firsts[name]), 2),
@@ -152,9 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             "warm_query_p50_s": round(statistics.median(times), 2),
             "warm_query_p95_s": round(times[min(len(times) - 1, int(0.95 * len(times)))], 2),
         }
-    old, new = report["old"], report["new"]
-    assert isinstance(old, dict) and isinstance(new, dict)
-    report["ratio_new_over_old"] = {k: round(new[k] / old[k], 2) for k in old if old[k]}
+    if "new" in report and "old" in report:
+        old, new = report["old"], report["new"]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        report["ratio_new_over_old"] = {k: round(new[k] / old[k], 2) for k in old if old[k]}
+    if "new" in report and "llamacpp" in report:
+        new, fast = report["new"], report["llamacpp"]
+        assert isinstance(new, dict) and isinstance(fast, dict)
+        report["ratio_llamacpp_over_new"] = {k: round(fast[k] / new[k], 2) for k in new if new[k]}
     print(json.dumps(report, indent=1))
     out = ROOT / "benchmarks" / "results" / f"default-latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

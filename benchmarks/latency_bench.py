@@ -7,9 +7,15 @@ number of threads:
 - ``fp32``: ragkit's generation path today: the GGUF de-quantised to float32, transformers;
 - ``int8``: the same model with every ``nn.Linear`` replaced by torch's dynamically quantised
   int8 linear (weights int8, activations quantised per batch; fbgemm kernels on x86);
-- ``llamacpp``: llama.cpp through ``llama-cpp-python`` on the GGUF as it ships (4-bit kernels),
-  run with the interpreter given by ``--llamacpp-python`` (a benchmark-only environment: the
-  package compiles llama.cpp from source and is never a ragkit dependency).
+- ``ragkit-llamacpp``: ragkit's llama.cpp backend (``--generator-backend llamacpp``): its
+  per-step loop — llama.cpp's forward pass with KV-cache reuse, the logits copied out, the next
+  token chosen by :func:`ragkit.generation.token_choice.choose_token` — on the same GGUF;
+- ``llamacpp``: the anchor, llama.cpp through ``llama-cpp-python`` on the GGUF as it ships
+  (4-bit kernels) with nothing of ragkit around it, run with the interpreter given by
+  ``--llamacpp-python`` (a benchmark-only environment) or, without one, this interpreter.
+
+``llama_cpp`` is found on ``PYTHONPATH`` or in ``benchmarks/.work/llamacpp-site`` (a
+``pip install --target`` of the compiled package; see benchmarks/README.md).
 
 Prompts are the RAG prompts ``ragkit ask`` builds (the default completion template, k = 4
 passages, hybrid retrieval over squad_small's paragraphs) for questions of the test article,
@@ -50,7 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / ".work" / "latency"
 LLAMACPP_PYTHON = ROOT / "benchmarks" / ".work" / "llamacpp-venv" / "bin" / "python"
-SYSTEMS = ("fp32", "int8", "llamacpp")
+LLAMACPP_SITE = ROOT / "benchmarks" / ".work" / "llamacpp-site"
+SYSTEMS = ("fp32", "int8", "ragkit-llamacpp", "llamacpp")
 AGREEMENT_TOKENS = 8
 
 
@@ -146,6 +153,33 @@ def worker_llamacpp(gguf: str, prompts: list[dict[str, Any]], new_tokens: int, t
     return {"rows": rows, "peak_rss_mb": _peak_rss_mb()}
 
 
+def worker_ragkit_llamacpp(gguf: str, prompts: list[dict[str, Any]], new_tokens: int, threads: int):
+    from ragkit.generation import GenerationOptions
+    from ragkit.generation.backends.llamacpp_model import LlamaModel
+    from ragkit.generation.token_choice import choose_token
+
+    model = LlamaModel(gguf, n_ctx=2048, n_threads=threads)
+    opts = GenerationOptions(max_new_tokens=new_tokens)  # greedy, as LlamaCppGenerator decodes
+    none: frozenset[int] = frozenset()  # EOS ignored: every system decodes new_tokens tokens
+
+    def step(sequence: list[int], generated: list[int]) -> int:
+        logits = model.logits(sequence)
+        return choose_token(logits, opts, sequence=sequence, generated=generated, eos_ids=none)
+
+    rows = []
+    for prompt in prompts:
+        model.reset()  # no KV reuse across prompts: every system reads each prompt whole
+        sequence = list(prompt["ids"])
+        t0 = time.perf_counter()
+        tokens = [step(sequence, [])]
+        t1 = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            tokens.append(step(sequence + tokens, tokens))
+        t2 = time.perf_counter()
+        rows.append(_row(prompt, t1 - t0, t2 - t1, new_tokens - 1, tokens))
+    return {"rows": rows, "peak_rss_mb": _peak_rss_mb()}
+
+
 def _row(prompt: dict[str, Any], prefill: float, decode: float, decoded: int, tokens: list[int]):
     return {
         "kind": prompt["kind"],
@@ -161,6 +195,10 @@ def run_worker(args: argparse.Namespace) -> int:
     job = json.loads(Path(args.job).read_text(encoding="utf-8"))
     if args.worker == "llamacpp":
         result = worker_llamacpp(job["gguf"], job["prompts"], job["new_tokens"], job["threads"])
+    elif args.worker == "ragkit-llamacpp":
+        result = worker_ragkit_llamacpp(
+            job["gguf"], job["prompts"], job["new_tokens"], job["threads"]
+        )
     else:
         import torch
 
@@ -243,9 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     for prompt in prompts:  # one tokenisation, shared by every system
         prompt["ids"] = tokenizer(prompt["text"], add_special_tokens=True)["input_ids"]
     systems = list(args.systems)
-    if "llamacpp" in systems and not Path(args.llamacpp_python).is_file():
-        print(f"llama.cpp skipped: no interpreter at {args.llamacpp_python}", file=sys.stderr)
-        systems.remove("llamacpp")
+    anchor_python = args.llamacpp_python if Path(args.llamacpp_python).is_file() else sys.executable
+    paths = [str(ROOT), os.environ.get("PYTHONPATH"), str(LLAMACPP_SITE)]
+    # ROOT first; an existing PYTHONPATH (e.g. a llama_cpp build not pip-installed) after
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    for system in [s for s in systems if "llamacpp" in s]:
+        python = anchor_python if system == "llamacpp" else sys.executable
+        probe = subprocess.run([python, "-c", "import llama_cpp"], env=env, capture_output=True)
+        if probe.returncode != 0:
+            print(f"{system} skipped: llama_cpp does not import in {python}", file=sys.stderr)
+            systems.remove(system)
     WORK.mkdir(parents=True, exist_ok=True)
     job_file = WORK / "job.json"
     job = {"gguf": str(gguf), "prompts": prompts, "new_tokens": args.new_tokens}
@@ -255,11 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         order = systems if rnd % 2 == 0 else systems[::-1]
         for system in order:
-            python = args.llamacpp_python if system == "llamacpp" else sys.executable
+            python = anchor_python if system == "llamacpp" else sys.executable
             out = WORK / f"{system}-{rnd}.json"
-            # ROOT first; an existing PYTHONPATH (e.g. a llama_cpp build not pip-installed) after
-            extra = os.environ.get("PYTHONPATH")
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), extra]))}
             busy.append(round(machine_busy(1.0), 3))
             started = time.perf_counter()
             subprocess.run(

@@ -57,7 +57,9 @@ GeneratorBackendOption = Annotated[
     BackendName,
     typer.Option(
         "--generator-backend",
-        help="transformers (in-process, the default), openai (an OpenAI-compatible server such "
+        help="transformers (in-process, the default), llamacpp (in-process llama.cpp on the "
+        "packaged GGUF or a .gguf file: ~5x faster CPU decoding, same grounded decoding and "
+        "adapter; needs the ragkit llamacpp extra), openai (an OpenAI-compatible server such "
         "as vllm serve; --generator is then the served model's name) or vllm (in-process vLLM "
         "engine: needs the ragkit vllm extra and a GPU). See docs/backends.md.",
     ),
@@ -65,7 +67,8 @@ GeneratorBackendOption = Annotated[
 AdapterOption = Annotated[
     str | None,
     typer.Option(
-        help="transformers backend: a LoRA adapter merged into the generator at load time: "
+        help="transformers and llamacpp backends: a LoRA adapter merged into the generator at "
+        "load time (llamacpp: into a cached copy of the GGUF): "
         "grounded-qa (the packaged grounded-QA adapter of the chosen packaged model; the "
         "default for the packaged Gemma 3 270M), grounded-qa-gemma, grounded-qa-smollm2, a peft "
         "adapter folder (e.g. the adapter/ of a LoRA `ragkit align sft` run), or none."

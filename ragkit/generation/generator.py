@@ -30,8 +30,8 @@ from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
 from ragkit.generation.checkpoints import resolve_causal_lm
 from ragkit.generation.constraints import TokenConstraint, constraint_factory
 from ragkit.generation.options import GenerationOptions
-from ragkit.generation.results import FinishReason, GenerationResult
-from ragkit.generation.stopping import find_stop, make_cancel_criteria, make_stop_criteria
+from ragkit.generation.results import GenerationResult, result_from_tokens
+from ragkit.generation.stopping import make_cancel_criteria, make_stop_criteria
 from ragkit.generation.streaming import QueueStreamer, TextStream
 
 if TYPE_CHECKING:
@@ -229,6 +229,12 @@ class Generator:
         """Id used for left padding (may equal an EOS id; padding is masked, never counted)."""
         self.warm_up()
         return self._pad_id
+
+    def token_table(self) -> Any:
+        """The vocabulary as bytes per token, for grounded span decoding (built once)."""
+        from ragkit.generation.grounded import token_table
+
+        return token_table(self.tokenizer)
 
     @property
     def is_loaded(self) -> bool:
@@ -536,25 +542,14 @@ class Generator:
         new_ids: list[int],
         opts: GenerationOptions,
     ) -> GenerationResult:
-        """Cut a row at its first terminator and at the first stop string; count and label it."""
-        terminators = self._terminators()
-        end = next((i for i, t in enumerate(new_ids) if t in terminators), len(new_ids))
-        text = self._decode(new_ids[:end])
-        reason: FinishReason
-        match = find_stop(text, opts.stop) if opts.stop else None
-        if match is not None:
-            text, reason, used = text[: match[0]], "stop_string", end
-        elif end < len(new_ids) and new_ids[end] in self._eos_ids:
-            reason, used = "stop", end + 1
-        else:
-            reason, used = "length", end
-        return GenerationResult(
-            text=text,
+        return result_from_tokens(
+            new_ids,
             prompt_text=rendered.text,
             prompt_tokens=len(prompt_ids),
-            completion_tokens=used,
-            finish_reason=reason,
-            stop_string=match[1] if match is not None else None,
+            stops=opts.stop,
+            decode=self._decode,
+            terminators=self._terminators(),
+            eos_ids=self._eos_ids,
         )
 
 

@@ -98,26 +98,35 @@ def token_table(tokenizer: Any) -> TokenTable:
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     special.update(int(i) for i in (getattr(tokenizer, "added_tokens_decoder", {}) or {}))
     pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    table = table_from_pieces(
+        None if token_id in special or not piece else _piece_bytes(piece, byte_level)
+        for token_id, piece in enumerate(pieces)
+    )
+    with contextlib.suppress(TypeError):  # not weak-referenceable: rebuilt next time
+        _TABLES[tokenizer] = table
+    return table
+
+
+def table_from_pieces(pieces: Iterable[bytes | None]) -> TokenTable:
+    """A :class:`TokenTable` from each token's bytes in id order (None: never text, e.g. EOS).
+
+    The one construction every backend shares: transformers derives the bytes from its
+    tokenizer's pieces, llama.cpp reads them from the GGUF vocabulary.
+    """
     by_bytes: dict[bytes, list[int]] = {}
     end_ids: set[int] = set()
-    for token_id, piece in enumerate(pieces):
-        if token_id in special or not piece:
-            continue
-        data = _piece_bytes(piece, byte_level)
+    for token_id, data in enumerate(pieces):
         if not data:
             continue
         if data.startswith(b"\n"):
             end_ids.add(token_id)
         by_bytes.setdefault(data, []).append(token_id)
-    table = TokenTable(
+    return TokenTable(
         by_bytes={k: tuple(v) for k, v in by_bytes.items()},
         by_id={i: k for k, v in by_bytes.items() for i in v},
         max_len=max((len(k) for k in by_bytes), default=1),
         end_ids=frozenset(end_ids),
     )
-    with contextlib.suppress(TypeError):  # not weak-referenceable: rebuilt next time
-        _TABLES[tokenizer] = table
-    return table
 
 
 def _wordlike(byte: int) -> bool:

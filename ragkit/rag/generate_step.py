@@ -5,7 +5,8 @@ Two decoding modes (``decoding``):
 - ``"free"``: the model writes whatever it likes; citations come from its ``[n]`` markers.
 - ``"grounded"``: every answer is a verbatim span of one retrieved passage or the abstention
   phrase (:mod:`ragkit.generation.grounded`), and the step reports where the span sits, so the
-  citation is that exact span. Needs a backend that can constrain tokens (transformers).
+  citation is that exact span. Needs a backend that can constrain tokens (transformers,
+  llama.cpp).
 
 Both modes stream (:meth:`GenerateStep.stream`): the pieces come as the model writes them, and
 the step's output afterwards is the one ``run`` returns for the same prompt and passages.
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ragkit.errors import RagkitError
 from ragkit.generation import GenerationOptions, GenerationStream, Generator, GeneratorBackend
+from ragkit.generation.backends.base import can_constrain_tokens
 from ragkit.pipeline import LoadContext, component
 from ragkit.rag.schema import Grounding, Passage
 
@@ -111,13 +113,13 @@ class GenerateStep:
 
     def constraint(self, passages: Sequence[Passage]) -> Any:
         """The span automaton over ``passages`` (None when there is nothing to quote)."""
-        from ragkit.generation.grounded import SpanAutomaton, token_table
+        from ragkit.generation.grounded import SpanAutomaton
 
         generator: Any = self.generator
         generator.warm_up()
         return SpanAutomaton(
             [p.text for p in passages],
-            token_table(generator.tokenizer),
+            generator.token_table(),
             generator.eos_token_ids,
             max_tokens=self.max_answer_tokens,
             abstain_bias=self.abstain_bias,
@@ -262,9 +264,9 @@ def ground(text: str, passages: Sequence[Passage]) -> Grounding:
 
 def check_grounded_backend(generator: Any) -> None:
     """Refuse, in one line, a backend that cannot restrict tokens (API clients)."""
-    if not isinstance(generator, Generator):
+    if not can_constrain_tokens(generator):
         name = type(generator).__name__
         raise DecodingError(
             f"decoding 'grounded' needs a backend that can constrain tokens; {name} cannot "
-            "(use --generator-backend transformers, the default)"
+            "(use --generator-backend transformers, the default, or llamacpp)"
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ragkit.generation.backends.base import can_constrain_tokens
 from ragkit.generation.checkpoints import DEFAULT_GENERATOR, GEMMA_ALIASES, SMOLLM2_ALIASES
 from ragkit.rag.generate_step import Decoding
 
@@ -44,14 +45,22 @@ SMOLLM2_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
 GENERIC_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
 
 
+LOCAL_BACKENDS = frozenset({"transformers", "llamacpp"})
+"""Backends that run the packaged models themselves (and can constrain tokens)."""
+
+
 def answering_profile(generator: Any = None, backend: str = "transformers") -> AnsweringProfile:
-    """The profile of ``generator``: a model name/path, None (the default) or a backend object."""
-    if backend != "transformers":
+    """The profile of ``generator``: a model name/path, None (the default) or a backend object.
+
+    A packaged model keeps its profile on either local backend (the same weights, adapter and
+    decoding, so the same answers); an API or vLLM backend gets the generic one.
+    """
+    if backend not in LOCAL_BACKENDS:
         return GENERIC_PROFILE
     name = generator
     if generator is not None and not isinstance(generator, str):
         config = getattr(generator, "config", None)
-        if type(generator).__name__ != "Generator":
+        if not can_constrain_tokens(generator):
             return GENERIC_PROFILE
         name = getattr(config, "model", None)
     key = (name or "default").strip().lower()

@@ -18,6 +18,7 @@ from ragkit.generation.backends import (
     GenerationStream,
     GeneratorBackend,
     GeneratorBackendError,
+    LlamaCppGenerator,
     OpenAIGenerator,
     OpenAIStream,
     backend_options,
@@ -60,7 +61,7 @@ def test_openai_backend_is_built_without_network() -> None:
 
 
 def test_unknown_backend_and_foreign_options_are_refused() -> None:
-    assert BACKENDS == ("transformers", "openai", "vllm")
+    assert BACKENDS == ("transformers", "llamacpp", "openai", "vllm")
     with pytest.raises(GeneratorBackendError, match="unknown generator backend 'tgi'"):
         make_generator("tgi")
     with pytest.raises(GeneratorBackendError, match=r"base_url do not apply to the transformers"):
@@ -73,6 +74,8 @@ def test_unknown_backend_and_foreign_options_are_refused() -> None:
 def test_every_backend_satisfies_the_protocol() -> None:
     assert isinstance(Generator("some/model"), GeneratorBackend)
     assert isinstance(OpenAIGenerator("m"), GeneratorBackend)
+    llama = LlamaCppGenerator("model.gguf", loader=lambda *a: None)  # type: ignore[arg-type,return-value]
+    assert isinstance(llama, GeneratorBackend)
     for stream_type in (TextStream, OpenAIStream, FinishedStream):
         assert all(hasattr(stream_type, name) for name in ("__next__", "__iter__", "close"))
     finished = FinishedStream(

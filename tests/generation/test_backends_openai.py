@@ -559,13 +559,16 @@ def test_cli_backend_errors(index_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     from ragkit.cli import app
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # "not installed", even where it is
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
     runner = CliRunner()
     base = ["ask", "What?", "--index", str(index_dir), "--retriever", "bm25"]
     cases = {  # (option, value): (exit status, message)
         ("--generator-backend", "vllm"): (1, "pip install 'ragkit[vllm]'"),
+        ("--generator-backend", "llamacpp"): (1, "pip install 'ragkit[llamacpp]'"),
         ("--generator-backend", "tgi"): (
             2,
-            "'--generator-backend': 'tgi' is not one of 'transformers', 'openai', 'vllm'",
+            "'--generator-backend': 'tgi' is not one of 'transformers', 'llamacpp', 'openai', "
+            "'vllm'",
         ),
         ("--base-url", "http://x/v1"): (1, "base_url do not apply to the transformers"),
     }

@@ -1,9 +1,9 @@
-"""Generator backends: transformers (default), an OpenAI-compatible server, an in-process vLLM.
+"""Generator backends: transformers (default), llama.cpp, an OpenAI-compatible server, vLLM.
 
-All three satisfy :class:`GeneratorBackend`, the interface RAG pipelines, ``prompts``
+All four satisfy :class:`GeneratorBackend`, the interface RAG pipelines, ``prompts``
 strategies and the server use, and are built by :func:`make_generator` (the CLI's
-``--generator-backend``). Importing this package imports neither torch, ``openai`` nor
-``vllm``; each loads when its backend first needs it. See docs/backends.md.
+``--generator-backend``). Importing this package imports neither torch, ``llama_cpp``,
+``openai`` nor ``vllm``; each loads when its backend first needs it. See docs/backends.md.
 """
 
 from ragkit.generation.backends.base import (
@@ -23,6 +23,12 @@ from ragkit.generation.backends.factory import (
     generator_from_config,
     make_generator,
 )
+from ragkit.generation.backends.llamacpp_engine import (
+    LlamaCppGenerator,
+    LlamaCppGeneratorConfig,
+    resolve_gguf,
+)
+from ragkit.generation.backends.llamacpp_model import LlamaCppModel, LlamaModel, Vocabulary
 from ragkit.generation.backends.openai_api import (
     OpenAIGenerator,
     OpenAIGeneratorConfig,
@@ -47,16 +53,22 @@ __all__ = [
     "GenerationStream",
     "GeneratorBackend",
     "GeneratorBackendError",
+    "LlamaCppGenerator",
+    "LlamaCppGeneratorConfig",
+    "LlamaCppModel",
+    "LlamaModel",
     "OpenAIGenerator",
     "OpenAIGeneratorConfig",
     "OpenAIStream",
     "UnsupportedOptionError",
     "VLLMGenerator",
     "VLLMGeneratorConfig",
+    "Vocabulary",
     "backend_options",
     "generator_from_config",
     "make_generator",
     "openai_request_options",
+    "resolve_gguf",
     "vllm_engine_kwargs",
     "vllm_result",
     "vllm_sampling_kwargs",

@@ -12,7 +12,9 @@ Everything here is pure Python: no torch, transformers, openai or vllm import, s
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -116,6 +118,44 @@ class GeneratorBackend(Protocol):
     ) -> int: ...
 
     def truncate(self, text: str, max_tokens: int) -> str: ...
+
+
+class TokenConstrainedBackend(GeneratorBackend, Protocol):
+    """A backend that restricts each step's tokens: what grounded span decoding needs.
+
+    Local backends (transformers, llama.cpp) see every step's logits; API and vLLM backends do
+    not. ``generate(..., constraints=[...])`` and ``stream(..., constraint=...)`` take one
+    :class:`~ragkit.generation.constraints.TokenConstraint` per prompt.
+    """
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]: ...
+
+    def token_table(self) -> Any:
+        """The vocabulary as bytes per token (:class:`~ragkit.generation.grounded.TokenTable`)."""
+        ...
+
+
+def can_constrain_tokens(generator: object) -> bool:
+    """Whether ``generator`` implements :class:`TokenConstrainedBackend`.
+
+    Checked on the class, not with ``isinstance``: on Python 3.11 a runtime protocol check reads
+    every property, and ``eos_token_ids`` loads the model.
+    """
+    return callable(getattr(type(generator), "token_table", None))
+
+
+def package_installed(name: str) -> bool:
+    """Whether ``import name`` can work, without importing it (an optional backend's package).
+
+    A ``None`` entry in ``sys.modules`` (how tests simulate an absent package) counts as absent.
+    """
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------- options

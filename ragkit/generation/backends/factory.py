@@ -11,11 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
 
 from ragkit.generation.backends.base import GeneratorBackend, GeneratorBackendError
+from ragkit.generation.backends.llamacpp_engine import LlamaCppGenerator
 from ragkit.generation.backends.openai_api import OpenAIGenerator
 from ragkit.generation.backends.vllm_engine import VLLMGenerator
 from ragkit.generation.generator import Generator
 
-BackendName = Literal["transformers", "openai", "vllm"]
+BackendName = Literal["transformers", "llamacpp", "openai", "vllm"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 DEFAULT_BACKEND: BackendName = "transformers"
 
@@ -23,6 +24,7 @@ DEFAULT_BACKEND: BackendName = "transformers"
 def _constructor(backend: str) -> Callable[..., GeneratorBackend]:
     constructors: dict[str, Callable[..., GeneratorBackend]] = {
         "transformers": Generator,
+        "llamacpp": LlamaCppGenerator,
         "openai": OpenAIGenerator,
         "vllm": VLLMGenerator,
     }
@@ -37,18 +39,19 @@ def _constructor(backend: str) -> Callable[..., GeneratorBackend]:
 def backend_options(backend: str) -> tuple[str, ...]:
     """The keyword options ``make_generator`` accepts for ``backend`` (besides ``model``)."""
     parameters = inspect.signature(_constructor(backend)).parameters
-    return tuple(name for name in parameters if name not in ("self", "model"))
+    return tuple(name for name in parameters if name not in ("self", "model", "loader"))
 
 
 def make_generator(
     backend: str = DEFAULT_BACKEND, model: str | None = None, **options: Any
 ) -> GeneratorBackend:
-    """Build a generator for ``backend`` ("transformers", "openai" or "vllm").
+    """Build a generator for ``backend`` ("transformers", "llamacpp", "openai" or "vllm").
 
-    ``model`` means: transformers/vllm — None (packaged SmolLM2), a hub id or a folder; openai —
+    ``model`` means: transformers/vllm — None (the packaged default), a hub id or a folder;
+    llamacpp — None, a packaged model name or a ``.gguf`` file; openai —
     the model name on the server (None: the first one it lists). ``options`` are the backend's
     constructor keywords (``device=`` for transformers, ``base_url=`` / ``api_key_env=`` for
-    openai, ``gpu_memory_utilization=`` for vllm, ``options=`` decoding defaults for all);
+    openai, ``gpu_memory_utilization=`` for vllm, ``n_threads=`` for llamacpp, ``options=`` decoding defaults for all);
     options of another backend are refused rather than ignored. Options that are None are
     treated as not given, so a CLI can pass its unset flags straight through.
     """
@@ -73,6 +76,8 @@ def generator_from_config(config: Mapping[str, Any]) -> GeneratorBackend:
     backend = data.pop("backend", DEFAULT_BACKEND)
     if backend == "transformers":
         return Generator.from_config(data)
+    if backend == "llamacpp":
+        return LlamaCppGenerator.from_config(data)
     if backend == "openai":
         return OpenAIGenerator.from_config(data)
     if backend == "vllm":

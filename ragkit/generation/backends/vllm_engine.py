@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -39,6 +38,7 @@ from ragkit.generation.backends.base import (
     UnsupportedOptionError,
     check_prompts,
     finish_text,
+    package_installed,
     resolve_options,
     sample_seeds,
 )
@@ -165,12 +165,7 @@ def vllm_result(
 
 def vllm_installed() -> bool:
     """Whether ``import vllm`` can work, without importing it (that takes seconds)."""
-    if "vllm" in sys.modules:
-        return sys.modules["vllm"] is not None
-    try:
-        return importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):
-        return False
+    return package_installed("vllm")
 
 
 def _first_line(exc: BaseException) -> str:
