@@ -10,6 +10,10 @@ number of threads:
 - ``ragkit-llamacpp``: ragkit's llama.cpp backend (``--generator-backend llamacpp``): its
   per-step loop — llama.cpp's forward pass with KV-cache reuse, the logits copied out, the next
   token chosen by :func:`ragkit.generation.token_choice.choose_token` — on the same GGUF;
+- ``ragkit-llamacpp-adapter``: the same loop on the file the backend really loads for the
+  default answer: the GGUF with the grounded-qa adapter merged in (its linear layers re-quantised
+  to f16, :mod:`ragkit.generation.gguf_merge`). A different model, so its agreement with the
+  fp32 reference (no adapter) is not a quality measure; its speed is the default's;
 - ``llamacpp``: the anchor, llama.cpp through ``llama-cpp-python`` on the GGUF as it ships
   (4-bit kernels) with nothing of ragkit around it, run with the interpreter given by
   ``--llamacpp-python`` (a benchmark-only environment) or, without one, this interpreter.
@@ -57,7 +61,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / ".work" / "latency"
 LLAMACPP_PYTHON = ROOT / "benchmarks" / ".work" / "llamacpp-venv" / "bin" / "python"
 LLAMACPP_SITE = ROOT / "benchmarks" / ".work" / "llamacpp-site"
-SYSTEMS = ("fp32", "int8", "ragkit-llamacpp", "llamacpp")
+SYSTEMS = ("fp32", "int8", "ragkit-llamacpp", "ragkit-llamacpp-adapter", "llamacpp")
 AGREEMENT_TOKENS = 8
 
 
@@ -195,10 +199,9 @@ def run_worker(args: argparse.Namespace) -> int:
     job = json.loads(Path(args.job).read_text(encoding="utf-8"))
     if args.worker == "llamacpp":
         result = worker_llamacpp(job["gguf"], job["prompts"], job["new_tokens"], job["threads"])
-    elif args.worker == "ragkit-llamacpp":
-        result = worker_ragkit_llamacpp(
-            job["gguf"], job["prompts"], job["new_tokens"], job["threads"]
-        )
+    elif args.worker in ("ragkit-llamacpp", "ragkit-llamacpp-adapter"):
+        gguf = job["gguf"] if args.worker == "ragkit-llamacpp" else job["merged_gguf"]
+        result = worker_ragkit_llamacpp(gguf, job["prompts"], job["new_tokens"], job["threads"])
     else:
         import torch
 
@@ -294,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     job_file = WORK / "job.json"
     job = {"gguf": str(gguf), "prompts": prompts, "new_tokens": args.new_tokens}
+    if "ragkit-llamacpp-adapter" in systems:
+        from ragkit.generation.gguf_merge import merged_gguf
+        from ragkit.rag.profiles import answering_profile
+
+        adapter = answering_profile(args.model).adapter
+        job["merged_gguf"] = str(merged_gguf(gguf, adapter)) if adapter else str(gguf)  # f16
     job_file.write_text(json.dumps({**job, "threads": args.threads}), encoding="utf-8")
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     busy = []

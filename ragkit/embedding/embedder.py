@@ -9,6 +9,7 @@ resolved name so that its queries are embedded the way its corpus was.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -39,7 +40,19 @@ QUERY_CACHE_SIZE = 1024
 __all__ = ["Embedder", "Vectors", "auto_device", "check_backend_name"]
 
 
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidia0", "/dev/kfd")
+"""Where an NVIDIA (or ROCm) driver shows itself on Linux: without one, CUDA cannot be available."""
+
+
 def auto_device() -> str:
+    """``cuda`` when torch sees a GPU, else ``cpu``.
+
+    On Linux without a GPU driver the answer is ``cpu`` without importing torch (about a second
+    of a cold start that may not need torch at all: ONNX embedder, llama.cpp generator).
+    """
+    if sys.platform.startswith("linux") and "torch" not in sys.modules:
+        if not any(Path(path).exists() for path in GPU_DRIVER_PATHS):
+            return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -125,10 +138,6 @@ class Embedder:
 
     def _load(self) -> EmbeddingBackend:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from transformers.utils import logging as hf_logging
-
-        # ragkit reports its own progress; the per-load weight bar is noise in a CLI or server.
-        hf_logging.disable_progress_bar()
         location = resolve_embedder(self._requested)
         device = self._device or auto_device()
         wanted = self.backend
@@ -172,6 +181,10 @@ class Embedder:
 
     def _load_sentence_transformer(self, location: str, device: str) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        # ragkit reports its own progress; the per-load weight bar is noise in a CLI or server.
+        hf_logging.disable_progress_bar()
 
         try:
             return SentenceTransformer(location, device=device, **self._model_kwargs)

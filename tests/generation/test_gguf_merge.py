@@ -196,7 +196,7 @@ def test_cache_is_reused_and_keyed_on_the_adapter(tmp_path: Path) -> None:
     stamp = first.stat().st_mtime_ns
     assert merged_gguf(base, tmp_path / "ad") == first
     assert first.stat().st_mtime_ns == stamp
-    assert merged_gguf(base, tmp_path / "ad", weight_type="f16") != first
+    assert merged_gguf(base, tmp_path / "ad", weight_type="q8_0") != first
     _write_adapter(tmp_path / "ad", tensors=_lora(seed=7))
     assert merged_gguf(base, tmp_path / "ad") != first
     _write_adapter(tmp_path / "ad", lora_alpha=16)

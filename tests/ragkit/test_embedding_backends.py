@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from ragkit.embedding.onnx_export import METADATA_FILE, export_folder, probe_tex
 from ragkit.embedding.selection import MIN_SPEEDUP, measure_backends
 from ragkit.errors import IndexFormatError
 from ragkit.index import Index
+from ragkit.schema import Document
 
 TEXTS = [
     "strasbourg is the capital of alsace",
@@ -293,3 +297,43 @@ def test_a_failing_pass_fails_only_its_callers() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         coalescer.encode("a")
     assert coalescer.encode("b").shape == (1, 2)  # the coalescer is usable again
+
+
+def test_an_onnx_query_path_imports_neither_torch_nor_transformers(
+    tiny_model_path: Path, tmp_path: Path, cache: Path
+) -> None:
+    """Issue 21's cold start: with an ONNX index and the llama.cpp backend, answering a question
+    loads no torch, transformers, sentence-transformers or scikit-learn (seconds of imports)."""
+    directory = tmp_path / "idx"
+    with Index.create(directory, Embedder(str(tiny_model_path), backend="onnx")) as index:
+        index.add_documents(
+            [
+                Document(id="p", text="The parliament sits in Strasbourg since 1992.", source="p"),
+                Document(id="r", text="A bridge crosses the river.", source="r"),
+            ]
+        )
+        index.commit()
+    probe = (
+        "import sys, types\n"
+        "sys.modules['llama_cpp'] = types.ModuleType('llama_cpp')  # installed, never used\n"
+        "sys.path.insert(0, 'tests/generation')\n"
+        "from test_llamacpp_backend import BigramModel\n"
+        "from ragkit.generation.backends import LlamaCppGenerator\n"
+        "from ragkit.rag import RAGPipeline\n"
+        "gen = LlamaCppGenerator('m.gguf', loader=lambda *a: BigramModel(4096))\n"
+        "gen.gguf_path = lambda: 'm.gguf'\n"
+        f"rag = RAGPipeline.from_index({str(directory)!r}, generator=gen, retriever='dense',\n"
+        "    template='grounded_qa_completion', decoding='grounded')\n"
+        "answer = rag.ask('Where does the parliament sit?')\n"
+        "heavy = ('torch', 'transformers', 'sentence_transformers', 'sklearn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), answer.trace is not None)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "RAGKIT_CACHE_DIR": str(cache)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[] True", done.stdout + done.stderr[-2000:]

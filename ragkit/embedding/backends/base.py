@@ -25,7 +25,11 @@ class EmbeddingBackend(Protocol):
     name: str
     dimension: int
     max_seq_length: int
-    tokenizer: Any
+
+    @property
+    def tokenizer(self) -> Any:
+        """The transformers tokenizer the chunker counts with (may load on first access)."""
+        ...
 
     def encode(self, texts: Sequence[str], batch_size: int) -> Vectors: ...
 

@@ -28,7 +28,8 @@ from ragkit.generation.backends.llamacpp_engine import (
     LlamaCppGeneratorConfig,
     resolve_gguf,
 )
-from ragkit.generation.backends.llamacpp_model import LlamaCppModel, LlamaModel, Vocabulary
+from ragkit.generation.backends.llamacpp_model import LlamaCppModel, LlamaModel
+from ragkit.generation.backends.llamacpp_vocab import Vocabulary
 from ragkit.generation.backends.openai_api import (
     OpenAIGenerator,
     OpenAIGeneratorConfig,

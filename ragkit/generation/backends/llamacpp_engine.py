@@ -7,7 +7,7 @@ an answer while llama.cpp runs the forward passes (docs/backends.md):
 
 - **grounded span decoding**: the row's :class:`TokenConstraint` masks each step's logits, and
   :meth:`LlamaCppGenerator.token_table` gives the span automaton this vocabulary's bytes;
-- **adapters**: a LoRA adapter is merged into a cached copy of the GGUF
+- **adapters**: a LoRA adapter is merged into a cached copy of the GGUF (its linear layers f16)
   (:mod:`ragkit.generation.gguf_merge`), since llama.cpp reads weights only from the file;
 - **the same decoding semantics** as the transformers path (:mod:`ragkit.generation.token_choice`,
   :func:`ragkit.generation.results.result_from_tokens`): greedy is argmax, stop strings cut the
@@ -46,8 +46,8 @@ from ragkit.generation.backends.llamacpp_model import (
     MISSING,
     LlamaCppModel,
     LlamaModel,
-    Vocabulary,
 )
+from ragkit.generation.backends.llamacpp_vocab import Vocabulary
 from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
 from ragkit.generation.chat_template import TemplateTokenizer
 from ragkit.generation.constraints import TokenConstraint

@@ -20,32 +20,22 @@ import importlib
 import os
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from ragkit.generation.backends.base import BackendUnavailableError
+from ragkit.generation.backends.llamacpp_vocab import (
+    Vocabulary,
+    cached_vocabulary,
+    save_vocabulary,
+)
 
 INSTALL_HINT = (
     "pip install 'ragkit[llamacpp]' (compiles llama.cpp with the machine's cmake and C++ compiler)"
 )
 FALLBACK_HINT = "use --generator-backend transformers (the default), which needs no compiler"
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Every token's bytes and role, read once from the GGUF's tokenizer."""
-
-    pieces: tuple[bytes | None, ...]
-    """The bytes each token writes; None for control/unknown/unused tokens (never text)."""
-    eos_ids: frozenset[int]
-    """Tokens that end generation (llama.cpp's end-of-generation set: EOS, end-of-turn...)."""
-    bos_id: int | None
-    add_bos: bool
-    bos_text: str = ""
-    """How the chat template spells BOS / EOS (``bos_token`` / ``eos_token`` in Jinja)."""
-    eos_text: str = ""
 
 
 class LlamaCppModel(Protocol):
@@ -71,10 +61,34 @@ MISSING = (
 )
 
 
+_SILENCE: list[Any] = []
+"""The no-op log callback handed to llama.cpp (kept alive here: C holds only a pointer)."""
+
+
+def _silence(llama_cpp: Any) -> None:
+    """Stop llama.cpp writing its own log lines to stderr.
+
+    Even with ``verbose=False`` it prints notes such as "using full-size SWA cache" on every
+    load, which would land in the middle of ``ragkit ask``'s output. Failures still reach the
+    caller: llama-cpp-python raises them as Python exceptions.
+    """
+    if _SILENCE or not hasattr(llama_cpp, "llama_log_set"):
+        return
+
+    @llama_cpp.llama_log_callback
+    def discard(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        return None
+
+    _SILENCE.append(discard)
+    llama_cpp.llama_log_set(discard, ctypes.c_void_p(0))
+
+
 def import_llama_cpp() -> Any:
     """The ``llama_cpp`` module, or a one-line error naming the install and the fallback."""
     try:
-        return importlib.import_module("llama_cpp")
+        module = importlib.import_module("llama_cpp")
+        _silence(module)
+        return module
     except ImportError:
         raise BackendUnavailableError(MISSING) from None
     except OSError as exc:  # the package is there but its shared library does not load
@@ -119,6 +133,7 @@ class LlamaModel:
         # llama-cpp-python frees the model in __del__, which at interpreter exit runs after
         # its own module globals are gone and prints a traceback: close it while they exist
         atexit.register(_close, weakref.ref(self._llm))
+        self._path = Path(path)
         self._vocab_ptr = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_vocab = int(self._llm.n_vocab())
         self._evaluated: list[int] = []
@@ -133,8 +148,13 @@ class LlamaModel:
         return dict(self._llm.metadata)
 
     def vocabulary(self) -> Vocabulary:
+        """The vocabulary, from ragkit's cache when this file was read before (~1 s saved)."""
         if self._vocabulary is None:
-            self._vocabulary = self._read_vocabulary()
+            vocab = cached_vocabulary(self._path)
+            if vocab is None or len(vocab.pieces) != self._n_vocab:
+                vocab = self._read_vocabulary()
+                save_vocabulary(self._path, vocab)
+            self._vocabulary = vocab
         return self._vocabulary
 
     def _read_vocabulary(self) -> Vocabulary:
