@@ -7,8 +7,11 @@ through here, so that a kill at any moment leaves either the old or the new vers
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,6 +61,45 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    The only way to replace a directory by a symbolic link (or by another non-empty directory)
+    without an instant where neither exists: a plain rename refuses a non-empty directory as
+    its destination, so the alternative is two renames with a gap a crash can fall into.
+    Returns False where the system cannot exchange (not Linux, an old kernel or C library, a
+    file system without support); the caller then falls back to its two-step way.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    renameat2.restype = ctypes.c_int
+    if (
+        renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE)
+        == 0
+    ):
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(first))
+
+
 def atomic_write_text(target: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Replace ``target`` with ``text`` atomically."""
     atomic_write_bytes(target, text.encode(encoding))
@@ -81,9 +123,14 @@ def atomic_directory(target: str | os.PathLike[str], fill: Callable[[Path], None
                     os.fsync(fh.fileno())
         old: Path | None = None
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-        tmp.rename(target)
+            if exchange_paths(tmp, target):  # no instant without a complete target
+                old = tmp
+            else:
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                target.rename(old)
+                tmp.rename(target)
+        else:
+            tmp.rename(target)
         fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -19,9 +19,14 @@ resolves the link once per load (:func:`ragkit.generation.adapters.resolve_adapt
 server reloading during a promotion reads one version, not a mix.
 
 The first promotion into a plain folder (e.g. an SFT run's ``adapter/``) copies it to
-``*-adopted``, moves it aside to ``.adapter.adopting`` and puts the link in its place; if a
-crash falls between the last two renames, :func:`recover_serving_adapter` (run by the loop
-before it reads the serving folder) moves the original back.
+``*-adopted`` and swaps a link to that copy with the folder in one atomic step (Linux
+``renameat2(RENAME_EXCHANGE)``, :func:`ragkit.atomic.exchange_paths`), so the serving path never
+goes missing; the original stays aside (``.adapter.adopting``) until the promotion completes, and
+is put back if it fails. Where no atomic exchange exists, the folder is renamed aside and the link
+put in its place; if a crash falls between those two renames, :func:`recover_serving_adapter`
+(run by the loop before it reads the serving folder) moves the original back.
+tests/alignment/test_promotion_kill.py kills a promotion before every file-system change it makes
+and checks that the serving path always resolves to a complete adapter, old or new.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import AlignmentError
-from ragkit.atomic import atomic_directory, fsync_dir
+from ragkit.atomic import atomic_directory, exchange_paths, fsync_dir
 
 CARD_FILE = "model_card.json"
 HISTORY_FILE = "promotions.jsonl"
@@ -105,7 +110,10 @@ def recover_serving_adapter(target: str | os.PathLike[str]) -> str | None:
     if target.parent.is_dir():
         for leftover in target.parent.glob(f".{target.name}.*.link"):
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if leftover.is_symlink():
+                    leftover.unlink()
+                else:  # the original folder just after an exchange: its copy was adopted
+                    shutil.rmtree(leftover)
     return done
 
 
@@ -117,8 +125,7 @@ def _copy_files(source: Path, destination: Path) -> None:
 
 def _point(target: Path, version: Path) -> None:
     """Make ``target`` a link to ``version`` (inside ``versions_dir(target)``) in one rename."""
-    link = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.link")
-    link.symlink_to(os.path.relpath(version, target.parent))
+    link = _link_to(target, version)
     try:
         # os.replace, not Path.replace: the one atomic step of a promotion, called through this
         # module's ``os`` so that tests can make exactly this step fail
@@ -130,23 +137,59 @@ def _point(target: Path, version: Path) -> None:
     fsync_dir(target.parent)
 
 
+def _link_to(target: Path, version: Path) -> Path:
+    """A new temporary link beside ``target`` pointing at ``version`` (relative)."""
+    link = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.link")
+    link.symlink_to(os.path.relpath(version, target.parent))
+    return link
+
+
 def _adopt(target: Path, now: float | None) -> Path:
-    """Turn a plain serving folder into a link to a copy of itself (see the module docstring)."""
+    """Turn a plain serving folder into a link to a copy of itself (see the module docstring).
+
+    The original folder is kept, moved aside, until the promotion that needed the adoption has
+    completed (:func:`_finish_adoption`) or failed (:func:`_undo_adoption`).
+    """
     versions = versions_dir(target)
     version = versions / f"{_stamp(now)}{ADOPTED_SUFFIX}"
     atomic_directory(version, lambda tmp: _copy_files(target, tmp))
     aside = _adopting(target)
-    target.rename(aside)
+    link = _link_to(target, version)
     try:
-        _point(target, version)
+        if exchange_paths(link, target):  # one atomic step: target is the link from now on
+            link.rename(aside)  # ``link`` now names the original folder
+        else:  # no atomic exchange here: two renames, repaired by recover_serving_adapter
+            link.unlink()
+            target.rename(aside)
+            _point(target, version)
     except BaseException:
-        if not os.path.lexists(target):
-            aside.rename(target)  # back as it was
-            fsync_dir(target.parent)
-        shutil.rmtree(version, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            if link.is_symlink():
+                link.unlink()
+        _undo_adoption(target, version)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    fsync_dir(target.parent)
     return version
+
+
+def _undo_adoption(target: Path, version: Path) -> None:
+    """Put the moved-aside original back at ``target`` and drop its adopted copy."""
+    aside = _adopting(target)
+    if aside.is_dir():
+        if not os.path.lexists(target):
+            aside.rename(target)
+        elif target.is_symlink():
+            if exchange_paths(aside, target):
+                aside.unlink()  # after the exchange ``aside`` is the link
+            else:
+                target.unlink()
+                aside.rename(target)
+        fsync_dir(target.parent)
+    shutil.rmtree(version, ignore_errors=True)
+
+
+def _finish_adoption(target: Path) -> None:
+    shutil.rmtree(_adopting(target), ignore_errors=True)
 
 
 def _append_history(versions: Path, record: Mapping[str, Any]) -> None:
@@ -192,10 +235,11 @@ def promote_adapter(
     recover_serving_adapter(target)
     versions = versions_dir(target)
     versions.mkdir(exist_ok=True)
+    adopted: Path | None = None
     if os.path.lexists(target) and not target.is_symlink():
         if not target.is_dir():
             raise PromotionError(f"{target} exists and is not an adapter folder")
-        _adopt(target, now)
+        adopted = _adopt(target, now)
     elif target.is_symlink() and live_version(target) is None:
         raise PromotionError(f"{target} is a link to a missing folder ({target.readlink()})")
     previous = live_version(target)
@@ -212,12 +256,16 @@ def promote_adapter(
             (tmp / "README.md").write_text(readme, encoding="utf-8")
         writer(tmp, card)
 
-    atomic_directory(version, fill)
     try:
+        atomic_directory(version, fill)
         _point(target, version)
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)  # never served: no reason to keep it
+        if adopted is not None:
+            _undo_adoption(target, adopted)
         raise
+    if adopted is not None:
+        _finish_adoption(target)
     _append_history(
         versions,
         {

@@ -129,6 +129,8 @@ class Generator:
         self.quantization: str = "none"
         """What the loaded model runs as: "none" or "int8" (``auto`` resolved)."""
         self.quantization_verdict: Any = None
+        self.backend_verdict: Any = None
+        """Why ``--generator-backend auto`` chose this backend (None when it was asked for)."""
         """The quality guard's verdict when ``quantize="auto"`` decided (None otherwise)."""
         self._lock = threading.RLock()
         self._source: Path | str | None = None

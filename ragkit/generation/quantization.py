@@ -21,18 +21,15 @@ Modes (``Generator(quantize=...)``, ``--quantize``):
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import platform
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from ragkit.atomic import atomic_write_text
+from ragkit.choice_cache import choice_key, cpu_flags, load_choice, save_choice
 from ragkit.errors import RagkitError
 
 if TYPE_CHECKING:
@@ -205,50 +202,30 @@ def _verdict_key(source: str, adapter: str | None) -> str:
     import torch
     import transformers
 
-    parts = {
-        "source": source,
-        "adapter": adapter,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_flags": _cpu_flags(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "threads": torch.get_num_threads(),
-        "format": GUARD_FORMAT,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-            return ",".join(f for f in wanted if f in line.split())
-    return ""
+    return choice_key(
+        {
+            "source": source,
+            "adapter": adapter,
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_flags": cpu_flags(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "threads": torch.get_num_threads(),
+            "format": GUARD_FORMAT,
+        }
+    )
 
 
 def choose_quantization(
     model: Any, tokenizer: Any, eos: set[int], source: str, adapter: str | None
 ) -> QuantizationVerdict:
     """The cached verdict for this model on this machine, measured on first use."""
-    from ragkit.generation.checkpoints import cache_dir
-
-    path = cache_dir() / "quantization" / f"{_verdict_key(source, adapter)}.json"
-    try:
-        cached = QuantizationVerdict.model_validate_json(path.read_text(encoding="utf-8"))
-        if cached.format_version == GUARD_FORMAT:
-            return cached
-    except (OSError, ValueError):
-        pass
+    key = _verdict_key(source, adapter)
+    cached = load_choice("quantization", key, QuantizationVerdict)
+    if cached is not None and cached.format_version == GUARD_FORMAT:
+        return cached
     verdict = measure_int8(model, tokenizer, eos)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, verdict.model_dump_json(indent=1))
-    except OSError:
-        pass  # a read-only cache only costs re-measuring next time
+    save_choice("quantization", key, verdict)
     return verdict
 
 

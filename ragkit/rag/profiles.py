@@ -45,7 +45,7 @@ SMOLLM2_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
 GENERIC_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
 
 
-LOCAL_BACKENDS = frozenset({"transformers", "llamacpp"})
+LOCAL_BACKENDS = frozenset({"transformers", "auto", "llamacpp"})
 """Backends that run the packaged models themselves (and can constrain tokens)."""
 
 

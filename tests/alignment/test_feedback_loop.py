@@ -385,3 +385,75 @@ def test_ppo_of_an_adapter_starts_from_it_and_saves_an_adapter(
 
     with pytest.raises(ConfigError, match=r"policy_adapter needs policy\.finetune: lora"):
         validate_config(PPOJobConfig, {**config.model_dump(), "policy": {"finetune": "full"}})
+
+
+# --------------------------------------------------------------------------- kill -9
+
+KILLED_LOOP = """
+import json, os, signal, sys
+from pathlib import Path
+from alignment.feedback_loop import run_feedback_loop
+
+db, config_file, kill_after = sys.argv[1], sys.argv[2], sys.argv[3]
+config = json.loads(Path(config_file).read_text())
+
+def evaluate(adapter):
+    base = [0.2, 0.5, 0.1, 0.7]
+    return [b + 0.2 for b in base] if adapter and Path(adapter).parent.name == "ppo" else base
+
+def on_stage(name, info):
+    if name == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run_feedback_loop(db, config, evaluate=evaluate, on_stage=on_stage)
+"""
+
+
+def store_state(db: Path) -> tuple[str, dict[str, int], list[tuple[Any, ...]]]:
+    import sqlite3
+
+    connection = sqlite3.connect(db)
+    try:
+        check = connection.execute("PRAGMA integrity_check").fetchone()[0]
+        rows = connection.execute("SELECT * FROM answers ORDER BY id").fetchall()
+    finally:
+        connection.close()
+    with FeedbackStore(db) as store:
+        counts = store.counts()
+    return check, counts, rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", ["export", "reward", "ppo"])
+def test_a_kill_9_mid_loop_leaves_the_feedback_and_the_serving_adapter_intact(
+    tiny_model_dir: Path, tmp_path: Path, kill_after: str
+) -> None:
+    """SIGKILL the loop (a separate process) as a stage ends; the promotion's own steps are
+    killed one by one in test_promotion_kill.py."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "feedback.db"
+    fill_store(db, str(tiny_model_dir))
+    before = store_state(db)
+    serving = make_adapter(tmp_path / "deploy" / "adapter")
+    original = files_of(serving)
+    config = tmp_path / "loop.json"
+    config.write_text(json.dumps(loop_config(tmp_path, tiny_model_dir, serving)))
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_LOOP, str(db), str(config), kill_after],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=600,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert store_state(db) == before
+    assert before[0] == "ok"
+    assert files_of(serving) == original and not serving.is_symlink()
+    # and the loop runs to its decision from there
+    evaluate, _ = scripted_evaluation([0.1] * len(BASE_SCORES))
+    result = run_feedback_loop(
+        db, loop_config(tmp_path, tiny_model_dir, serving), evaluate=evaluate
+    )
+    assert result.promoted and files_of(serving) != original

@@ -6,6 +6,7 @@ strategies and the server use, and are built by :func:`make_generator` (the CLI'
 ``openai`` nor ``vllm``; each loads when its backend first needs it. See docs/backends.md.
 """
 
+from ragkit.generation.backends.auto import BackendVerdict, auto_generator
 from ragkit.generation.backends.base import (
     BackendSettings,
     BackendUnavailableError,
@@ -50,6 +51,7 @@ __all__ = [
     "BackendName",
     "BackendSettings",
     "BackendUnavailableError",
+    "BackendVerdict",
     "FinishedStream",
     "GenerationStream",
     "GeneratorBackend",
@@ -65,6 +67,7 @@ __all__ = [
     "VLLMGenerator",
     "VLLMGeneratorConfig",
     "Vocabulary",
+    "auto_generator",
     "backend_options",
     "generator_from_config",
     "make_generator",

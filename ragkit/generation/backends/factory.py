@@ -10,13 +10,14 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
 
+from ragkit.generation.backends.auto import auto_generator
 from ragkit.generation.backends.base import GeneratorBackend, GeneratorBackendError
 from ragkit.generation.backends.llamacpp_engine import LlamaCppGenerator
 from ragkit.generation.backends.openai_api import OpenAIGenerator
 from ragkit.generation.backends.vllm_engine import VLLMGenerator
 from ragkit.generation.generator import Generator
 
-BackendName = Literal["transformers", "llamacpp", "openai", "vllm"]
+BackendName = Literal["transformers", "auto", "llamacpp", "openai", "vllm"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 DEFAULT_BACKEND: BackendName = "transformers"
 
@@ -24,6 +25,7 @@ DEFAULT_BACKEND: BackendName = "transformers"
 def _constructor(backend: str) -> Callable[..., GeneratorBackend]:
     constructors: dict[str, Callable[..., GeneratorBackend]] = {
         "transformers": Generator,
+        "auto": auto_generator,
         "llamacpp": LlamaCppGenerator,
         "openai": OpenAIGenerator,
         "vllm": VLLMGenerator,
@@ -45,7 +47,10 @@ def backend_options(backend: str) -> tuple[str, ...]:
 def make_generator(
     backend: str = DEFAULT_BACKEND, model: str | None = None, **options: Any
 ) -> GeneratorBackend:
-    """Build a generator for ``backend`` ("transformers", "llamacpp", "openai" or "vllm").
+    """Build a generator for ``backend`` ("transformers", "auto", "llamacpp", "openai", "vllm").
+
+    ``auto`` is llama.cpp where it is installed and passes its quality guard on this machine,
+    else transformers (:mod:`ragkit.generation.backends.auto`); it takes the options both share.
 
     ``model`` means: transformers/vllm — None (the packaged default), a hub id or a folder;
     llamacpp — None, a packaged model name or a ``.gguf`` file; openai —

@@ -148,6 +148,8 @@ class LlamaCppGenerator:
         self._vocab: Vocabulary | None = None
         self._table: TokenTable | None = None
         self._template: TemplateTokenizer | None = None
+        self.backend_verdict: Any = None
+        """Why ``--generator-backend auto`` chose this backend (None when it was asked for)."""
 
     def __repr__(self) -> str:
         state = "loaded" if self._model is not None else "not loaded"

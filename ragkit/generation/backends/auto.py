@@ -1,0 +1,151 @@
+"""``--generator-backend auto``: llama.cpp where it is installed and passes a quality guard here,
+else transformers.
+
+Why a guard rather than "llama.cpp whenever installed": the fast path runs a different kernel
+(and, with an adapter, weights merged at f16), so its answers are only as good as the reference's
+if this machine's build says so. The guard answers the built-in RAG-length probes of
+:mod:`ragkit.generation.quantization` greedily with both backends — the same model, adapter and
+options — and picks llama.cpp only when it writes the reference's answer on at least
+:data:`MIN_AGREEMENT` of them and is at least :data:`MIN_SPEEDUP` times faster. The verdict is
+cached per model file, adapter, CPU features and library versions (:mod:`ragkit.choice_cache`),
+so the measurement — both models loaded, about half a minute on two cores — happens once per
+machine; every later start reads the verdict and loads only the chosen backend.
+
+Where llama.cpp cannot be chosen (package absent, a hub id rather than a GGUF) ``auto`` is
+transformers without measuring. Asking for ``llamacpp`` explicitly never consults the guard.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ragkit.choice_cache import choice_key, cpu_flags, load_choice, package_version, save_choice
+from ragkit.generation.backends.base import GeneratorBackend, package_installed
+from ragkit.generation.options import GenerationOptions
+
+GUARD_FORMAT = 1
+CHOICE_KIND = "generator-backend"
+
+
+class BackendVerdict(BaseModel):
+    """What the guard measured and chose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = GUARD_FORMAT
+    chosen: str
+    agreement: float | None = None
+    speedup: float | None = None
+    probes: int = 0
+    reason: str
+
+
+def _gguf_of(model: str | None) -> Path | None:
+    """The GGUF llama.cpp would read for ``model`` (None where it cannot run it)."""
+    from ragkit.errors import RagkitError
+    from ragkit.generation.backends.llamacpp_engine import resolve_gguf
+
+    try:
+        return resolve_gguf(model)
+    except RagkitError:
+        return None
+
+
+def _key(gguf: Path, adapter: str | None) -> str:
+    stat = gguf.stat()
+    return choice_key(
+        {
+            "gguf": str(gguf.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "adapter": adapter,
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_flags": cpu_flags(),
+            "cores": os.cpu_count(),
+            "llama_cpp": package_version("llama_cpp_python") or package_version("llama-cpp-python"),
+            "torch": package_version("torch"),
+            "transformers": package_version("transformers"),
+            "format": GUARD_FORMAT,
+        }
+    )
+
+
+def _timed(generator: Any, prompts: list[str], opts: GenerationOptions) -> tuple[list[str], float]:
+    generator.generate(prompts[:1], opts.merged({"max_new_tokens": 2}))  # warm-up
+    started = time.perf_counter()
+    texts = [r.text.strip() for r in generator.generate(prompts, opts)]
+    return texts, time.perf_counter() - started
+
+
+def measure(reference: Any, candidate: Any) -> BackendVerdict:
+    """Answer the probes with both generators; llama.cpp (``candidate``) if it passes."""
+    from ragkit.generation.quantization import MIN_AGREEMENT, MIN_SPEEDUP, PROBE_TOKENS, PROBES
+
+    opts = GenerationOptions(max_new_tokens=PROBE_TOKENS, apply_chat_template=False)
+    prompts = list(PROBES)
+    expected, slow = _timed(reference, prompts, opts)
+    answers, fast = _timed(candidate, prompts, opts)
+    agreement = sum(a == e for a, e in zip(answers, expected, strict=True)) / len(prompts)
+    speedup = slow / max(fast, 1e-9)
+    passed = agreement >= MIN_AGREEMENT and speedup >= MIN_SPEEDUP
+    return BackendVerdict(
+        chosen="llamacpp" if passed else "transformers",
+        agreement=round(agreement, 3),
+        speedup=round(speedup, 3),
+        probes=len(prompts),
+        reason=(
+            f"llama.cpp gave the transformers answer on {agreement:.0%} of {len(prompts)} probes "
+            f"(needs {MIN_AGREEMENT:.0%}) and was {speedup:.2f}x as fast (needs {MIN_SPEEDUP}x)"
+        ),
+    )
+
+
+def auto_generator(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    adapter: str | os.PathLike[str] | None = None,
+    options: GenerationOptions | Mapping[str, Any] | None = None,
+) -> GeneratorBackend:
+    """The generator ``auto`` means for ``model`` + ``adapter`` on this machine.
+
+    The verdict is on the returned generator's ``backend_verdict`` attribute (for ``--verbose``
+    and traces).
+    """
+    from ragkit.generation.backends.llamacpp_engine import LlamaCppGenerator
+    from ragkit.generation.generator import Generator
+
+    name = os.fspath(model) if model is not None else None
+    adapter_name = os.fspath(adapter) if adapter is not None else None
+    gguf = _gguf_of(name) if package_installed("llama_cpp") else None
+    if gguf is None:
+        generator: Any = Generator(name, adapter=adapter_name, options=options)
+        why = (
+            "llama-cpp-python is not installed"
+            if not package_installed("llama_cpp")
+            else (f"{name!r} is not a GGUF llama.cpp can read")
+        )
+        generator.backend_verdict = BackendVerdict(chosen="transformers", reason=why)
+        return generator
+    key = _key(gguf, adapter_name)
+    verdict = load_choice(CHOICE_KIND, key, BackendVerdict)
+    if verdict is not None and verdict.format_version == GUARD_FORMAT:
+        if verdict.chosen == "llamacpp":
+            generator = LlamaCppGenerator(name, adapter=adapter_name, options=options)
+        else:
+            generator = Generator(name, adapter=adapter_name, options=options)
+        generator.backend_verdict = verdict
+        return generator
+    reference = Generator(name, adapter=adapter_name, options=options)
+    candidate = LlamaCppGenerator(name, adapter=adapter_name, options=options)
+    verdict = measure(reference, candidate)
+    save_choice(CHOICE_KIND, key, verdict)
+    generator = candidate if verdict.chosen == "llamacpp" else reference
+    generator.backend_verdict = verdict
+    return generator
