@@ -432,6 +432,7 @@ def main_mixed(rag: Any, index: Path, counts: list[int], args: argparse.Namespac
         "benchmark": "serve-mixed",
         "index": str(index),
         "model": rag.generator.config.model or "default",
+        "generator_backend": type(rag.generator).__name__,
         # what "default" resolved to (the packaged model's converted folder), and the adapter
         "model_source": str(getattr(rag.generator, "_source", "") or ""),
         "adapter": rag.generator.config.adapter,
@@ -483,6 +484,13 @@ def main() -> None:
     parser.add_argument("--index", type=Path, default=None, help="default: examples/data indexed")
     parser.add_argument(
         "--generator", default=None, help="model (default: the packaged default, Gemma 3 270M)"
+    )
+    parser.add_argument(
+        "--generator-backend",
+        default="transformers",
+        choices=["transformers", "llamacpp"],
+        help="llamacpp: the llama.cpp backend (issue 21; llama_cpp on PYTHONPATH or in "
+        "benchmarks/.work/llamacpp-site)",
     )
     parser.add_argument("--retriever", default="hybrid", choices=["dense", "bm25", "hybrid"])
     parser.add_argument("--k", type=int, default=4, help="passages per question (prompt length)")
@@ -543,7 +551,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     index = args.index or ensure_index(DEFAULT_INDEX)
-    rag = RAGPipeline.from_index(index, args.generator, k=args.k, retriever=args.retriever)
+    generator: Any = args.generator
+    if args.generator_backend == "llamacpp":
+        import sys
+
+        sys.path.append(str(Path(__file__).resolve().parent / ".work" / "llamacpp-site"))
+        from ragkit.rag.factory import answering_pipeline
+
+        rag = answering_pipeline(
+            index, generator=generator, k=args.k, retriever=args.retriever, backend="llamacpp"
+        )
+    else:
+        rag = RAGPipeline.from_index(index, generator, k=args.k, retriever=args.retriever)
     rag.generator.warm_up()
     if args.mixed:
         main_mixed(rag, index, counts, args)
@@ -561,6 +580,7 @@ def main() -> None:
         "benchmark": "serve",
         "index": str(index),
         "model": rag.generator.config.model or "default",
+        "generator_backend": type(rag.generator).__name__,
         "retriever": args.retriever,
         "k": args.k,
         "clients": counts,

@@ -73,6 +73,14 @@ class ConstraintProcessor:
         return masked
 
 
+def check_constraints(constraints: Sequence[TokenConstraint | None] | None, prompts: int) -> None:
+    """Constraints, when given, must pair one-to-one with the prompts of a call."""
+    if constraints is not None and len(constraints) != prompts:
+        raise ValueError(
+            f"constraints must give one entry per prompt ({prompts}), not {len(constraints)}"
+        )
+
+
 def constraint_factory(constraints: Sequence[TokenConstraint | None]) -> Any:
     """A ``width -> processor`` factory for the rows in ``constraints`` (one batch)."""
 

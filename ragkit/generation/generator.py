@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragkit.errors import RagkitError
 from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
 from ragkit.generation.checkpoints import resolve_causal_lm
-from ragkit.generation.constraints import TokenConstraint, constraint_factory
+from ragkit.generation.constraints import TokenConstraint, check_constraints, constraint_factory
 from ragkit.generation.options import GenerationOptions
 from ragkit.generation.results import GenerationResult, result_from_tokens
 from ragkit.generation.stopping import make_cancel_criteria, make_stop_criteria
@@ -53,6 +53,32 @@ concurrent calls."""
 
 class ContextLengthError(RagkitError):
     """A prompt plus the requested new tokens does not fit in the model's context window."""
+
+
+def prepare_prompts(
+    prompts: Sequence[Prompt],
+    opts: GenerationOptions,
+    tokenizer: Any,
+    encode: Callable[[RenderedPrompt], list[int]],
+    limit: int,
+    where: str = "the model's context",
+) -> tuple[list[RenderedPrompt], list[list[int]]]:
+    """Render and tokenize every prompt, refusing before any generation one that cannot fit.
+
+    Shared by every backend that tokenizes locally (transformers, llama.cpp, vLLM), so a prompt
+    too long for ``max_new_tokens`` fails with the same message whichever runs it.
+    """
+    rendered = [render_prompt(tokenizer, p, opts.apply_chat_template) for p in prompts]
+    encoded = [encode(r) for r in rendered]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {i} is empty after tokenization")
+        if len(ids) + opts.max_new_tokens > limit:
+            raise ContextLengthError(
+                f"prompt {i} has {len(ids)} tokens; with max_new_tokens={opts.max_new_tokens} "
+                f"it exceeds {where} of {limit} tokens"
+            )
+    return rendered, encoded
 
 
 class GeneratorConfig(BaseModel):
@@ -354,18 +380,7 @@ class Generator:
     def _prepare(
         self, prompts: Sequence[Prompt], opts: GenerationOptions
     ) -> tuple[list[RenderedPrompt], list[list[int]]]:
-        rendered = [render_prompt(self.tokenizer, p, opts.apply_chat_template) for p in prompts]
-        encoded = [self._encode(r) for r in rendered]
-        limit = self.context_length
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"prompt {i} is empty after tokenization")
-            if len(ids) + opts.max_new_tokens > limit:
-                raise ContextLengthError(
-                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={opts.max_new_tokens} "
-                    f"it exceeds the model's context of {limit} tokens"
-                )
-        return rendered, encoded
+        return prepare_prompts(prompts, opts, self.tokenizer, self._encode, self.context_length)
 
     def generate(
         self,
@@ -398,10 +413,7 @@ class Generator:
         prompts = list(prompts)
         if not prompts:
             return []
-        if constraints is not None and len(constraints) != len(prompts):
-            raise ValueError(
-                f"constraints must give one entry per prompt ({len(prompts)}), not {len(constraints)}"
-            )
+        check_constraints(constraints, len(prompts))
         self.warm_up()
         rendered, encoded = self._prepare(prompts, opts)
         size = opts.batch_size or self.batch_size

@@ -174,7 +174,7 @@ def test_beam_search_and_oversized_prompts_are_refused_before_decoding() -> None
     gen, fake = _generator(context=8)
     with pytest.raises(UnsupportedOptionError, match="beam search"):
         gen.generate(["A:"], {**PLAIN, "num_beams": 2})
-    with pytest.raises(ContextLengthError, match="context of 8"):
+    with pytest.raises(ContextLengthError, match=r"llamacpp context \(n_ctx\) of 8"):
         gen.generate(["A:"], PLAIN, max_new_tokens=7)
     assert fake.calls == []
 

@@ -50,8 +50,8 @@ from ragkit.generation.backends.llamacpp_model import (
 from ragkit.generation.backends.llamacpp_vocab import Vocabulary
 from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
 from ragkit.generation.chat_template import TemplateTokenizer
-from ragkit.generation.constraints import TokenConstraint
-from ragkit.generation.generator import ContextLengthError
+from ragkit.generation.constraints import TokenConstraint, check_constraints
+from ragkit.generation.generator import prepare_prompts
 from ragkit.generation.grounded import TokenTable, table_from_pieces
 from ragkit.generation.options import GenerationOptions
 from ragkit.generation.results import GenerationResult, result_from_tokens
@@ -285,18 +285,14 @@ class LlamaCppGenerator:
                 "the llamacpp backend does not do beam search (num_beams > 1); "
                 "use greedy decoding or sampling, or --generator-backend transformers"
             )
-        rendered = [render_prompt(self.tokenizer, p, opts.apply_chat_template) for p in prompts]
-        encoded = [self._encode(r) for r in rendered]
-        limit = self.context_length
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"prompt {i} is empty after tokenization")
-            if len(ids) + opts.max_new_tokens > limit:
-                raise ContextLengthError(
-                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={opts.max_new_tokens} "
-                    f"it exceeds the llamacpp context of {limit} tokens (raise n_ctx)"
-                )
-        return rendered, encoded
+        return prepare_prompts(
+            prompts,
+            opts,
+            self.tokenizer,
+            self._encode,
+            self.context_length,
+            where="the llamacpp context (n_ctx)",
+        )
 
     def generate(
         self,
@@ -311,10 +307,7 @@ class LlamaCppGenerator:
         opts = resolve_options(self.config.options, options, overrides)
         if not prompts:
             return []
-        if constraints is not None and len(constraints) != len(prompts):
-            raise ValueError(
-                f"constraints must give one entry per prompt ({len(prompts)}), not {len(constraints)}"
-            )
+        check_constraints(constraints, len(prompts))
         rendered, encoded = self._prepare(prompts, opts)
         seeds = sample_seeds(opts, len(prompts))
         results = []

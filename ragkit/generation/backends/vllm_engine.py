@@ -43,8 +43,8 @@ from ragkit.generation.backends.base import (
     sample_seeds,
 )
 from ragkit.generation.backends.tokens import TokenAccounting
-from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
-from ragkit.generation.generator import ContextLengthError
+from ragkit.generation.chat import Prompt, RenderedPrompt
+from ragkit.generation.generator import prepare_prompts
 from ragkit.generation.options import GenerationOptions
 from ragkit.generation.results import GenerationResult
 
@@ -339,17 +339,9 @@ class VLLMGenerator:
         if not items:
             return []
         sampling = vllm_sampling_kwargs(opts)  # refuses unsupported options before any work
-        rendered = [render_prompt(self.tokenizer, p, opts.apply_chat_template) for p in items]
-        encoded = [self._encode(r) for r in rendered]
-        limit = self.context_length
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValueError(f"prompt {i} is empty after tokenization")
-            if len(ids) + opts.max_new_tokens > limit:
-                raise ContextLengthError(
-                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={opts.max_new_tokens} "
-                    f"it exceeds the model's context of {limit} tokens"
-                )
+        rendered, encoded = prepare_prompts(
+            items, opts, self.tokenizer, self._encode, self.context_length
+        )
         vllm, llm = self.engine()
         params = [
             vllm.SamplingParams(**sampling, **({} if seed is None else {"seed": seed}))
