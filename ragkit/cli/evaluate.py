@@ -57,7 +57,7 @@ def eval_command(
         int, typer.Option(help="Passages the generator reads (as `ask -k`).")
     ] = 4,
     generator: GeneratorOption = None,
-    generator_backend: GeneratorBackendOption = "transformers",
+    generator_backend: GeneratorBackendOption = "auto",
     adapter: AdapterOption = None,
     quantize: QuantizeOption = None,
     strategy: StrategyOption = "plain",

@@ -57,9 +57,10 @@ GeneratorBackendOption = Annotated[
     BackendName,
     typer.Option(
         "--generator-backend",
-        help="transformers (in-process, the default), llamacpp (in-process llama.cpp on the "
-        "packaged GGUF or a .gguf file: ~5x faster CPU decoding, same grounded decoding and "
-        "adapter; needs the ragkit llamacpp extra), openai (an OpenAI-compatible server such "
+        help="auto (the default: llamacpp where it is installed and passes its quality guard "
+        "on this machine, else transformers), transformers (in-process), llamacpp (in-process "
+        "llama.cpp on the packaged GGUF or a .gguf file: ~5x faster CPU decoding, same grounded "
+        "decoding and adapter; needs the ragkit llamacpp extra), openai (an OpenAI-compatible server such "
         "as vllm serve; --generator is then the served model's name) or vllm (in-process vLLM "
         "engine: needs the ragkit vllm extra and a GPU). See docs/backends.md.",
     ),

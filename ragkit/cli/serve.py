@@ -45,7 +45,7 @@ def serve_command(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     generator: GeneratorOption = None,
-    generator_backend: GeneratorBackendOption = "transformers",
+    generator_backend: GeneratorBackendOption = "auto",
     adapter: AdapterOption = None,
     quantize: QuantizeOption = None,
     decoding: DecodingOption = None,

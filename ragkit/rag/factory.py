@@ -30,7 +30,7 @@ def answering_pipeline(
     adapter: str | None = None,
     quantize: str | None = None,
     max_new_tokens: int | None = None,
-    backend: str = "transformers",
+    backend: str = "auto",
     base_url: str | None = None,
     api_key_env: str | None = None,
 ) -> RAGPipeline:

@@ -89,8 +89,14 @@ def test_the_verdict_is_measured_once_and_then_read(
     assert calls == [1, 1]
 
 
-def test_auto_takes_only_the_options_both_backends_share() -> None:
+def test_auto_takes_only_the_options_both_backends_share(monkeypatch: pytest.MonkeyPatch) -> None:
     from ragkit.errors import RagkitError
 
-    with pytest.raises(RagkitError, match="quantize do not apply to the auto"):
-        make_generator("auto", None, quantize="int8")
+    with pytest.raises(RagkitError, match="n_threads do not apply to the auto"):
+        make_generator("auto", None, n_threads=2)
+    # int8 is a transformers path: asking for it means transformers, without measuring
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    monkeypatch.setattr(auto_module, "measure", lambda *a: pytest.fail("measured"))
+    gen = make_generator("auto", "some/model", quantize="int8")
+    assert isinstance(gen, Generator) and gen.config.quantize == "int8"
+    assert "transformers option" in gen.backend_verdict.reason

@@ -147,7 +147,7 @@ def test_help_lists_the_choices() -> None:
         "plain|fewshot|cot|self-consistency|least-to-most",
         "dense|bm25|hybrid",
         "free|grounded",
-        "transformers|openai|vllm",
+        "transformers|auto|llamacpp|openai|vllm",
     ):
         assert choices in result.stdout
 

@@ -112,8 +112,11 @@ def auto_generator(
     *,
     adapter: str | os.PathLike[str] | None = None,
     options: GenerationOptions | Mapping[str, Any] | None = None,
+    quantize: str | None = None,
 ) -> GeneratorBackend:
     """The generator ``auto`` means for ``model`` + ``adapter`` on this machine.
+
+    ``quantize`` (int8 / auto) is a transformers option: asking for it means transformers.
 
     The verdict is on the returned generator's ``backend_verdict`` attribute (for ``--verbose``
     and traces).
@@ -123,14 +126,17 @@ def auto_generator(
 
     name = os.fspath(model) if model is not None else None
     adapter_name = os.fspath(adapter) if adapter is not None else None
-    gguf = _gguf_of(name) if package_installed("llama_cpp") else None
+    wants_quantization = quantize not in (None, "none")
+    installed = package_installed("llama_cpp")
+    gguf = _gguf_of(name) if installed and not wants_quantization else None
     if gguf is None:
-        generator: Any = Generator(name, adapter=adapter_name, options=options)
-        why = (
-            "llama-cpp-python is not installed"
-            if not package_installed("llama_cpp")
-            else (f"{name!r} is not a GGUF llama.cpp can read")
-        )
+        generator: Any = Generator(name, adapter=adapter_name, options=options, quantize=quantize)
+        if wants_quantization:
+            why = f"quantize={quantize!r} is a transformers option"
+        elif not installed:
+            why = "llama-cpp-python is not installed"
+        else:
+            why = f"{name!r} is not a GGUF llama.cpp can read"
         generator.backend_verdict = BackendVerdict(chosen="transformers", reason=why)
         return generator
     key = _key(gguf, adapter_name)
