@@ -61,7 +61,7 @@ def test_openai_backend_is_built_without_network() -> None:
 
 
 def test_unknown_backend_and_foreign_options_are_refused() -> None:
-    assert BACKENDS == ("transformers", "llamacpp", "openai", "vllm")
+    assert BACKENDS == ("transformers", "auto", "llamacpp", "openai", "vllm")
     with pytest.raises(GeneratorBackendError, match="unknown generator backend 'tgi'"):
         make_generator("tgi")
     with pytest.raises(GeneratorBackendError, match=r"base_url do not apply to the transformers"):

@@ -567,10 +567,10 @@ def test_cli_backend_errors(index_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
         ("--generator-backend", "llamacpp"): (1, "pip install 'ragkit[llamacpp]'"),
         ("--generator-backend", "tgi"): (
             2,
-            "'--generator-backend': 'tgi' is not one of 'transformers', 'llamacpp', 'openai', "
-            "'vllm'",
+            "'--generator-backend': 'tgi' is not one of 'transformers', 'auto', 'llamacpp', "
+            "'openai', 'vllm'",
         ),
-        ("--base-url", "http://x/v1"): (1, "base_url do not apply to the transformers"),
+        ("--base-url", "http://x/v1"): (1, "base_url do not apply to the auto"),
     }
     for extra, (status, message) in cases.items():
         result = runner.invoke(app, [*base, *extra])
