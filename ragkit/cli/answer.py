@@ -93,6 +93,7 @@ def ask_command(
             base_url=base_url,
             api_key_env=api_key_env,
         )
+        rag.preload()  # the model loads while the index opens and retrieval runs
         if json_output or not stream:
             return rag.ask(question)
         answer_stream = rag.stream(question)

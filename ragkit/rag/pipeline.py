@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -137,6 +138,33 @@ class RAGPipeline:
     @property
     def generator(self) -> GeneratorBackend:
         return self._generator
+
+    def preload(self) -> threading.Thread | None:
+        """Load the generator (and, for grounded decoding, its token table) in a background
+        thread, so that it overlaps opening the index, loading the embedder and retrieving.
+
+        Why: a cold ``ragkit ask`` otherwise does these one after another, and the loads are
+        mostly native code (mmap, ONNX / llama.cpp set-up) that two cores can run side by side.
+        Only for a backend whose class says ``loads_in_background = True``: loading the
+        transformers generator imports torch and transformers, and importing them in two threads
+        at once (the embedder may import them too) can trip Python's import-deadlock detection.
+        Errors are left for the foreground: the first real call raises the same one, in one line.
+        """
+        if not getattr(type(self._generator), "loads_in_background", False):
+            return None
+
+        def load() -> None:
+            try:
+                self._generator.warm_up()
+                step = self.generate_step
+                if step is not None and step.decoding == "grounded":
+                    getattr(self._generator, "token_table", lambda: None)()
+            except Exception:  # re-raised, in one line, by the foreground call
+                pass
+
+        thread = threading.Thread(target=load, name="ragkit-preload", daemon=True)
+        thread.start()
+        return thread
 
     # -- answering --------------------------------------------------------------------------
     @staticmethod

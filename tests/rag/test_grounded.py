@@ -208,3 +208,37 @@ def test_an_article_alone_is_not_an_answer(tiny_generator: Generator) -> None:
     words = tokenizer(" a river", add_special_tokens=False)["input_ids"]
     after_words = automaton.allowed(words)
     assert after_words is not None and eos <= set(after_words.ids)
+
+
+def test_preload_loads_a_background_loadable_generator_while_the_caller_goes_on(
+    file_index: Path,
+    tiny_embedder: Embedder,
+    tiny_generator: Generator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "generation"))
+    from test_llamacpp_backend import BigramModel
+
+    from ragkit.generation.backends import LlamaCppGenerator
+
+    # the transformers generator loads in the foreground (imports in two threads can deadlock)
+    assert grounded_rag(file_index, tiny_embedder, tiny_generator).preload() is None
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    built: list[int] = []
+
+    def loader(*args: Any) -> BigramModel:
+        built.append(1)
+        return BigramModel(4096)
+
+    fast = LlamaCppGenerator("m.gguf", loader=loader)
+    fast.gguf_path = lambda: Path("m.gguf")  # type: ignore[method-assign]
+    rag = grounded_rag(file_index, tiny_embedder, fast)  # type: ignore[arg-type]
+    thread = rag.preload()
+    assert thread is not None
+    thread.join(timeout=30)
+    assert fast.is_loaded and built == [1] and fast._table is not None  # grounded: table too
+    rag.ask("Where is the bridge?")
+    assert built == [1]  # the answer used the preloaded model

@@ -116,6 +116,10 @@ class LlamaCppGenerator:
     tokens included) or on :meth:`warm_up`. ``loader`` replaces llama.cpp (tests use a fake).
     """
 
+    loads_in_background = True
+    """Loading is native code and imports nothing heavy: safe to overlap with other start-up
+    work in a thread (:meth:`ragkit.rag.RAGPipeline.preload`)."""
+
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
