@@ -100,3 +100,24 @@ def test_auto_takes_only_the_options_both_backends_share(monkeypatch: pytest.Mon
     gen = make_generator("auto", "some/model", quantize="int8")
     assert isinstance(gen, Generator) and gen.config.quantize == "int8"
     assert "transformers option" in gen.backend_verdict.reason
+
+
+def test_one_adapter_has_one_verdict_whatever_its_spelling(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``grounded-qa`` and ``grounded-qa-gemma`` are the same adapter for the packaged Gemma."""
+    monkeypatch.setenv("RAGKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    gguf = tmp_path / "gemma.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(auto_module, "_gguf_of", lambda name: gguf)
+    calls: list[int] = []
+
+    def fake_measure(reference: Any, candidate: Any) -> BackendVerdict:
+        calls.append(1)
+        return BackendVerdict(chosen="transformers", reason="measured")
+
+    monkeypatch.setattr(auto_module, "measure", fake_measure)
+    auto_generator("gemma3-270m", adapter="grounded-qa")
+    auto_generator("gemma3-270m", adapter="grounded-qa-gemma")
+    assert calls == [1]

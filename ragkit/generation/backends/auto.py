@@ -125,7 +125,13 @@ def auto_generator(
     from ragkit.generation.generator import Generator
 
     name = os.fspath(model) if model is not None else None
-    adapter_name = os.fspath(adapter) if adapter is not None else None
+    adapter_name = None
+    if adapter is not None:
+        from ragkit.generation.adapters import packaged_adapter_name
+
+        # one spelling per adapter ("grounded-qa" names the packaged model's own), so that
+        # one adapter has one cached verdict
+        adapter_name = packaged_adapter_name(os.fspath(adapter), name)
     wants_quantization = quantize not in (None, "none")
     installed = package_installed("llama_cpp")
     gguf = _gguf_of(name) if installed and not wants_quantization else None
