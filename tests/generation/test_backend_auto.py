@@ -64,7 +64,7 @@ def test_without_llama_cpp_auto_is_transformers_without_measuring(
 
 
 def test_the_verdict_is_measured_once_and_then_read(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("RAGKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
@@ -82,6 +82,9 @@ def test_the_verdict_is_measured_once_and_then_read(
     first = auto_generator(str(gguf), options=opts)
     again = auto_generator(str(gguf), options=opts)
     assert calls == [1]
+    said = [r.getMessage() for r in caplog.records if r.name == "ragkit.generation"]
+    assert len(said) == 2 and "once; the verdict is cached" in said[0]  # the slow start is said
+    assert said[1] == "generator backend: llamacpp (ok)"
     assert isinstance(first, LlamaCppGenerator) and isinstance(again, LlamaCppGenerator)
     assert again.backend_verdict.reason == "ok" and again.config.options == opts
     gguf.write_bytes(b"GGUF, replaced")  # another file: measured again

@@ -17,6 +17,7 @@ transformers without measuring. Asking for ``llamacpp`` explicitly never consult
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -32,6 +33,13 @@ from ragkit.generation.options import GenerationOptions
 
 GUARD_FORMAT = 1
 CHOICE_KIND = "generator-backend"
+log = logging.getLogger("ragkit.generation")
+
+
+def _probes() -> tuple[str, ...]:
+    from ragkit.generation.quantization import PROBES
+
+    return PROBES
 
 
 class BackendVerdict(BaseModel):
@@ -154,10 +162,18 @@ def auto_generator(
             generator = Generator(name, adapter=adapter_name, options=options)
         generator.backend_verdict = verdict
         return generator
+    # the one slow first start of a machine: say so (one line on stderr without logging set up)
+    log.warning(
+        "choosing the generator backend for %s on this machine: both backends answer %d probe "
+        "prompts (once; the verdict is cached)",
+        gguf.name,
+        len(_probes()),
+    )
     reference = Generator(name, adapter=adapter_name, options=options)
     candidate = LlamaCppGenerator(name, adapter=adapter_name, options=options)
     verdict = measure(reference, candidate)
     save_choice(CHOICE_KIND, key, verdict)
+    log.warning("generator backend: %s (%s)", verdict.chosen, verdict.reason)
     generator = candidate if verdict.chosen == "llamacpp" else reference
     generator.backend_verdict = verdict
     return generator
