@@ -131,14 +131,20 @@ def packaged_model_gguf(name: str | None) -> Path | None:
     return None
 
 
-def conversion_key(gguf: Path) -> str:
-    """Cache key of a GGUF file: its name, size, mtime and the conversion format version.
+def file_identity(path: Path) -> str:
+    """``resolved path|size|mtime_ns``: what every cache derived from a model file is keyed by.
 
     Size + mtime (not a hash of ~100 MB) keeps a cache hit instantaneous; a reinstalled or
-    replaced file changes at least the mtime.
+    replaced file changes at least the mtime. Converted checkpoints, merged GGUFs, cached
+    vocabularies and backend verdicts all use this one identity.
     """
-    stat = gguf.stat()
-    material = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v{CONVERSION_FORMAT}"
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def conversion_key(gguf: Path) -> str:
+    """Cache key of a GGUF file: its identity and the conversion format version."""
+    material = f"{file_identity(gguf)}|v{CONVERSION_FORMAT}"
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 

@@ -112,7 +112,7 @@ def merged_gguf(
     """
     from filelock import FileLock
 
-    from ragkit.generation.checkpoints import cache_dir
+    from ragkit.generation.checkpoints import cache_dir, file_identity
 
     qtype = _weight_type(weight_type)
     source = Path(base).expanduser()
@@ -124,12 +124,9 @@ def merged_gguf(
     config_bytes = _read(folder / "adapter_config.json")
     weight_bytes = _read(folder / ADAPTER_WEIGHTS)
     adapter_sha = hashlib.sha256(config_bytes + b"\0" + weight_bytes).hexdigest()
-    stat = source.stat()
     material = "|".join(
         [
-            str(source.resolve()),
-            str(stat.st_size),
-            str(stat.st_mtime_ns),
+            file_identity(source),
             hashlib.sha256(config_bytes).hexdigest(),
             hashlib.sha256(weight_bytes).hexdigest(),
             weight_type.lower(),

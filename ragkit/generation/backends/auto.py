@@ -30,16 +30,11 @@ from pydantic import BaseModel, ConfigDict
 from ragkit.choice_cache import choice_key, cpu_flags, load_choice, package_version, save_choice
 from ragkit.generation.backends.base import GeneratorBackend, package_installed
 from ragkit.generation.options import GenerationOptions
+from ragkit.generation.quantization import MIN_AGREEMENT, MIN_SPEEDUP, PROBE_TOKENS, PROBES
 
 GUARD_FORMAT = 1
 CHOICE_KIND = "generator-backend"
 log = logging.getLogger("ragkit.generation")
-
-
-def _probes() -> tuple[str, ...]:
-    from ragkit.generation.quantization import PROBES
-
-    return PROBES
 
 
 class BackendVerdict(BaseModel):
@@ -67,17 +62,16 @@ def _gguf_of(model: str | None) -> Path | None:
 
 
 def _key(gguf: Path, adapter: str | None) -> str:
-    stat = gguf.stat()
+    from ragkit.generation.checkpoints import file_identity
+
     return choice_key(
         {
-            "gguf": str(gguf.resolve()),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
+            "gguf": file_identity(gguf),
             "adapter": adapter,
             "cpu": platform.processor() or platform.machine(),
             "cpu_flags": cpu_flags(),
             "cores": os.cpu_count(),
-            "llama_cpp": package_version("llama_cpp_python") or package_version("llama-cpp-python"),
+            "llama_cpp": package_version("llama-cpp-python"),
             "torch": package_version("torch"),
             "transformers": package_version("transformers"),
             "format": GUARD_FORMAT,
@@ -94,8 +88,6 @@ def _timed(generator: Any, prompts: list[str], opts: GenerationOptions) -> tuple
 
 def measure(reference: Any, candidate: Any) -> BackendVerdict:
     """Answer the probes with both generators; llama.cpp (``candidate``) if it passes."""
-    from ragkit.generation.quantization import MIN_AGREEMENT, MIN_SPEEDUP, PROBE_TOKENS, PROBES
-
     opts = GenerationOptions(max_new_tokens=PROBE_TOKENS, apply_chat_template=False)
     prompts = list(PROBES)
     expected, slow = _timed(reference, prompts, opts)
@@ -140,11 +132,17 @@ def auto_generator(
         # one spelling per adapter ("grounded-qa" names the packaged model's own), so that
         # one adapter has one cached verdict
         adapter_name = packaged_adapter_name(os.fspath(adapter), name)
+
+    def build(backend: str) -> Any:
+        if backend == "llamacpp":
+            return LlamaCppGenerator(name, adapter=adapter_name, options=options)
+        return Generator(name, adapter=adapter_name, options=options, quantize=quantize)
+
     wants_quantization = quantize not in (None, "none")
     installed = package_installed("llama_cpp")
     gguf = _gguf_of(name) if installed and not wants_quantization else None
     if gguf is None:
-        generator: Any = Generator(name, adapter=adapter_name, options=options, quantize=quantize)
+        generator = build("transformers")
         if wants_quantization:
             why = f"quantize={quantize!r} is a transformers option"
         elif not installed:
@@ -156,10 +154,7 @@ def auto_generator(
     key = _key(gguf, adapter_name)
     verdict = load_choice(CHOICE_KIND, key, BackendVerdict)
     if verdict is not None and verdict.format_version == GUARD_FORMAT:
-        if verdict.chosen == "llamacpp":
-            generator = LlamaCppGenerator(name, adapter=adapter_name, options=options)
-        else:
-            generator = Generator(name, adapter=adapter_name, options=options)
+        generator = build(verdict.chosen)
         generator.backend_verdict = verdict
         return generator
     # the one slow first start of a machine: say so (one line on stderr without logging set up)
@@ -167,10 +162,9 @@ def auto_generator(
         "choosing the generator backend for %s on this machine: both backends answer %d probe "
         "prompts (once; the verdict is cached)",
         gguf.name,
-        len(_probes()),
+        len(PROBES),
     )
-    reference = Generator(name, adapter=adapter_name, options=options)
-    candidate = LlamaCppGenerator(name, adapter=adapter_name, options=options)
+    reference, candidate = build("transformers"), build("llamacpp")
     verdict = measure(reference, candidate)
     save_choice(CHOICE_KIND, key, verdict)
     log.warning("generator backend: %s (%s)", verdict.chosen, verdict.reason)

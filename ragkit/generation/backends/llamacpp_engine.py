@@ -250,15 +250,12 @@ class LlamaCppGenerator:
         """
         if max_tokens <= 0:
             return ""
-        model, vocab = self._loaded()
+        model, _ = self._loaded()
         ids = model.tokenize(text, add_bos=False)
         if len(ids) <= max_tokens:
             return text
         data = text.encode("utf-8")
-        head = b"".join(
-            (vocab.pieces[i] or b"") if 0 <= i < len(vocab.pieces) else b""
-            for i in ids[:max_tokens]
-        )
+        head = self._bytes(ids[:max_tokens])
         if not data.startswith(head) and head[:1] == b" " and data.startswith(head[1:]):
             head = head[1:]  # a tokenizer that adds a space prefix
         if data.startswith(head):
@@ -273,11 +270,14 @@ class LlamaCppGenerator:
                 high = middle
         return text[:low]
 
+    def _bytes(self, ids: Sequence[int]) -> bytes:
+        """The bytes ``ids`` write (control tokens and unknown ids write nothing)."""
+        pieces = self._loaded()[1].pieces
+        return b"".join(pieces[i] or b"" for i in ids if 0 <= i < len(pieces))
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of generated ids (control tokens write nothing)."""
-        pieces = self._loaded()[1].pieces
-        data = b"".join(pieces[i] or b"" for i in ids if 0 <= i < len(pieces))
-        return data.decode("utf-8", errors="replace")
+        return self._bytes(ids).decode("utf-8", errors="replace")
 
     # ------------------------------------------------------------------ generation
 

@@ -41,10 +41,9 @@ class Vocabulary:
 
 def vocabulary_cache_path(gguf: Path) -> Path:
     """Where the vocabulary of ``gguf`` is cached (the file need not exist yet)."""
-    from ragkit.generation.checkpoints import cache_dir
+    from ragkit.generation.checkpoints import cache_dir, file_identity
 
-    stat = gguf.stat()
-    material = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v{VOCAB_FORMAT}"
+    material = f"{file_identity(gguf)}|v{VOCAB_FORMAT}"
     key = hashlib.sha256(material.encode()).hexdigest()[:16]
     return cache_dir() / "llamacpp-vocab" / f"{gguf.stem}-{key}.vocab"
 
