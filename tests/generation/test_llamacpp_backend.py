@@ -215,6 +215,8 @@ def test_the_backend_is_built_and_rebuilt_by_name() -> None:
 def test_a_hub_id_is_refused_with_the_fallback_named(tmp_path: Path) -> None:
     with pytest.raises(GeneratorBackendError, match=r"reads GGUF files.*transformers"):
         LlamaCppGenerator("org/some-model").gguf_path()
+    with pytest.raises(GeneratorBackendError, match=r"GGUF file not found: .*missing\.gguf"):
+        LlamaCppGenerator(str(tmp_path / "missing.gguf")).gguf_path()
     folder = tmp_path / "model"
     folder.mkdir()
     with pytest.raises(GeneratorBackendError, match=r"neither a packaged model nor a \.gguf"):

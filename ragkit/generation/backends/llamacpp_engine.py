@@ -97,8 +97,10 @@ def resolve_gguf(model: str | None) -> Path:
         return packaged
     assert model is not None  # None is the packaged default
     path = Path(model).expanduser()
-    if path.suffix.lower() == ".gguf" and path.is_file():
-        return path
+    if path.suffix.lower() == ".gguf":
+        if path.is_file():
+            return path
+        raise GeneratorBackendError(f"GGUF file not found: {path}")
     raise GeneratorBackendError(
         f"the llamacpp backend reads GGUF files: {model!r} is neither a packaged model "
         "nor a .gguf file (use --generator-backend transformers for hub ids and folders)"

@@ -35,7 +35,10 @@ from ragkit.generation.backends.llamacpp_vocab import (
 INSTALL_HINT = (
     "pip install 'ragkit[llamacpp]' (compiles llama.cpp with the machine's cmake and C++ compiler)"
 )
-FALLBACK_HINT = "use --generator-backend transformers (the default), which needs no compiler"
+FALLBACK_HINT = (
+    "use --generator-backend transformers (what the default, auto, falls back to), "
+    "which needs no compiler"
+)
 
 
 class LlamaCppModel(Protocol):
