@@ -32,7 +32,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,7 @@ def build_pipeline(
     abstain_bias: float | None = None,
     k: int | None = None,
     quantize: str | None = None,
+    adapter: str | None = None,
 ) -> Any:
     from ragkit.generation import Generator
     from ragkit.rag import RAGPipeline
@@ -146,11 +147,12 @@ def build_pipeline(
         from ragkit.generation.backends import LlamaCppGenerator
 
         profile = answering_profile(None)
-        generator = LlamaCppGenerator(None, adapter=chosen_adapter(profile, None))
-        return RAGPipeline.from_index(
-            index_dir, generator=generator, **({"k": k} if k is not None else {})
-        )
+        generator = LlamaCppGenerator(None, adapter=adapter or chosen_adapter(profile, None))
+        options: dict[str, Any] = {"k": k} if k is not None else {}
+        return RAGPipeline.from_index(index_dir, generator=generator, **options)
     c = CONFIGS[config_name]
+    if adapter is not None:  # a candidate adapter folder in place of the configuration's
+        c = replace(c, adapter=adapter)
     return RAGPipeline.from_index(
         index_dir,
         generator=_generator(c),
@@ -263,8 +265,9 @@ def run_eval(
     bias: float | None,
     k: int | None = None,
     quantize: str | None = None,
+    adapter: str | None = None,
 ) -> dict[str, Any]:
-    rag = build_pipeline(config, index_dir, bias, k, quantize)
+    rag = build_pipeline(config, index_dir, bias, k, quantize, adapter)
     rag.generator.warm_up()
     rag.ask("warm-up question?")
     answers = []
@@ -280,6 +283,8 @@ def run_eval(
         summary["k"] = k
     if quantize is not None:
         summary["quantize"] = quantize
+    if adapter is not None:
+        summary["adapter"] = adapter
     return {"summary": summary, "rows": rows}
 
 
@@ -289,7 +294,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"split": args.split, "limit": args.limit, "configs": {}}
     for config in args.config:
         result = run_eval(
-            config, items, index_dir, args.batch, args.abstain_bias, args.k, args.quantize
+            config,
+            items,
+            index_dir,
+            args.batch,
+            args.abstain_bias,
+            args.k,
+            args.quantize,
+            args.adapter,
         )
         report["configs"][config] = result
         print(json.dumps(result["summary"]), flush=True)
@@ -334,7 +346,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     index_dir = ensure_index()
     results = {}
     for bias in args.biases:
-        summary = run_eval(args.config[0], items, index_dir, args.batch, bias)["summary"]
+        summary = run_eval(
+            args.config[0], items, index_dir, args.batch, bias, adapter=args.adapter
+        )["summary"]
         value = (summary["f1"] or {}).get("mean", 0.0) + (summary["abstention_accuracy"] or {}).get(
             "mean", 0.0
         )
@@ -389,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--abstain-bias", type=float)
     ev.add_argument("--k", type=int, help="passages per question (default: the configuration's)")
     ev.add_argument("--quantize", choices=["none", "int8", "auto"], help="default config only")
+    ev.add_argument("--adapter", help="an adapter folder in place of the configuration's")
     sd = sub.add_parser("sft-data")
     sd.add_argument("--out", required=True)
     sd.add_argument("--k", type=int, default=4)
@@ -398,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     ca.add_argument("--biases", type=float, nargs="+", default=[-2.0, 0.0, 2.0, 4.0])
     ca.add_argument("--limit", type=int)
     ca.add_argument("--batch", type=int, default=8)
+    ca.add_argument("--adapter", help="an adapter folder in place of the configuration's")
     ex = sub.add_parser("export-adapter")
     ex.add_argument("--run", default=str(WORK / "sft-gemma"))
     ex.add_argument("--target", default=str(ROOT / "ragkit" / "adapters" / "grounded_qa_gemma"))
