@@ -359,6 +359,42 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rows(spec: str) -> dict[str, dict[str, Any]]:
+    """``FILE[:CONFIG]`` → that configuration's rows by question id (the only one if unnamed)."""
+    path, _, name = spec.partition(":")
+    configs = json.loads(Path(path).read_text(encoding="utf-8"))["configs"]
+    chosen = configs[name] if name else next(iter(configs.values()))
+    return {r["id"]: r for r in chosen["rows"]}
+
+
+def paired_difference(a: list[float], b: list[float], rounds: int = 2000) -> dict[str, float]:
+    """Mean of ``b - a`` over the same questions, with a 95 % bootstrap interval over questions."""
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    ci = _mean_ci(diffs, rounds) or {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 0}
+    return {**ci, "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Paired differences B − A on the questions both runs answered (F1, EM, abstention)."""
+    a, b = _rows(args.a), _rows(args.b)
+    common = [q for q in a if q in b]
+    answerable = [q for q in common if not a[q]["impossible"]]
+    unanswerable = [q for q in common if a[q]["impossible"]]
+    report = {
+        "a": args.a,
+        "b": args.b,
+        "questions": len(common),
+        "f1": paired_difference([a[q]["f1"] for q in answerable], [b[q]["f1"] for q in answerable]),
+        "em": paired_difference([a[q]["em"] for q in answerable], [b[q]["em"] for q in answerable]),
+        "abstention_accuracy": paired_difference(
+            [a[q]["abstain_ok"] for q in unanswerable], [b[q]["abstain_ok"] for q in unanswerable]
+        ),
+        "identical_answers": sum(a[q]["answer"] == b[q]["answer"] for q in common),
+    }
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def cmd_export_adapter(args: argparse.Namespace) -> int:
     """Ship a run's LoRA adapter as float16 (half the size) under ragkit/adapters/, atomically.
 
@@ -414,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     ca.add_argument("--limit", type=int)
     ca.add_argument("--batch", type=int, default=8)
     ca.add_argument("--adapter", help="an adapter folder in place of the configuration's")
+    co = sub.add_parser("compare", help="paired differences between two eval result files")
+    co.add_argument("a", help="FILE[:CONFIG], the reference")
+    co.add_argument("b", help="FILE[:CONFIG], the candidate")
     ex = sub.add_parser("export-adapter")
     ex.add_argument("--run", default=str(WORK / "sft-gemma"))
     ex.add_argument("--target", default=str(ROOT / "ragkit" / "adapters" / "grounded_qa_gemma"))
@@ -426,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "sft-data": cmd_sft_data,
         "calibrate": cmd_calibrate,
         "export-adapter": cmd_export_adapter,
+        "compare": cmd_compare,
     }
     return commands[args.command](args)
 

@@ -151,8 +151,17 @@ def ragkit_command() -> list[str]:
     return [sys.executable, "-m", "ragkit"]
 
 
+def _server_environment() -> dict[str, str]:
+    """This environment, plus the benchmark-only llama.cpp build when one is there (issue 21)."""
+    site = ROOT / "benchmarks" / ".work" / "llamacpp-site"
+    paths = [p for p in (os.environ.get("PYTHONPATH"), str(site) if site.is_dir() else None) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 @contextlib.contextmanager
-def served(index_dir: Path, db: Path, log_path: Path, log: Log) -> Iterator[str]:
+def served(
+    index_dir: Path, db: Path, log_path: Path, log: Log, extra: Sequence[str] = ()
+) -> Iterator[str]:
     """``ragkit serve`` on a free loopback port with ``--feedback-db db``; yields its base URL."""
     port = free_port()
     command = [
@@ -166,10 +175,13 @@ def served(index_dir: Path, db: Path, log_path: Path, log: Log) -> Iterator[str]
         str(port),
         "--feedback-db",
         str(db),
+        *extra,
     ]
     log(f"starting: {' '.join(command)} (server log: {log_path})")
     with log_path.open("a", encoding="utf-8") as server_log:
-        process = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=server_log, stderr=subprocess.STDOUT, env=_server_environment()
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             started = time.monotonic()
@@ -243,7 +255,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     answer_seconds: list[float] = []
     server_log = RESULTS / f"feedback-oracle-{name}-{stamp}-server.log"
     with (
-        served(index_dir, db, server_log, log) as base,
+        served(index_dir, db, server_log, log, args.serve_option or ()) as base,
         progress_path.open("a", encoding="utf-8") as progress,
     ):
         for number, item in enumerate(items, 1):
@@ -511,6 +523,13 @@ def main(argv: list[str] | None = None) -> int:
         "--max-minutes",
         type=float,
         help="ask no new question after this many minutes (then export as usual)",
+    )
+    co.add_argument(
+        "--serve-option",
+        action="append",
+        metavar="ARG",
+        help="one more argument for ragkit serve, e.g. --serve-option=--generator-backend "
+        "--serve-option=llamacpp (repeatable)",
     )
     sc = sub.add_parser("score-reward", help="held-out pairwise accuracy of a reward model")
     sc.add_argument("--model", required=True, help="the reward job's model/ folder")
