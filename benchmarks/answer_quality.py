@@ -313,30 +313,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sft_data(args: argparse.Namespace) -> int:
-    """Demonstrations from the train split: the exact prompt ``ask`` builds → the target span."""
+def write_demonstrations(
+    questions: list[tuple[str, list[str] | None]],
+    index_dir: Path,
+    out: Path,
+    k: int = 4,
+    template: str = "grounded_qa_completion",
+) -> tuple[int, int]:
+    """SFT demonstrations: the exact prompt ``ask`` builds (hybrid retrieval) → the target.
+
+    ``questions`` holds (question, answers in order of preference, or None when unanswerable);
+    the target is the first answer present in the retrieved passages, else the abstention
+    phrase. Returns (demonstrations, how many target a span).
+    """
     from ragkit.generation.grounded import ABSTAIN_PHRASE
     from ragkit.rag import PromptBuilder
     from ragkit.retrieval import make_retriever
 
-    items = select(read_items(), "train", None)
-    index_dir = ensure_index()
-    retriever = make_retriever(index_dir, "hybrid", k=args.k)
-    builder = PromptBuilder(args.template)
-    lines = []
-    for item in items:
-        hits = retriever.run(question=item.question).hits
-        built = builder.run(item.question, hits)
+    retriever = make_retriever(index_dir, "hybrid", k=k)
+    builder = PromptBuilder(template)
+    lines, spans = [], 0
+    for question, answers in questions:
+        built = builder.run(question, retriever.run(question=question).hits)
         text = "\n".join(p.text for p in built.passages)
-        target = ABSTAIN_PHRASE
-        if not item.impossible:
-            present = [a for a in sorted(item.answers, key=len) if a in text]
-            target = present[0] if present else ABSTAIN_PHRASE
+        present = [a for a in answers or [] if a in text]
+        target = present[0] if present else ABSTAIN_PHRASE
+        spans += bool(present)
         lines.append(json.dumps({"prompt": built.prompt, "response": " " + target}))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    answered = sum(1 for line in lines if ABSTAIN_PHRASE not in line.rsplit('"response"', 1)[1])
-    print(f"{len(lines)} demonstrations ({answered} with a span) -> {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines), spans
+
+
+def cmd_sft_data(args: argparse.Namespace) -> int:
+    """Demonstrations from the train split; the target is the shortest gold answer present."""
+    items = select(read_items(), "train", None)
+    questions = [(i.question, None if i.impossible else sorted(i.answers, key=len)) for i in items]
+    count, spans = write_demonstrations(
+        questions, ensure_index(), Path(args.out), args.k, args.template
+    )
+    print(f"{count} demonstrations ({spans} with a span) -> {args.out}")
     return 0
 
 

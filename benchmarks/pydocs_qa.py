@@ -33,6 +33,7 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
 TARBALL = ROOT.parent / "shared" / "data" / "python-docs-3.11.tar.gz"
 WORK = ROOT / "benchmarks" / ".work" / "pydocs_qa"
 PARAGRAPHS = WORK / "paragraphs.jsonl"
@@ -176,9 +177,7 @@ def ensure_index() -> Path:
 
 
 def cmd_sft_data(args: argparse.Namespace) -> int:
-    from ragkit.generation.grounded import ABSTAIN_PHRASE
-    from ragkit.rag import PromptBuilder
-    from ragkit.retrieval import make_retriever
+    from answer_quality import write_demonstrations
 
     paragraphs = read_paragraphs()
     questions = read_questions(Path(args.questions))
@@ -186,21 +185,13 @@ def cmd_sft_data(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: {len(bad)} invalid questions, first: {bad[0]}", file=sys.stderr)
         return 1
-    retriever = make_retriever(ensure_index(), "hybrid", k=args.k)
-    builder = PromptBuilder(args.template)
-    lines, spans = [], 0
-    for q in questions:
-        built = builder.run(q["question"], retriever.run(question=q["question"]).hits)
-        text = "\n".join(p.text for p in built.passages)
-        target = ABSTAIN_PHRASE
-        if not q.get("is_impossible"):
-            present = [a for a in q["answers"] if a in text]  # the annotator's first choice
-            if present:
-                target, spans = present[0], spans + 1
-        lines.append(json.dumps({"prompt": built.prompt, "response": " " + target}))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"{len(lines)} demonstrations ({spans} with a span) -> {args.out}")
+    pairs = [  # the annotator's answers in their order: the first is the preferred one
+        (q["question"], None if q.get("is_impossible") else list(q["answers"])) for q in questions
+    ]
+    count, spans = write_demonstrations(
+        pairs, ensure_index(), Path(args.out), args.k, args.template
+    )
+    print(f"{count} demonstrations ({spans} with a span) -> {args.out}")
     return 0
 
 
