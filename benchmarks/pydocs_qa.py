@@ -1,7 +1,8 @@
 """Extra grounded-QA training questions on Python documentation paragraphs (issue 18).
 
-The shipped adapter had learnt from one Wikipedia article (Normans) and transferred poorly to the
-held-out one, so more varied demonstrations are the lever left. This module keeps them apart from
+The first shipped adapter had learnt from one Wikipedia article (Normans) and transferred poorly
+to the held-out one, so these add demonstrations from another domain (the second adapter learns
+from both). This module keeps them apart from
 ``squad_small.json`` (whose test article must stay unseen):
 
 - ``paragraphs`` cuts prose paragraphs out of ``../shared/data/python-docs-3.11.tar.gz`` with a
@@ -104,6 +105,7 @@ def cmd_paragraphs(args: argparse.Namespace) -> int:
             left = [i for i in range(len(by_file[rel])) if i not in used[rel]]
             if not left:
                 continue
+            # round 0 repeats the draw the first 240 questions were written against
             i = rng.sample(left, 1)[0] if round_ == 0 else rng.choice(left)
             used[rel].add(i)
             text = by_file[rel][i]
