@@ -33,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from llamacpp_site import environment_with_llamacpp  # benchmarks/ is sys.path[0] for the script
+
 ROOT = Path(__file__).resolve().parent.parent
 RAGKIT = str(ROOT / ".venv" / "bin" / "ragkit")
 WIKI = ROOT.parent / "shared" / "data" / "wiki"
@@ -64,13 +66,7 @@ CONFIGS = {
     "transformers": ["--generator-backend", "transformers"],
     "llamacpp": ["--generator-backend", "llamacpp"],
 }
-LLAMACPP_SITE = ROOT / "benchmarks" / ".work" / "llamacpp-site"
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join(
-        p for p in (os.environ.get("PYTHONPATH"), str(LLAMACPP_SITE)) if p
-    ),
-}
+ENV = environment_with_llamacpp()
 
 
 def ensure_index() -> Path:

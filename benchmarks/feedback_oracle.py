@@ -57,6 +57,7 @@ from typing import Any, TextIO
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from answer_quality import ROOT, Item, ensure_index, read_items, select
+from llamacpp_site import environment_with_llamacpp
 
 WORK = ROOT / "benchmarks" / ".work" / "feedback_oracle"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -151,13 +152,6 @@ def ragkit_command() -> list[str]:
     return [sys.executable, "-m", "ragkit"]
 
 
-def _server_environment() -> dict[str, str]:
-    """This environment, plus the benchmark-only llama.cpp build when one is there (issue 21)."""
-    site = ROOT / "benchmarks" / ".work" / "llamacpp-site"
-    paths = [p for p in (os.environ.get("PYTHONPATH"), str(site) if site.is_dir() else None) if p]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 @contextlib.contextmanager
 def served(
     index_dir: Path, db: Path, log_path: Path, log: Log, extra: Sequence[str] = ()
@@ -180,7 +174,7 @@ def served(
     log(f"starting: {' '.join(command)} (server log: {log_path})")
     with log_path.open("a", encoding="utf-8") as server_log:
         process = subprocess.Popen(
-            command, stdout=server_log, stderr=subprocess.STDOUT, env=_server_environment()
+            command, stdout=server_log, stderr=subprocess.STDOUT, env=environment_with_llamacpp()
         )
         base = f"http://127.0.0.1:{port}"
         try:

@@ -60,7 +60,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / ".work" / "latency"
 LLAMACPP_PYTHON = ROOT / "benchmarks" / ".work" / "llamacpp-venv" / "bin" / "python"
-LLAMACPP_SITE = ROOT / "benchmarks" / ".work" / "llamacpp-site"
 SYSTEMS = ("fp32", "int8", "ragkit-llamacpp", "ragkit-llamacpp-adapter", "llamacpp")
 AGREEMENT_TOKENS = 8
 
@@ -285,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         prompt["ids"] = tokenizer(prompt["text"], add_special_tokens=True)["input_ids"]
     systems = list(args.systems)
     anchor_python = args.llamacpp_python if Path(args.llamacpp_python).is_file() else sys.executable
-    paths = [str(ROOT), os.environ.get("PYTHONPATH"), str(LLAMACPP_SITE)]
+    from llamacpp_site import environment_with_llamacpp
+
     # ROOT first; an existing PYTHONPATH (e.g. a llama_cpp build not pip-installed) after
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    env = environment_with_llamacpp(first=[str(ROOT)])
     for system in [s for s in systems if "llamacpp" in s]:
         python = anchor_python if system == "llamacpp" else sys.executable
         probe = subprocess.run([python, "-c", "import llama_cpp"], env=env, capture_output=True)

@@ -555,7 +555,9 @@ def main() -> None:
     if args.generator_backend == "llamacpp":
         import sys
 
-        sys.path.append(str(Path(__file__).resolve().parent / ".work" / "llamacpp-site"))
+        from llamacpp_site import LLAMACPP_SITE
+
+        sys.path.append(str(LLAMACPP_SITE))
         from ragkit.rag.factory import answering_pipeline
 
         rag = answering_pipeline(
