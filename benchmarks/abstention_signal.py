@@ -39,6 +39,7 @@ def continuation_logprobs(
     """Per continuation: token log-probabilities (EOS included) and the first token's logit."""
     import torch
 
+    from alignment.ppo import selected_logprobs
     from ragkit.generation.quantization import cache_of
 
     eos = tokenizer.eos_token_id
@@ -64,7 +65,7 @@ def continuation_logprobs(
                 if step is not None
                 else []
             )
-            lps = [float(torch.log_softmax(lg, -1)[t]) for lg, t in zip(logits, cont, strict=True)]
+            lps = selected_logprobs(torch.stack(logits), torch.tensor(cont)).tolist()
             results.append((lps, float(last[cont[0]])))
     return results
 
