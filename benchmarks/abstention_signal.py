@@ -109,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", help="an adapter folder in place of the configuration's")
     args = parser.parse_args(argv)
     items = select(read_items(), args.split, args.limit)
-    rag = build_pipeline(args.config, ensure_index(), -100.0, adapter=args.adapter)
+    from ragkit.errors import RagkitError
+
+    try:
+        rag = build_pipeline(args.config, ensure_index(), -100.0, adapter=args.adapter)
+        rag.generator.warm_up()
+    except RagkitError as exc:  # a bad adapter or model: the library's one-line message
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     generator = rag.generator
     model, tokenizer = generator.model, generator.tokenizer
     rows = []

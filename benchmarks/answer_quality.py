@@ -378,7 +378,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _rows(spec: str) -> dict[str, dict[str, Any]]:
     """``FILE[:CONFIG]`` → that configuration's rows by question id (the only one if unnamed)."""
     path, _, name = spec.partition(":")
-    configs = json.loads(Path(path).read_text(encoding="utf-8"))["configs"]
+    try:
+        configs = json.loads(Path(path).read_text(encoding="utf-8"))["configs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"error: {path} is not an eval result file ({exc})") from None
+    if name and name not in configs:
+        raise SystemExit(f"error: {path} has no configuration {name!r} (it has {sorted(configs)})")
     chosen = configs[name] if name else next(iter(configs.values()))
     return {r["id"]: r for r in chosen["rows"]}
 
@@ -483,7 +488,13 @@ def main(argv: list[str] | None = None) -> int:
         "export-adapter": cmd_export_adapter,
         "compare": cmd_compare,
     }
-    return commands[args.command](args)
+    from ragkit.errors import RagkitError
+
+    try:
+        return commands[args.command](args)
+    except RagkitError as exc:  # a bad adapter, model or index: the library's one-line message
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

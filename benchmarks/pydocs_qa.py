@@ -128,7 +128,23 @@ def read_paragraphs() -> dict[str, str]:
 
 
 def read_questions(path: Path = QUESTIONS) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    """The questions file, one JSON object a line; a bad file ends the script in one line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read questions {path}: {exc.strerror}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise SystemExit(f"error: {path} line {n} is not JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise SystemExit(f"error: {path} line {n} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def problems(paragraphs: dict[str, str], questions: list[dict]) -> list[str]:
