@@ -130,6 +130,7 @@ def build_pipeline(
     k: int | None = None,
     quantize: str | None = None,
     adapter: str | None = None,
+    abstain_below: float | None = None,
 ) -> Any:
     from ragkit.generation import Generator
     from ragkit.rag import RAGPipeline
@@ -137,6 +138,8 @@ def build_pipeline(
 
     if config_name == "default":
         extra: dict[str, Any] = {"k": k} if k is not None else {}
+        if abstain_below is not None:
+            extra["abstain_below"] = abstain_below
         if quantize is not None:  # the default generator, quantised as asked
             profile = answering_profile(None)
             extra["generator"] = Generator(
@@ -149,6 +152,8 @@ def build_pipeline(
         profile = answering_profile(None)
         generator = LlamaCppGenerator(None, adapter=adapter or chosen_adapter(profile, None))
         options: dict[str, Any] = {"k": k} if k is not None else {}
+        if abstain_below is not None:
+            options["abstain_below"] = abstain_below
         return RAGPipeline.from_index(index_dir, generator=generator, **options)
     c = CONFIGS[config_name]
     if adapter is not None:  # a candidate adapter folder in place of the configuration's
@@ -160,6 +165,7 @@ def build_pipeline(
         template=c.template,
         decoding=c.decoding,
         abstain_bias=c.abstain_bias if abstain_bias is None else abstain_bias,
+        abstain_below=abstain_below,
         options={"max_new_tokens": 48},
     )
 
@@ -187,6 +193,7 @@ def score(items: list[Item], answers: list[Any]) -> tuple[dict[str, Any], list[d
             "impossible": item.impossible,
             "answer": text,
             "abstained": declined,
+            "answerability": getattr(answer, "answerability", None),
             "citations": [
                 {"n": c.n, "quote": c.quote, "inferred": c.inferred} for c in answer.citations
             ],
@@ -266,8 +273,9 @@ def run_eval(
     k: int | None = None,
     quantize: str | None = None,
     adapter: str | None = None,
+    abstain_below: float | None = None,
 ) -> dict[str, Any]:
-    rag = build_pipeline(config, index_dir, bias, k, quantize, adapter)
+    rag = build_pipeline(config, index_dir, bias, k, quantize, adapter, abstain_below)
     rag.generator.warm_up()
     rag.ask("warm-up question?")
     answers = []
@@ -285,6 +293,8 @@ def run_eval(
         summary["quantize"] = quantize
     if adapter is not None:
         summary["adapter"] = adapter
+    if abstain_below is not None:
+        summary["abstain_below"] = abstain_below
     return {"summary": summary, "rows": rows}
 
 
@@ -302,6 +312,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.k,
             args.quantize,
             args.adapter,
+            args.abstain_below,
         )
         report["configs"][config] = result
         print(json.dumps(result["summary"]), flush=True)
@@ -416,6 +427,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def at_threshold(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """The scores ``rows`` would have had with ``abstain_below=threshold``.
+
+    Exact, not an estimate: the probe's veto only replaces an answer by the abstention (the
+    answers above the threshold are the ones written without a veto), so one run with the
+    veto off (``--abstain-below 0``) gives every threshold.
+    """
+    missing = sum(r.get("answerability") is None for r in rows)
+    if missing:
+        raise SystemExit(f"error: {missing} rows carry no answerability estimate (no probe ran)")
+    scored = []
+    for r in rows:
+        vetoed = not r["abstained"] and r["answerability"] < threshold
+        row = dict(r, abstained=r["abstained"] or vetoed)
+        if r["impossible"]:
+            row["abstain_ok"] = float(row["abstained"])
+        else:
+            row["em"] = 0.0 if vetoed else r["em"]
+            row["f1"] = 0.0 if vetoed else r["f1"]
+        scored.append(row)
+    return {
+        "threshold": threshold,
+        "em": _mean_ci([r["em"] for r in scored if "em" in r]),
+        "f1": _mean_ci([r["f1"] for r in scored if "f1" in r]),
+        "abstention_accuracy": _mean_ci([r["abstain_ok"] for r in scored if "abstain_ok" in r]),
+        "answered_share_of_answerable": _mean_ci(
+            [0.0 if r["abstained"] else 1.0 for r in scored if not r["impossible"]]
+        ),
+    }
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    """Scores of one eval run (veto off) at each probe threshold; best F1 + abstention."""
+    rows = list(_rows(args.result).values())
+    results = [at_threshold(rows, t) for t in args.thresholds]
+    for result in results:
+        result["objective"] = round(result["f1"]["mean"] + result["abstention_accuracy"]["mean"], 4)
+        print(json.dumps(result), flush=True)
+    best = max(results, key=lambda r: r["objective"])
+    print(json.dumps({"best_threshold": best["threshold"], "objective": best["objective"]}))
+    return 0
+
+
 def cmd_export_adapter(args: argparse.Namespace) -> int:
     """Ship a run's LoRA adapter as float16 (half the size) under ragkit/adapters/, atomically.
 
@@ -461,6 +515,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--k", type=int, help="passages per question (default: the configuration's)")
     ev.add_argument("--quantize", choices=["none", "int8", "auto"], help="default config only")
     ev.add_argument("--adapter", help="an adapter folder in place of the configuration's")
+    ev.add_argument(
+        "--abstain-below",
+        type=float,
+        help="the answerability probe's veto threshold (0: report the estimate, never veto)",
+    )
+    th = sub.add_parser("threshold", help="scores of a --abstain-below 0 run at each threshold")
+    th.add_argument("result", help="FILE[:CONFIG], an eval result with answerability estimates")
+    th.add_argument("--thresholds", type=float, nargs="+", default=[i / 20 for i in range(0, 20)])
     sd = sub.add_parser("sft-data")
     sd.add_argument("--out", required=True)
     sd.add_argument("--k", type=int, default=4)
@@ -487,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibrate": cmd_calibrate,
         "export-adapter": cmd_export_adapter,
         "compare": cmd_compare,
+        "threshold": cmd_threshold,
     }
     from ragkit.errors import RagkitError
 

@@ -34,6 +34,18 @@ class TokenConstraint(Protocol):
     def allowed(self, generated: Sequence[int]) -> AllowedTokens | None: ...
 
 
+@runtime_checkable
+class ObservesAnswerability(Protocol):
+    """A constraint that takes the generator's P(the prompt's passages hold the answer).
+
+    A generator with an answerability probe (:mod:`ragkit.generation.answerability`) calls this
+    once per prompt, after reading the prompt and before the first token is chosen; one
+    without a probe never calls it, and the constraint then decides as it would alone.
+    """
+
+    def observe_answerability(self, probability: float) -> None: ...
+
+
 class ConstraintProcessor:
     """A transformers logits processor applying each row's :class:`TokenConstraint`.
 

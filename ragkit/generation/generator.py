@@ -26,9 +26,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragkit.errors import RagkitError
+from ragkit.generation.answerability import AnswerabilityProbe
 from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
 from ragkit.generation.checkpoints import resolve_causal_lm
-from ragkit.generation.constraints import TokenConstraint, check_constraints, constraint_factory
+from ragkit.generation.constraints import (
+    ObservesAnswerability,
+    TokenConstraint,
+    check_constraints,
+    constraint_factory,
+)
 from ragkit.generation.options import GenerationOptions
 from ragkit.generation.results import GenerationResult, result_from_tokens
 from ragkit.generation.stopping import make_cancel_criteria, make_stop_criteria
@@ -155,9 +161,11 @@ class Generator:
         self.quantization: str = "none"
         """What the loaded model runs as: "none" or "int8" (``auto`` resolved)."""
         self.quantization_verdict: Any = None
+        """The quality guard's verdict when ``quantize="auto"`` decided (None otherwise)."""
         self.backend_verdict: Any = None
         """Why ``--generator-backend auto`` chose this backend (None when it was asked for)."""
-        """The quality guard's verdict when ``quantize="auto"`` decided (None otherwise)."""
+        self.answerability_probe: AnswerabilityProbe | None = None
+        """The adapter's answerability probe, read at load (None: the adapter has none)."""
         self._lock = threading.RLock()
         self._source: Path | str | None = None
         self._tokenizer: Any = None
@@ -278,9 +286,12 @@ class Generator:
                 tokenizer = self.tokenizer
                 model = load_model(self.source, self.device, self.dtype)
                 if self.config.adapter is not None:
-                    from ragkit.generation.adapters import apply_adapter
+                    from ragkit.generation.adapters import apply_adapter, resolve_adapter
 
                     model = apply_adapter(model, self.config.adapter)
+                    self.answerability_probe = _fitting_probe(
+                        AnswerabilityProbe.load(resolve_adapter(self.config.adapter)), model
+                    )
                 self._eos_ids = _eos_ids(model, tokenizer)
                 self._pad_id = _pad_id(tokenizer, self._eos_ids)
                 self._model = self._quantized(model, tokenizer)
@@ -504,17 +515,51 @@ class Generator:
         if constraints and any(c is not None for c in constraints):
             factories.append(constraint_factory(constraints))
         processors = LogitsProcessorList(factory(width) for factory in factories)
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                generation_config=self._generation_config(opts),
-                stopping_criteria=criteria,
-                logits_processor=processors or None,
-                streamer=streamer,
-            )
+        hook = self._answerability_hook(constraints)
+        try:
+            with torch.inference_mode():
+                output = self.model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention_mask.to(self.device),
+                    generation_config=self._generation_config(opts),
+                    stopping_criteria=criteria,
+                    logits_processor=processors or None,
+                    streamer=streamer,
+                )
+        finally:
+            if hook is not None:
+                hook.remove()
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         return [list(row) for row in sequences[:, width:].tolist()]
+
+    def _answerability_hook(self, constraints: Sequence[TokenConstraint | None] | None) -> Any:
+        """Hand each row's probe estimate to its constraint, from the prompt's own forward pass.
+
+        A forward hook on the module the probe reads fires first on the prompt (before any
+        token is chosen); its last position is the prompt's last token in every row, because
+        rows are left-padded. Later calls (one new token each) are ignored.
+        """
+        probe = self.answerability_probe
+        watchers = [c if isinstance(c, ObservesAnswerability) else None for c in constraints or ()]
+        if probe is None or not any(w is not None for w in watchers):
+            return None
+        from ragkit.generation.answerability import hidden_state_module
+
+        seen = False
+
+        def read(_module: Any, _inputs: Any, output: Any) -> None:
+            nonlocal seen
+            if seen:
+                return
+            seen = True
+            hidden = output[0] if isinstance(output, tuple) else output
+            last = hidden[:, -1, :].float().tolist()
+            per_prompt = max(1, len(last) // len(watchers))
+            for index, watcher in enumerate(watchers):
+                if watcher is not None:
+                    watcher.observe_answerability(probe.probability(last[index * per_prompt]))
+
+        return hidden_state_module(self.model, probe.layer).register_forward_hook(read)
 
     def _generation_config(self, opts: GenerationOptions) -> Any:
         """A transformers GenerationConfig with every decoding field set from ``opts``."""
@@ -565,6 +610,23 @@ class Generator:
             terminators=self._terminators(),
             eos_ids=self._eos_ids,
         )
+
+
+def _fitting_probe(probe: AnswerabilityProbe | None, model: Any) -> AnswerabilityProbe | None:
+    """``probe`` after checking it reads this model (its width and layer), else a ProbeError."""
+    if probe is None:
+        return None
+    from ragkit.generation.answerability import ProbeError, hidden_state_module
+
+    config = getattr(model, "config", None)
+    width = getattr(getattr(config, "text_config", config), "hidden_size", probe.hidden_size)
+    if width != probe.hidden_size:
+        raise ProbeError(
+            f"the adapter's answerability probe reads {probe.hidden_size} hidden units; "
+            f"this model has {width}"
+        )
+    hidden_state_module(model, probe.layer)  # a layer the model has
+    return probe
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

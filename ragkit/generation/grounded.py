@@ -18,6 +18,8 @@ Abstention is a path of the same automaton: the phrase :data:`ABSTAIN_PHRASE` is
 that must be completed whole. Its first token gets an additive logit bias, ``abstain_bias``,
 calibrated on held-out questions (benchmarks/answer_quality.py), so "not in the passages" is a
 choice the model weighs against the best span rather than a string it may or may not write.
+When the generator has an answerability probe (:mod:`ragkit.generation.answerability`) and
+``abstain_below`` is set, a probe estimate below it leaves the abstention as the only path.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class SpanAutomaton:
         max_tokens: int = 32,
         abstain: str | None = ABSTAIN_PHRASE,
         abstain_bias: float = 0.0,
+        abstain_below: float | None = None,
     ) -> None:
         self.table = table
         self.sources = [s.encode("utf-8") for s in sources]
@@ -182,6 +185,9 @@ class SpanAutomaton:
         self.end_ids = tuple(sorted(set(self.eos_ids) | table.end_ids))
         self.max_tokens = max_tokens
         self.abstain_bias = abstain_bias
+        self.abstain_below = abstain_below
+        self.answerability: float | None = None
+        """P(answerable) from the generator's probe, once it has read the prompt (else None)."""
         self._memo: dict[tuple[int, ...], _State | None] = {}
         self._steps: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._start_cache: list[tuple[int, int, int, int]] | None = None
@@ -264,6 +270,19 @@ class SpanAutomaton:
                 return True
         return False
 
+    def observe_answerability(self, probability: float) -> None:
+        self.answerability = probability
+
+    @property
+    def gated(self) -> bool:
+        """Whether the probe ruled the passages answerless: only the abstention may be written."""
+        return (
+            self.abstain_below is not None
+            and self.answerability is not None
+            and self.abstain_index >= 0
+            and self.answerability < self.abstain_below
+        )
+
     def allowed(self, generated: Sequence[int]) -> AllowedTokens | None:
         tokens = tuple(generated)
         if tokens and (tokens[-1] in self.end_ids):
@@ -271,6 +290,10 @@ class SpanAutomaton:
             return AllowedTokens(ids=self.eos_ids) if self.eos_ids else None
         if not tokens:
             moves = self._start_index()
+            if self.gated:
+                return AllowedTokens(
+                    ids=sorted({t for t, src, *_ in moves if src == self.abstain_index})
+                )
             ids = sorted({t for t, *_ in moves})
             bias: dict[int, float] = {}
             if self.abstain_bias and self.abstain_index >= 0:

@@ -93,6 +93,7 @@ class CitedAnswer(BaseModel):
     invalid_markers: list[int] = Field(default_factory=list)
     abstained: bool = False
     notes: list[str] = Field(default_factory=list)
+    answerability: float | None = None
 
 
 def map_citations(text: str, passages: list[Passage], infer: bool = True) -> CitedAnswer:
@@ -144,11 +145,17 @@ def map_grounded(text: str, passages: list[Passage], grounding: Grounding) -> Ci
     if grounding.abstained or grounding.passage not in by_number:
         reason = grounding.reason or "the passages do not contain the answer"
         return CitedAnswer(
-            answer=ABSTENTION_ANSWER, citations=[], abstained=True, notes=[f"abstained: {reason}"]
+            answer=ABSTENTION_ANSWER,
+            citations=[],
+            abstained=True,
+            notes=[f"abstained: {reason}"],
+            answerability=grounding.answerability,
         )
     passage = by_number[grounding.passage]
     citation = Citation.quoting(passage, grounding.start, grounding.end)
-    return CitedAnswer(answer=citation.quote or text, citations=[citation])
+    return CitedAnswer(
+        answer=citation.quote or text, citations=[citation], answerability=grounding.answerability
+    )
 
 
 @component(trace_outputs={"notes": "notes"})

@@ -58,6 +58,7 @@ class GenerateStep:
         decoding: Decoding = "free",
         abstain_bias: float = 0.0,
         max_answer_tokens: int = GROUNDED_MAX_TOKENS,
+        abstain_below: float | None = None,
     ) -> None:
         if decoding not in DECODINGS:
             raise DecodingError(
@@ -68,6 +69,9 @@ class GenerateStep:
         self.decoding: Decoding = decoding
         self.abstain_bias = abstain_bias
         self.max_answer_tokens = max_answer_tokens
+        self.abstain_below = abstain_below
+        """Abstain when the generator's answerability probe (if its adapter has one) gives
+        P(answerable) below this; None: the probe is only reported, never decides."""
         if decoding == "grounded":
             check_grounded_backend(self.generator)
 
@@ -93,10 +97,9 @@ class GenerateStep:
             quotable = list(passages or [])
             if not any(p.text.strip() for p in quotable):
                 return GeneratedStream(None, None, finished=_nothing_to_quote())
-            pieces = self.generator.stream(
-                prompt, self.grounded_options(), constraint=self.constraint(quotable)
-            )
-            return GeneratedStream(pieces, quotable)
+            constraint = self.constraint(quotable)
+            pieces = self.generator.stream(prompt, self.grounded_options(), constraint=constraint)
+            return GeneratedStream(pieces, quotable, constraint=constraint)
         return GeneratedStream(self.generator.stream(prompt, self.options), None)
 
     # -- grounded ------------------------------------------------------------------------------
@@ -123,6 +126,7 @@ class GenerateStep:
             generator.eos_token_ids,
             max_tokens=self.max_answer_tokens,
             abstain_bias=self.abstain_bias,
+            abstain_below=self.abstain_below,
         )
 
     def _grounded(self, prompts: list[Any], passages: list[list[Passage]]) -> list[Generated]:
@@ -130,13 +134,12 @@ class GenerateStep:
         todo = [i for i, ps in enumerate(passages) if any(p.text.strip() for p in ps)]
         if todo:
             generator: Any = self.generator
+            constraints = [self.constraint(passages[i]) for i in todo]
             results = generator.generate(
-                [prompts[i] for i in todo],
-                self.grounded_options(),
-                constraints=[self.constraint(passages[i]) for i in todo],
+                [prompts[i] for i in todo], self.grounded_options(), constraints=constraints
             )
-            for i, r in zip(todo, results, strict=True):
-                out[i] = _generated(r, ground(r.text, passages[i]))
+            for i, r, c in zip(todo, results, constraints, strict=True):
+                out[i] = _generated(r, ground(r.text, passages[i], c))
         return out
 
     def to_config(self) -> dict[str, Any]:
@@ -147,6 +150,8 @@ class GenerateStep:
             data["decoding"] = self.decoding
             data["abstain_bias"] = self.abstain_bias
             data["max_answer_tokens"] = self.max_answer_tokens
+            if self.abstain_below is not None:
+                data["abstain_below"] = self.abstain_below
         return data
 
     @classmethod
@@ -157,7 +162,7 @@ class GenerateStep:
         from ragkit.generation.backends import generator_from_config
 
         params = dict(config)
-        step_keys = ("options", "decoding", "abstain_bias", "max_answer_tokens")
+        step_keys = ("options", "decoding", "abstain_bias", "max_answer_tokens", "abstain_below")
         step = {key: params.pop(key) for key in step_keys if key in params}
         ctx = context if isinstance(context, LoadContext) else LoadContext(context)
         shared = ctx.get("generator")
@@ -183,9 +188,11 @@ class GeneratedStream(Iterator[str]):
         pieces: GenerationStream | None,
         passages: list[Passage] | None,
         finished: Generated | None = None,
+        constraint: Any = None,
     ) -> None:
         self._pieces = pieces
         self._passages = passages
+        self._constraint = constraint
         self._collected: list[str] = []
         self.output: Generated | None = finished
 
@@ -207,7 +214,11 @@ class GeneratedStream(Iterator[str]):
         result = getattr(self._pieces, "result", None)
         if result is None:  # a backend that kept no result: what was streamed is the text
             text = "".join(self._collected)
-            grounding = ground(text, self._passages) if self._passages is not None else None
+            grounding = (
+                ground(text, self._passages, self._constraint)
+                if self._passages is not None
+                else None
+            )
             return Generated(
                 text=text.strip(),
                 prompt_text="",
@@ -216,7 +227,11 @@ class GeneratedStream(Iterator[str]):
                 completion_tokens=0,
                 grounding=grounding,
             )
-        grounding = ground(result.text, self._passages) if self._passages is not None else None
+        grounding = (
+            ground(result.text, self._passages, self._constraint)
+            if self._passages is not None
+            else None
+        )
         return _generated(result, grounding)
 
     def close(self) -> None:
@@ -247,8 +262,26 @@ def _generated(result: Any, grounding: Grounding | None = None) -> Generated:
     )
 
 
-def ground(text: str, passages: Sequence[Passage]) -> Grounding:
-    """Where a grounded answer sits in ``passages`` (or that it abstained)."""
+def ground(text: str, passages: Sequence[Passage], constraint: Any = None) -> Grounding:
+    """Where a grounded answer sits in ``passages`` (or that it abstained, and why).
+
+    ``constraint`` is the automaton that produced ``text``: it carries the answerability
+    probe's estimate when the generator has a probe, and whether that estimate decided.
+    """
+    grounding = _located(text, passages)
+    estimate = getattr(constraint, "answerability", None)
+    if estimate is None:
+        return grounding
+    update: dict[str, Any] = {"answerability": estimate}
+    if grounding.abstained and getattr(constraint, "gated", False):
+        update["reason"] = (
+            f"the answerability check put P(answerable) at {estimate:.2f}, "
+            f"below {constraint.abstain_below:.2f}"
+        )
+    return grounding.model_copy(update=update)
+
+
+def _located(text: str, passages: Sequence[Passage]) -> Grounding:
     from ragkit.generation.grounded import ABSTAIN_PHRASE, is_abstention, locate_span, span_text
 
     if not text.strip() or is_abstention(text):

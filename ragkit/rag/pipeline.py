@@ -63,10 +63,12 @@ class RAGPipeline:
         decoding: Decoding | None = None,
         abstain_bias: float | None = None,
         adapter: str | None = None,
+        abstain_below: float | None = None,
     ) -> None:
-        """Unset answering choices (template, decoding, adapter, abstention bias, answer length)
-        come from the generator's :class:`~ragkit.rag.profiles.AnsweringProfile`; with a
-        strategy other than ``plain``, decoding defaults to free."""
+        """Unset answering choices (template, decoding, adapter, abstention bias and threshold,
+        answer length) come from the generator's :class:`~ragkit.rag.profiles.AnsweringProfile`;
+        with a strategy other than ``plain``, decoding defaults to free. ``abstain_below=0``
+        turns the answerability probe's veto off (its estimate is still reported)."""
         if pipeline is None:
             profile = answering_profile(generator)
             if isinstance(generator, GeneratorBackend):
@@ -81,6 +83,7 @@ class RAGPipeline:
             if decoding is None:
                 decoding = profile.decoding if strategy == "plain" else "free"
             abstain_bias = profile.abstain_bias if abstain_bias is None else abstain_bias
+            abstain_below = profile.abstain_below if abstain_below is None else abstain_below
             opts = (
                 options
                 if options is not None
@@ -101,7 +104,9 @@ class RAGPipeline:
             steps = [
                 retriever,
                 self.prompt_builder,
-                *answer_steps(strategy, gen, opts, embed, examples, decoding, abstain_bias),
+                *answer_steps(
+                    strategy, gen, opts, embed, examples, decoding, abstain_bias, abstain_below
+                ),
                 CitationStep(),
             ]
             pipeline = Pipeline(
@@ -189,6 +194,7 @@ class RAGPipeline:
             passages=out["passages"],
             abstained=bool(out.get("abstained", False)),
             usage=_usage(out),
+            answerability=out.get("answerability"),
             trace=result.trace,
         )
 

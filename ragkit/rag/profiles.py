@@ -29,6 +29,9 @@ class AnsweringProfile(BaseModel):
     decoding: Decoding
     adapter: str | None = None
     abstain_bias: float = 0.0
+    abstain_below: float | None = None
+    """Abstain when the adapter's answerability probe gives P(answerable) below this (None:
+    the probe, if any, is reported but decides nothing)."""
     max_new_tokens: int = 128
     quantize: str | None = None
     """CPU weight quantisation (:mod:`ragkit.generation.quantization`); None: as loaded."""

@@ -52,6 +52,8 @@ class Grounding(BaseModel):
     end: int = 0
     abstained: bool = False
     reason: str | None = None
+    answerability: float | None = None
+    """The generator's probe estimate that the passages hold the answer (None: no probe)."""
 
 
 class Citation(BaseModel):
@@ -128,6 +130,11 @@ class Answer(BaseModel):
         description="Tokens read and written by the generation step (None for strategies "
         "that make several calls).",
     )
+    answerability: float | None = Field(
+        None,
+        description="The generator's estimate that the passages hold the answer (grounded "
+        "decoding with an adapter that ships an answerability probe; otherwise None).",
+    )
     trace: Trace | None = None
 
     def to_json_dict(self, include_trace: bool = True) -> dict[str, Any]:
@@ -137,6 +144,8 @@ class Answer(BaseModel):
             "invalid_markers": self.invalid_markers,
             "abstained": self.abstained,
         }
+        if self.answerability is not None:
+            data["answerability"] = round(self.answerability, 4)
         if include_trace:
             data["trace"] = self.trace.model_dump(mode="json") if self.trace else None
         return data

@@ -46,11 +46,20 @@ def answer_steps(
     examples: list[Example] | None = None,
     decoding: Decoding = "free",
     abstain_bias: float = 0.0,
+    abstain_below: float | None = None,
 ) -> list[Any]:
     """The steps after the prompt builder for ``strategy``."""
     opts = dict(options or {})
     if strategy == "plain":
-        return [GenerateStep(generator, opts, decoding=decoding, abstain_bias=abstain_bias)]
+        return [
+            GenerateStep(
+                generator,
+                opts,
+                decoding=decoding,
+                abstain_bias=abstain_bias,
+                abstain_below=abstain_below,
+            )
+        ]
     if strategy == "fewshot":
         demos = examples or default_examples()
         selector: Any = (

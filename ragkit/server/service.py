@@ -65,6 +65,7 @@ def reloaded_pipeline(rag: RAGPipeline) -> RAGPipeline:
         options=step.options.model_dump(exclude_unset=True) if step.options else None,
         decoding=step.decoding,
         abstain_bias=step.abstain_bias,
+        abstain_below=step.abstain_below,
     )
 
 
@@ -149,6 +150,7 @@ class RAGService:
                 options=options,
                 decoding=step.decoding,
                 abstain_bias=step.abstain_bias,
+                abstain_below=step.abstain_below,
             )
             if current:
                 self._variants[key] = variant

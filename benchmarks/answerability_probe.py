@@ -1,0 +1,226 @@
+"""Do the default generator's hidden states know when the passages hold no answer? (issue 18)
+
+The default's output likelihoods carry no answerability signal on the held-out article
+(``abstention_signal.py``: ROC AUC ≈ 0.50). Models often represent more than they say, so this
+reads the hidden state of the prompt's last token (the ``Answer:`` the answer continues from) at
+every layer of the default generator (Gemma 3 270M with the shipped ``grounded-qa-gemma``
+adapter) and fits one L2-regularised logistic regression per layer: "answerable from these
+passages" vs not. Nothing is chosen on the held-out article:
+
+- ``features``: hidden states of the prompts ``ragkit ask`` builds (k = 4 hybrid retrieval),
+  for SFT demonstration files (label: the target is a span) or a split of squad_small (label:
+  the question is answerable), saved as ``.npz`` (no pickle);
+- ``fit``: per layer and regularisation strength, 5-fold cross-validated AUC on the training
+  features picks the layer and strength; then AUC (bootstrap 95 % interval) on each evaluation
+  file; ``--save FOLDER`` writes the chosen probe into an adapter folder
+  (:mod:`ragkit.generation.answerability`), where the generator loads it with the adapter.
+
+    .venv/bin/python benchmarks/answerability_probe.py features \\
+        --demos benchmarks/.work/answer_quality/sft-mixed.jsonl --out F_train.npz
+    .venv/bin/python benchmarks/answerability_probe.py features --split dev --out F_dev.npz
+    .venv/bin/python benchmarks/answerability_probe.py fit --train F_train.npz --eval F_dev.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from abstention_signal import auc
+from answer_quality import RESULTS, build_pipeline, ensure_index, read_items, select
+
+
+def prompts_for_split(split: str, limit: int | None) -> tuple[list[str], list[str], list[int]]:
+    """(ids, prompts, labels) of a squad_small split; label 1 = the question is answerable."""
+    from ragkit.rag import PromptBuilder
+    from ragkit.retrieval import make_retriever
+
+    items = select(read_items(), split, limit)
+    retriever = make_retriever(ensure_index(), "hybrid", k=4)
+    builder = PromptBuilder("grounded_qa_completion")
+    prompts = [
+        builder.run(i.question, retriever.run(question=i.question).hits).prompt for i in items
+    ]
+    return [i.id for i in items], prompts, [0 if i.impossible else 1 for i in items]
+
+
+def prompts_for_demos(path: Path) -> tuple[list[str], list[str], list[int]]:
+    """(ids, prompts, labels) of an SFT demonstration file; label 1 = the target is a span."""
+    from ragkit.generation.grounded import ABSTAIN_PHRASE
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    labels = [0 if r["response"].strip() == ABSTAIN_PHRASE else 1 for r in rows]
+    return [f"{path.name}:{n}" for n in range(len(rows))], [r["prompt"] for r in rows], labels
+
+
+def last_token_states(model: Any, tokenizer: Any, prompts: list[str]) -> np.ndarray:
+    """[prompts, layers + 1, hidden] float32: each layer's state at the prompt's last token."""
+    import torch
+
+    out = []
+    started = time.perf_counter()
+    for n, prompt in enumerate(prompts, 1):
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            states = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1).hidden_states
+        out.append(torch.stack([s[0, -1] for s in states]).float().numpy())
+        if n % 25 == 0:
+            rate = n / (time.perf_counter() - started)
+            print(f"  {n}/{len(prompts)} ({rate:.2f}/s)", file=sys.stderr, flush=True)
+    return np.stack(out)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    if args.demos:
+        ids, prompts, labels = prompts_for_demos(Path(args.demos))
+    else:
+        ids, prompts, labels = prompts_for_split(args.split, args.limit)
+    rag = build_pipeline("gemma-adapter-grounded", ensure_index(), -4.0)
+    rag.generator.warm_up()
+    states = last_token_states(rag.generator.model, rag.generator.tokenizer, prompts)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, states=states, labels=np.array(labels), ids=np.array(ids))
+    print(f"{len(ids)} prompts ({sum(labels)} positive), states {states.shape} -> {out}")
+    return 0
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 200) -> np.ndarray:
+    """Weights (bias last) of L2-regularised logistic regression by Newton's method."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    penalty = np.full(xb.shape[1], l2)
+    penalty[-1] = 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -30, 30)))
+        grad = xb.T @ (p - y) + penalty * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return w
+
+
+def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0) + 1e-6
+    return mean, std
+
+
+def cross_validated_auc(x: np.ndarray, y: np.ndarray, l2: float, folds: int = 5) -> float:
+    order = np.random.default_rng(0).permutation(len(y))
+    scores = np.zeros(len(y))
+    for fold in range(folds):
+        test = order[fold::folds]
+        train = np.setdiff1d(order, test)
+        mean, std = standardiser(x[train])
+        w = fit_logistic((x[train] - mean) / std, y[train], l2)
+        scores[test] = ((x[test] - mean) / std) @ w[:-1] + w[-1]
+    return auc(list(scores[y == 1]), list(scores[y == 0]))
+
+
+def bootstrap_auc(scores: np.ndarray, y: np.ndarray, rounds: int = 1000) -> list[float]:
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(y), len(y))
+        s, t = scores[pick], y[pick]
+        if 0 < t.sum() < len(t):
+            values.append(auc(list(s[t == 1]), list(s[t == 0])))
+    values.sort()
+    return [
+        round(values[int(0.025 * len(values))], 3),
+        round(values[int(0.975 * len(values)) - 1], 3),
+    ]
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    train = np.load(args.train, allow_pickle=False)
+    states, y = train["states"], train["labels"].astype(float)
+    # hidden state 0 (the embeddings) is the same for every prompt's last token (":")
+    layers = range(1, states.shape[1]) if args.layer is None else [args.layer]
+    grid = []
+    for layer in layers:
+        for l2 in args.l2:
+            value = cross_validated_auc(states[:, layer], y, l2)
+            grid.append({"layer": layer, "l2": l2, "cv_auc": round(value, 4)})
+            print(json.dumps(grid[-1]), flush=True)
+    best = max(grid, key=lambda g: g["cv_auc"])
+    x = states[:, best["layer"]]
+    mean, std = standardiser(x)
+    w = fit_logistic((x - mean) / std, y, best["l2"])
+    report: dict[str, Any] = {"train": args.train, "chosen": best, "eval": {}}
+    for path in args.eval:
+        data = np.load(path, allow_pickle=False)
+        xe, ye = data["states"][:, best["layer"]], data["labels"]
+        scores = ((xe - mean) / std) @ w[:-1] + w[-1]
+        report["eval"][path] = {
+            "questions": len(ye),
+            "answerable": int(ye.sum()),
+            "auc": round(auc(list(scores[ye == 1]), list(scores[ye == 0])), 3),
+            "auc_ci": bootstrap_auc(scores, ye),
+            "per_layer_auc": [
+                round(_layer_auc(states[:, layer], y, data["states"][:, layer], ye, best["l2"]), 3)
+                for layer in range(1, states.shape[1])
+            ]
+            if args.all_layers
+            else None,
+        }
+    if args.save:
+        from ragkit.generation.answerability import AnswerabilityProbe
+
+        probe = AnswerabilityProbe(
+            layer=int(best["layer"]),
+            mean=tuple(float(v) for v in mean),
+            scale=tuple(float(v) for v in std),
+            weight=tuple(float(v) for v in w[:-1]),
+            bias=float(w[-1]),
+        )
+        report["saved"] = str(probe.save(args.save))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"answerability-probe-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"grid": grid, **report}, indent=1), encoding="utf-8")
+    print(json.dumps(report))
+    return 0
+
+
+def _layer_auc(x: np.ndarray, y: np.ndarray, xe: np.ndarray, ye: np.ndarray, l2: float) -> float:
+    mean, std = standardiser(x)
+    w = fit_logistic((x - mean) / std, y, l2)
+    scores = ((xe - mean) / std) @ w[:-1] + w[-1]
+    return auc(list(scores[ye == 1]), list(scores[ye == 0]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("features", help="hidden states of prompts -> .npz")
+    source = f.add_mutually_exclusive_group(required=True)
+    source.add_argument("--demos", help="an SFT demonstration file (.jsonl)")
+    source.add_argument("--split", choices=["train", "dev", "test"])
+    f.add_argument("--limit", type=int)
+    f.add_argument("--out", required=True)
+    f.set_defaults(run=cmd_features)
+    t = sub.add_parser("fit", help="per-layer probes; cross-validated choice; held-out AUC")
+    t.add_argument("--train", required=True)
+    t.add_argument("--eval", action="append", default=[])
+    t.add_argument("--layer", type=int)
+    t.add_argument("--l2", type=float, nargs="+", default=[1.0, 10.0, 100.0, 1000.0])
+    t.add_argument("--all-layers", action="store_true", help="also each layer's held-out AUC")
+    t.add_argument("--save", help="write the chosen probe into this adapter folder")
+    t.set_defaults(run=cmd_fit)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
