@@ -235,8 +235,11 @@ class SpanAutomaton:
             if previous is None:
                 state = None
             elif not generated[:-1]:
+                gated = self.gated  # then a first token shared with spans (" ") stays abstention
                 state = frozenset(
-                    (src, end) for t, src, _start, end in self._start_index() if t == token
+                    (src, end)
+                    for t, src, _start, end in self._start_index()
+                    if t == token and (not gated or src == self.abstain_index)
                 )
             else:
                 state = frozenset(

@@ -90,6 +90,15 @@ class BigramModel:
             pos += len(PIECES[best] or b"")
         return ids
 
+    @property
+    def layer_count(self) -> int:
+        return 2
+
+    def final_state(self, ids: Sequence[int]) -> np.ndarray:
+        """A two-unit "hidden state": the prompt's length and its last token."""
+        self.calls.append(list(ids))
+        return np.array([len(ids), ids[-1]], dtype=np.float32)
+
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         self.calls.append(list(ids))
         scores = np.zeros(len(PIECES), dtype=np.float32)
@@ -159,6 +168,50 @@ def test_grounded_constraint_forces_a_span_of_the_passage() -> None:
     assert "Paris" not in result.text
     stream = gen.stream("A:", {**PLAIN, "max_new_tokens": 8}, constraint=automaton)
     assert "".join(stream) == result.text
+
+
+def _adapter_with_probe(folder: Path, layer: int) -> Path:
+    import json
+
+    from ragkit.generation.answerability import AnswerabilityProbe
+
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    # P(answerable) = sigmoid(last prompt token - 7): "Q:" (2) is answerless, " seat" (13) is not
+    AnswerabilityProbe(
+        layer=layer, mean=(0.0, 7.0), scale=(1.0, 1.0), weight=(0.0, 1.0), bias=0.0
+    ).save(folder)
+    return folder
+
+
+def test_a_final_layer_probe_vetoes_answers_on_llama_cpp_as_on_transformers(
+    tmp_path: Path,
+) -> None:
+    gen, _ = _generator(adapter=_adapter_with_probe(tmp_path, layer=2))
+    gen.warm_up()
+    assert gen.answerability_probe is not None
+    passage = "the seat since 1992."
+    table, eos = gen.token_table(), gen.eos_token_ids
+    for prompt, vetoed in (("Q:", True), (" seat", False)):  # byte tokens: 20 for the phrase
+        automaton = SpanAutomaton([passage], table, eos, max_tokens=32, abstain_below=0.5)
+        (result,) = gen.generate([prompt], PLAIN, max_new_tokens=32, constraints=[automaton])
+        assert automaton.answerability is not None
+        assert (automaton.answerability < 0.5) == vetoed
+        assert (result.text.strip() == "not in the passages") == vetoed
+        streamed = SpanAutomaton([passage], table, eos, max_tokens=32, abstain_below=0.5)
+        pieces = gen.stream(prompt, {**PLAIN, "max_new_tokens": 32}, constraint=streamed)
+        assert "".join(pieces) == result.text
+
+
+def test_a_probe_of_another_layer_is_refused_on_llama_cpp_in_one_line(tmp_path: Path) -> None:
+    from ragkit.generation.answerability import ProbeError
+
+    gen, _ = _generator(adapter=_adapter_with_probe(tmp_path, layer=1))
+    with pytest.raises(
+        ProbeError,
+        match=r"reads hidden state 1; the llama\.cpp backend gives "
+        r"only the final one \(2\): use --generator-backend transformers$",
+    ):
+        gen.warm_up()
 
 
 def test_sampling_is_reproducible_per_seed_and_distinct_per_prompt() -> None:

@@ -9,6 +9,9 @@ an answer while llama.cpp runs the forward passes (docs/backends.md):
   :meth:`LlamaCppGenerator.token_table` gives the span automaton this vocabulary's bytes;
 - **adapters**: a LoRA adapter is merged into a cached copy of the GGUF (its linear layers f16)
   (:mod:`ragkit.generation.gguf_merge`), since llama.cpp reads weights only from the file;
+- **the answerability probe** of an adapter, when it reads the final hidden state: llama.cpp
+  gives that as the "embedding" of the prompt's last token (a probe of an inner layer is
+  refused in one line: llama.cpp does not expose inner layers);
 - **the same decoding semantics** as the transformers path (:mod:`ragkit.generation.token_choice`,
   :func:`ragkit.generation.results.result_from_tokens`): greedy is argmax, stop strings cut the
   text the same way, streaming holds back partial stop strings (:class:`TextStream`);
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragkit.generation.answerability import AnswerabilityProbe, ProbeError
 from ragkit.generation.backends.base import (
     BackendUnavailableError,
     GeneratorBackendError,
@@ -50,7 +54,11 @@ from ragkit.generation.backends.llamacpp_model import (
 from ragkit.generation.backends.llamacpp_vocab import Vocabulary
 from ragkit.generation.chat import Prompt, RenderedPrompt, render_prompt
 from ragkit.generation.chat_template import TemplateTokenizer
-from ragkit.generation.constraints import TokenConstraint, check_constraints
+from ragkit.generation.constraints import (
+    ObservesAnswerability,
+    TokenConstraint,
+    check_constraints,
+)
 from ragkit.generation.generator import prepare_prompts
 from ragkit.generation.grounded import TokenTable, table_from_pieces
 from ragkit.generation.options import GenerationOptions
@@ -156,6 +164,8 @@ class LlamaCppGenerator:
         self._template: TemplateTokenizer | None = None
         self.backend_verdict: Any = None
         """Why ``--generator-backend auto`` chose this backend (None when it was asked for)."""
+        self.answerability_probe: AnswerabilityProbe | None = None
+        """The adapter's answerability probe, read at load (None: the adapter has none)."""
 
     def __repr__(self) -> str:
         state = "loaded" if self._model is not None else "not loaded"
@@ -185,10 +195,26 @@ class LlamaCppGenerator:
                     self.gguf_path(), self.config.n_ctx or DEFAULT_CONTEXT, self.config.n_threads
                 )
                 vocab = model.vocabulary()
+                self.answerability_probe = self._probe_for(model)
                 self._vocab = vocab
                 self._template = self._template_of(model, vocab)
                 self._model = model
         return self
+
+    def _probe_for(self, model: LlamaCppModel) -> AnswerabilityProbe | None:
+        """The adapter's probe, if it reads what llama.cpp gives: the final hidden state."""
+        if self.config.adapter is None:
+            return None
+        from ragkit.generation.adapters import resolve_adapter
+
+        probe = AnswerabilityProbe.load(resolve_adapter(self.config.adapter))
+        if probe is not None and probe.layer != model.layer_count:
+            raise ProbeError(
+                f"the adapter's answerability probe reads hidden state {probe.layer}; the "
+                f"llama.cpp backend gives only the final one ({model.layer_count}): use "
+                "--generator-backend transformers"
+            )
+        return probe
 
     @staticmethod
     def _template_of(model: LlamaCppModel, vocab: Vocabulary) -> TemplateTokenizer:
@@ -369,7 +395,10 @@ class LlamaCppGenerator:
         rng = np.random.default_rng(seed) if opts.do_sample else None
         window = token_window(opts.stop)
         generated: list[int] = []
+        probe = self.answerability_probe
         with self._lock:
+            if probe is not None and isinstance(constraint, ObservesAnswerability):
+                constraint.observe_answerability(probe.probability(model.final_state(prompt_ids)))
             for _ in range(opts.max_new_tokens):
                 if is_cancelled is not None and is_cancelled():
                     break

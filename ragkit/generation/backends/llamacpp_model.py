@@ -58,6 +58,16 @@ class LlamaCppModel(Protocol):
         """Next-token logits after ``ids`` (float32, one per vocabulary entry)."""
         ...
 
+    @property
+    def layer_count(self) -> int:
+        """Decoder layers: the final (normalised) hidden state is hidden state ``layer_count``."""
+        ...
+
+    def final_state(self, ids: Sequence[int]) -> np.ndarray:
+        """The final, normalised hidden state at the last of ``ids`` (what an answerability
+        probe of the last layer reads); ``logits(ids)`` right after costs one token."""
+        ...
+
 
 MISSING = (
     f"the llamacpp generator backend needs llama-cpp-python: {INSTALL_HINT}; or {FALLBACK_HINT}"
@@ -220,3 +230,26 @@ class LlamaModel:
         self._evaluated = wanted
         row = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
         return np.ctypeslib.as_array(row, shape=(self._n_vocab,)).copy()
+
+    @property
+    def layer_count(self) -> int:
+        return int(self._lib.llama_model_n_layer(self._llm.model))
+
+    def final_state(self, ids: Sequence[int]) -> np.ndarray:
+        wanted = list(ids)
+        if len(wanted) > 1:
+            self.logits(wanted[:-1])  # the prefix the ordinary way (cache reused)
+        self._llm.n_tokens = len(wanted) - 1
+        self._evaluated = wanted[:-1]
+        # embeddings only for the one last token: switched on for a longer batch, llama.cpp
+        # would output (and project onto the vocabulary) every position
+        self._lib.llama_set_embeddings(self._llm.ctx, True)
+        try:
+            self._llm.eval(wanted[-1:])
+            row = self._lib.llama_get_embeddings_ith(self._llm.ctx, -1)
+            width = int(self._lib.llama_model_n_embd(self._llm.model))
+            state = np.ctypeslib.as_array(row, shape=(width,)).copy()
+        finally:
+            self._lib.llama_set_embeddings(self._llm.ctx, False)
+        self._evaluated = wanted
+        return state
