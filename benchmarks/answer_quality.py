@@ -140,10 +140,12 @@ def build_pipeline(
         extra: dict[str, Any] = {"k": k} if k is not None else {}
         if abstain_below is not None:
             extra["abstain_below"] = abstain_below
+        if adapter is not None:  # a candidate adapter in the default's place
+            extra["adapter"] = adapter
         if quantize is not None:  # the default generator, quantised as asked
             profile = answering_profile(None)
             extra["generator"] = Generator(
-                None, adapter=chosen_adapter(profile, None), quantize=quantize
+                None, adapter=adapter or chosen_adapter(profile, None), quantize=quantize
             )
         return RAGPipeline.from_index(index_dir, **extra)
     if config_name == "default-llamacpp":  # the same default on the llama.cpp backend (issue 21)
@@ -474,7 +476,9 @@ def cmd_export_adapter(args: argparse.Namespace) -> int:
     """Ship a run's LoRA adapter as float16 (half the size) under ragkit/adapters/, atomically.
 
     The model card (README.md) is written by hand from the measured results: it must quote
-    numbers from a results file, never placeholders.
+    numbers from a results file, never placeholders. An answerability probe is not carried
+    over: it reads the old adapter's hidden states, so fit one for the new adapter
+    (``answerability_probe.py fit --save TARGET``).
     """
     import torch
     from safetensors.torch import load_file, save_file

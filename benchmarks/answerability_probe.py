@@ -116,12 +116,19 @@ def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def cross_validated_auc(x: np.ndarray, y: np.ndarray, l2: float, folds: int = 5) -> float:
-    order = np.random.default_rng(0).permutation(len(y))
+def cross_validated_auc(
+    x: np.ndarray, y: np.ndarray, l2: float, folds: int = 5, block: int = 1
+) -> float:
+    """AUC of out-of-fold scores; ``block`` consecutive rows (the questions of one paragraph,
+    which share retrieved passages) always fall in the same fold."""
+    blocks = np.random.default_rng(0).permutation((len(y) + block - 1) // block)
+    fold_of = np.empty(len(y), dtype=int)
+    for rank, b in enumerate(blocks):
+        fold_of[b * block : (b + 1) * block] = rank % folds
     scores = np.zeros(len(y))
     for fold in range(folds):
-        test = order[fold::folds]
-        train = np.setdiff1d(order, test)
+        test = np.flatnonzero(fold_of == fold)
+        train = np.flatnonzero(fold_of != fold)
         mean, std = standardiser(x[train])
         w = fit_logistic((x[train] - mean) / std, y[train], l2)
         scores[test] = ((x[test] - mean) / std) @ w[:-1] + w[-1]
@@ -151,10 +158,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     grid = []
     for layer in layers:
         for l2 in args.l2:
-            value = cross_validated_auc(states[:, layer], y, l2)
+            value = cross_validated_auc(states[:, layer], y, l2, block=args.block)
             grid.append({"layer": layer, "l2": l2, "cv_auc": round(value, 4)})
             print(json.dumps(grid[-1]), flush=True)
     best = max(grid, key=lambda g: g["cv_auc"])
+    if args.prefer_layer is not None:  # e.g. the final layer, which every backend can read
+        preferred = [g for g in grid if g["layer"] == args.prefer_layer]
+        if preferred:
+            top = max(preferred, key=lambda g: g["cv_auc"])
+            if top["cv_auc"] >= best["cv_auc"] - args.within:
+                best = top
     x = states[:, best["layer"]]
     mean, std = standardiser(x)
     w = fit_logistic((x - mean) / std, y, best["l2"])
@@ -214,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--train", required=True)
     t.add_argument("--eval", action="append", default=[])
     t.add_argument("--layer", type=int)
-    t.add_argument("--l2", type=float, nargs="+", default=[1.0, 10.0, 100.0, 1000.0])
+    t.add_argument("--l2", type=float, nargs="+", default=[1.0, 10.0, 100.0, 1000.0, 10000.0])
     t.add_argument("--all-layers", action="store_true", help="also each layer's held-out AUC")
     t.add_argument("--save", help="write the chosen probe into this adapter folder")
+    t.add_argument("--prefer-layer", type=int, help="take this layer if it is within --within")
+    t.add_argument("--within", type=float, default=0.02, help="cross-validated AUC margin")
+    t.add_argument("--block", type=int, default=1, help="consecutive rows kept in one fold")
     t.set_defaults(run=cmd_fit)
     args = parser.parse_args(argv)
     return int(args.run(args))

@@ -180,14 +180,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def ensure_index() -> Path:
+    return index_paragraphs(read_paragraphs(), WORK)
+
+
+def index_paragraphs(paragraphs: dict[str, str], work: Path) -> Path:
+    """Each paragraph as its own text file under ``work``, indexed with ragkit's defaults
+    (reused while present): the retrieval the demonstrations' prompts are built with."""
     from ragkit import Index, index_paths
 
-    index_dir = WORK / "index"
+    index_dir = work / "index"
     if (index_dir / "manifest.json").is_file():
         return index_dir
-    folder = WORK / "paragraph-files"
+    folder = work / "paragraph-files"
     folder.mkdir(parents=True, exist_ok=True)
-    for pid, context in read_paragraphs().items():
+    for pid, context in paragraphs.items():
         (folder / (re.sub(r"[^\w.-]+", "_", pid) + ".txt")).write_text(context, encoding="utf-8")
     with Index.open_or_create(index_dir) as index:
         index_paths(index, [folder])

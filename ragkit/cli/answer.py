@@ -12,6 +12,7 @@ import typer
 
 from ragkit.cli.common import err, fail, guard, out, print_json, say, snippet
 from ragkit.cli.options import (
+    AbstainBelowOption,
     AdapterOption,
     ApiKeyEnvOption,
     BaseUrlOption,
@@ -46,6 +47,9 @@ def print_sources(answer: Any) -> None:
         say(f"  [{c.n}] {source} [{c.start}:{c.end}]{flag}: {snippet(c.text, 160)}")
     for note in answer.trace.notes if answer.trace else []:
         say(f"note: {note}", console=err)
+    estimate = getattr(answer, "answerability", None)
+    if estimate is not None:
+        say(f"answerability: {estimate:.2f} (P that the passages hold the answer)", console=err)
 
 
 def ask_command(
@@ -63,6 +67,7 @@ def ask_command(
     ] = True,
     max_new_tokens: MaxNewTokensOption = None,
     decoding: DecodingOption = None,
+    abstain_below: AbstainBelowOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print answer, citations and trace as JSON.")
     ] = False,
@@ -86,6 +91,7 @@ def ask_command(
             retriever=retriever,
             strategy=strategy,
             decoding=decoding,
+            abstain_below=abstain_below,
             adapter=adapter,
             quantize=quantize,
             max_new_tokens=max_new_tokens,
@@ -124,6 +130,7 @@ def chat_command(
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
     decoding: DecodingOption = None,
+    abstain_below: AbstainBelowOption = None,
 ) -> None:
     """A multi-turn session: follow-up questions are rewritten using the conversation."""
     from ragkit.rag import ChatSession, answering_pipeline
@@ -135,6 +142,7 @@ def chat_command(
                 generator=generator,
                 k=k,
                 decoding=decoding,
+                abstain_below=abstain_below,
                 adapter=adapter,
                 quantize=quantize,
                 max_new_tokens=max_new_tokens,

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ragkit.cli.common import err, fail, guard, out, print_json, say, text
 from ragkit.cli.options import (
+    AbstainBelowOption,
     AdapterOption,
     DecodingOption,
     GeneratorBackendOption,
@@ -62,6 +63,7 @@ def eval_command(
     quantize: QuantizeOption = None,
     strategy: StrategyOption = "plain",
     decoding: DecodingOption = None,
+    abstain_below: AbstainBelowOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     embedder: Annotated[
         str | None, typer.Option(help="Embedder when indexing the dataset's corpus.")
@@ -105,6 +107,7 @@ def eval_command(
             quantize=quantize,
             strategy=strategy,
             decoding=decoding,
+            abstain_below=abstain_below,
             backend=generator_backend,
             max_new_tokens=max_new_tokens,
             embedder=embedder,

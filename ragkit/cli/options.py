@@ -91,6 +91,17 @@ DecodingOption = Annotated[
         "generator's profile (grounded for the packaged Gemma 3 270M)."
     ),
 ]
+AbstainBelowOption = Annotated[
+    float | None,
+    typer.Option(
+        "--abstain-below",
+        min=0.0,
+        max=1.0,
+        help="Grounded decoding: abstain when the adapter's answerability probe puts "
+        "P(the passages hold the answer) below this (0: never veto). Default: the generator's "
+        "profile.",
+    ),
+]
 BaseUrlOption = Annotated[
     str | None,
     typer.Option(

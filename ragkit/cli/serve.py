@@ -12,6 +12,7 @@ import typer
 
 from ragkit.cli.common import err, guard, say
 from ragkit.cli.options import (
+    AbstainBelowOption,
     AdapterOption,
     ApiKeyEnvOption,
     BaseUrlOption,
@@ -49,6 +50,7 @@ def serve_command(
     adapter: AdapterOption = None,
     quantize: QuantizeOption = None,
     decoding: DecodingOption = None,
+    abstain_below: AbstainBelowOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
     api_key_file: Annotated[
@@ -103,6 +105,7 @@ def serve_command(
             k=k,
             retriever=retriever,
             decoding=decoding,
+            abstain_below=abstain_below,
             adapter=adapter,
             quantize=quantize,
             backend=generator_backend,

@@ -33,12 +33,14 @@ def answering_pipeline(
     backend: str = "auto",
     base_url: str | None = None,
     api_key_env: str | None = None,
+    abstain_below: float | None = None,
 ) -> RAGPipeline:
     """A :class:`RAGPipeline` over ``index`` (a path, an open index, or a ready retriever).
 
     ``adapter``: None = the profile's, ``"none"`` = no adapter. ``max_new_tokens``: None = the
     profile's. ``quantize``: None = the profile's (see :mod:`ragkit.generation.quantization`).
     ``retriever``: a kind (``hybrid``/``dense``/``bm25``) or a retriever object.
+    ``abstain_below``: None = the profile's answerability threshold; 0 = never veto.
     """
     from ragkit.generation import make_generator
     from ragkit.retrieval import make_retriever
@@ -65,4 +67,5 @@ def answering_pipeline(
         options={"max_new_tokens": max_new_tokens or profile.max_new_tokens},
         strategy=strategy,
         decoding=decoding,  # type: ignore[arg-type]
+        abstain_below=abstain_below,
     )

@@ -225,3 +225,30 @@ def test_the_adapters_probe_is_loaded_with_it_and_checked_against_the_model(
     random_probe(layer=3).save(folder)  # the tiny model has 2 layers: hidden states 1 and 2
     with pytest.raises(ProbeError, match=r"hidden state 3; this model has 2 decoder layers"):
         Generator(str(tiny_llama_path), adapter=folder).warm_up()
+
+
+def test_the_threshold_reaches_the_pipeline_from_the_cli_builder(
+    tiny_index: Path, tiny_llama_path: Path
+) -> None:
+    from ragkit.rag import answering_pipeline
+
+    rag = answering_pipeline(
+        tiny_index,
+        generator=str(tiny_llama_path),
+        backend="transformers",
+        decoding="grounded",
+        abstain_below=0.3,
+    )
+    assert rag.generate_step is not None and rag.generate_step.abstain_below == 0.3
+
+
+def test_an_out_of_range_threshold_is_refused_by_the_cli(tiny_index: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragkit.cli import app
+
+    result = CliRunner().invoke(
+        app, ["ask", "Which river?", "--index", str(tiny_index), "--abstain-below", "1.5"]
+    )
+    assert result.exit_code == 2
+    assert "--abstain-below" in result.output
