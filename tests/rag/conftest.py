@@ -55,3 +55,17 @@ def tiny_generator(tiny_llama_path: Path) -> Any:
     from ragkit.generation import Generator
 
     return Generator(str(tiny_llama_path), device="cpu", options={"max_new_tokens": 12}).warm_up()
+
+
+def answered_three_ways(rag: Any, questions: list[str]) -> tuple[list[Any], list[Any], list[Any]]:
+    """The same questions batched, one by one and streamed: (batched, single, [(answer, text)])
+    — the three must agree wherever a decoding decision is made."""
+    batched = rag.ask_batch(questions)
+    single = [rag.ask(q) for q in questions]
+    streamed = []
+    for question in questions:
+        stream = rag.stream(question)
+        text = "".join(stream)
+        assert stream.answer is not None
+        streamed.append((stream.answer, text))
+    return batched, single, streamed

@@ -16,6 +16,8 @@ from ragkit.rag import RAGPipeline
 from ragkit.rag.citations import ABSTENTION_ANSWER
 from ragkit.retrieval import DenseRetriever
 
+from .conftest import answered_three_ways
+
 QUESTIONS = [
     "What is the capital of Alsace?",
     "Which river flows through Paris?",
@@ -100,14 +102,7 @@ def test_below_the_threshold_the_answer_is_an_abstention_naming_the_estimate(
     assert all(e is not None for e in estimates)
     middle = sorted(e for e in estimates if e is not None)[len(estimates) // 2]
     rag = rag_with(tiny_index, tiny_embedder, probed_generator, abstain_below=middle)
-    batched = rag.ask_batch(QUESTIONS)
-    single = [rag.ask(q) for q in QUESTIONS]
-    streamed = []
-    for question in QUESTIONS:
-        stream = rag.stream(question)
-        text = "".join(stream)
-        assert stream.answer is not None
-        streamed.append((stream.answer, text))
+    batched, single, streamed = answered_three_ways(rag, QUESTIONS)
     unchanged = free.ask_batch(QUESTIONS)
     for n, estimate in enumerate(estimates):
         assert estimate is not None

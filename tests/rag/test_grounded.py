@@ -23,7 +23,7 @@ from ragkit.rag.generate_step import DecodingError, GenerateStep
 from ragkit.retrieval import DenseRetriever
 from ragkit.schema import Document
 
-from .conftest import TEXTS
+from .conftest import TEXTS, answered_three_ways
 
 QUESTIONS = [
     "What is the capital of Alsace?",
@@ -88,16 +88,11 @@ def test_every_answer_is_a_passage_span_cited_by_its_exact_source_offsets(
 
 
 def test_batched_equals_one_by_one_equals_streamed(rag: RAGPipeline) -> None:
-    batched = rag.ask_batch(QUESTIONS)
-    single = [rag.ask(q) for q in QUESTIONS]
-    streamed = []
-    for q in QUESTIONS:
-        stream = rag.stream(q)
-        pieces = "".join(stream)
-        assert stream.answer is not None
-        if not stream.answer.abstained:
-            assert pieces.strip().startswith(stream.answer.answer)
-        streamed.append(stream.answer)
+    batched, single, streamed_with_text = answered_three_ways(rag, QUESTIONS)
+    for answer, pieces in streamed_with_text:
+        if not answer.abstained:
+            assert pieces.strip().startswith(answer.answer)
+    streamed = [answer for answer, _ in streamed_with_text]
     for a, b, c in zip(batched, single, streamed, strict=True):
         assert (a.answer, a.abstained) == (b.answer, b.abstained) == (c.answer, c.abstained)
         assert [x.model_dump() for x in a.citations] == [x.model_dump() for x in c.citations]
