@@ -537,7 +537,10 @@ class Generator:
 
         A forward hook on the module the probe reads fires first on the prompt (before any
         token is chosen); its last position is the prompt's last token in every row, because
-        rows are left-padded. Later calls (one new token each) are ignored.
+        rows are left-padded. Later calls (one new token each) are ignored, and so are forward
+        passes of other threads (the server generates for several requests at once on one
+        model, and a hook sees every call): ``generate`` runs its forward passes in the thread
+        that called it.
         """
         probe = self.answerability_probe
         watchers = [c if isinstance(c, ObservesAnswerability) else None for c in constraints or ()]
@@ -546,10 +549,11 @@ class Generator:
         from ragkit.generation.answerability import hidden_state_module
 
         seen = False
+        owner = threading.get_ident()
 
         def read(_module: Any, _inputs: Any, output: Any) -> None:
             nonlocal seen
-            if seen:
+            if seen or threading.get_ident() != owner:
                 return
             seen = True
             hidden = output[0] if isinstance(output, tuple) else output

@@ -119,6 +119,22 @@ def test_below_the_threshold_the_answer_is_an_abstention_naming_the_estimate(
     assert any(a.abstained for a in batched) and not all(a.abstained for a in batched)
 
 
+def test_concurrent_requests_each_get_their_own_prompts_estimate(
+    tiny_index: Path, tiny_embedder: Embedder, probed_generator: Generator
+) -> None:
+    """Several threads generate on one model at once (as ``ragkit serve`` does); each hook
+    must read its own prompt's forward pass, never another thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rag = rag_with(tiny_index, tiny_embedder, probed_generator, abstain_below=0.0)
+    alone = {q: rag.ask(q).answerability for q in QUESTIONS}
+    asked = QUESTIONS * 4
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda q: rag.ask(q).answerability, asked))
+    for question, estimate in zip(asked, together, strict=True):
+        assert estimate == pytest.approx(alone[question], abs=1e-4), question
+
+
 def test_a_generator_without_a_probe_reports_nothing_and_never_vetoes(
     tiny_index: Path, tiny_embedder: Embedder, tiny_generator: Generator
 ) -> None:
