@@ -62,6 +62,14 @@ class QueryResponse(_Strict):
     citations: list[Citation]
     passages: list[Passage]
     model: str
+    abstained: bool = Field(
+        False, description="The assistant declined: the passages do not hold the answer."
+    )
+    answerability: float | None = Field(
+        None,
+        description="The generator's estimate that the passages hold the answer (grounded "
+        "decoding with an adapter that ships an answerability probe; otherwise null).",
+    )
     trace: dict[str, Any] | None = None
 
 

@@ -181,6 +181,8 @@ class ServerState:
             citations=answer.citations,
             passages=answer.passages,
             model=self.settings.model_id,
+            abstained=answer.abstained,
+            answerability=answer.answerability,
             trace=answer.trace.model_dump(mode="json") if include_trace and answer.trace else None,
         )
 

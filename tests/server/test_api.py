@@ -23,6 +23,8 @@ def test_query_returns_answer_citations_and_trace_id(client: Any) -> None:
     assert len(body.id) == 32
     assert body.answer
     assert body.trace is None
+    assert r.json()["abstained"] is False  # said outright, not left to string matching
+    assert r.json()["answerability"] is None  # the test generator has no answerability probe
     assert [p.n for p in body.passages] == list(range(1, len(body.passages) + 1))
     assert body.passages[0].source == "paris.txt"
     for citation in body.citations:
