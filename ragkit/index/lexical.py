@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -20,6 +21,8 @@ import numpy.typing as npt
 
 from ragkit.atomic import atomic_directory
 from ragkit.errors import IndexFormatError
+
+_LOAD_LOCK = threading.Lock()
 
 Ids = npt.NDArray[np.int64]
 IDS_NAME = "ids.npy"
@@ -100,6 +103,14 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, directory: Path) -> LexicalIndex:
+        # one load at a time: reading a .npy header runs ast.literal_eval, and CPython 3.11's
+        # parser is not safe in parallel threads ("AST constructor recursion depth mismatch",
+        # seen when a server's search threads all reopened a just-committed index at once)
+        with _LOAD_LOCK:
+            return cls._load(directory)
+
+    @classmethod
+    def _load(cls, directory: Path) -> LexicalIndex:
         import bm25s
 
         try:
