@@ -56,9 +56,13 @@ def prompts_for_demos(path: Path) -> tuple[list[str], list[str], list[int]]:
     """(ids, prompts, labels) of an SFT demonstration file; label 1 = the target is a span."""
     from ragkit.generation.grounded import ABSTAIN_PHRASE
 
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    labels = [0 if r["response"].strip() == ABSTAIN_PHRASE else 1 for r in rows]
-    return [f"{path.name}:{n}" for n in range(len(rows))], [r["prompt"] for r in rows], labels
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"error: {path} is not a demonstration file ({exc})") from None
+    labels = [0 if r.strip() == ABSTAIN_PHRASE else 1 for r in responses]
+    return [f"{path.name}:{n}" for n in range(len(rows))], prompts, labels
 
 
 def last_token_states(model: Any, tokenizer: Any, prompts: list[str]) -> np.ndarray:
@@ -150,8 +154,20 @@ def bootstrap_auc(scores: np.ndarray, y: np.ndarray, rounds: int = 1000) -> list
     ]
 
 
+def _features(path: str) -> Any:
+    """A ``features`` output; a missing or foreign file ends the script in one line."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        missing = {"states", "labels"} - set(data.files)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: {path} is not a features file ({exc})") from None
+    return data
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
-    train = np.load(args.train, allow_pickle=False)
+    train = _features(args.train)
     states, y = train["states"], train["labels"].astype(float)
     # hidden state 0 (the embeddings) is the same for every prompt's last token (":")
     layers = range(1, states.shape[1]) if args.layer is None else [args.layer]
@@ -173,7 +189,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     w = fit_logistic((x - mean) / std, y, best["l2"])
     report: dict[str, Any] = {"train": args.train, "chosen": best, "eval": {}}
     for path in args.eval:
-        data = np.load(path, allow_pickle=False)
+        data = _features(path)
         xe, ye = data["states"][:, best["layer"]], data["labels"]
         scores = ((xe - mean) / std) @ w[:-1] + w[-1]
         report["eval"][path] = {
