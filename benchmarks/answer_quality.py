@@ -7,7 +7,11 @@ play fixed roles, so nothing reported is tuned on what it reports:
 - ``Normans`` paragraphs 0-29: **train** (the SFT demonstrations of the shipped adapter);
 - ``Normans`` paragraphs 30-38: **dev** (choosing between configurations, calibrating the
   abstention bias);
-- ``Computational_complexity_theory``: **test** (the numbers quoted in the README).
+- ``Computational_complexity_theory``: **test** (the numbers quoted in the README);
+- ``synthetic-dev``: not SQuAD — the 120 questions on the 30 engineering-and-medicine paragraphs
+  (domain E) of ``benchmarks/data/synthetic_qa.jsonl``, retrieval over all 150 of its
+  paragraphs: an out-of-domain dev split for adapters trained on its domains A-D (the Normans
+  dev paragraphs share an article with the training demonstrations, so they flatter them).
 
 Metrics: SQuAD EM and token F1 over the answerable questions (an abstention scores 0);
 abstention accuracy over the unanswerable ones; citation precision = share of cited answers
@@ -42,6 +46,8 @@ WORK = ROOT / "benchmarks" / ".work" / "answer_quality"
 RESULTS = ROOT / "benchmarks" / "results"
 TRAIN_ARTICLE, TEST_ARTICLE = "Normans", "Computational_complexity_theory"
 DEV_FROM = 30  # Normans paragraphs >= this are the dev split
+SYNTHETIC_DEV_DOMAIN = "E"  # synthetic_qa.jsonl paragraphs "syn-E-*": held out of adapter training
+SPLITS = ("train", "dev", "test", "synthetic-dev")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class Item:
 
     @property
     def split(self) -> str:
+        if self.article == "synthetic":
+            return "synthetic-dev"
         if self.article == TEST_ARTICLE:
             return "test"
         return "dev" if self.paragraph >= DEV_FROM else "train"
@@ -102,6 +110,35 @@ def read_items(path: Path = DATA) -> list[Item]:
                     )
                 )
     return items
+
+
+def split_items(split: str) -> tuple[list[Item], Path]:
+    """The questions of a split and the index its retrieval runs over."""
+    if split != "synthetic-dev":
+        return [i for i in read_items() if i.split == split], ensure_index()
+    from pydocs_qa import index_paragraphs
+    from synthetic_qa import DATA as SYNTHETIC
+    from synthetic_qa import WORK as SYNTHETIC_WORK
+    from synthetic_qa import read
+
+    paragraphs, questions = read(SYNTHETIC)
+    items, asked = [], dict.fromkeys(paragraphs, 0)
+    for q in questions:
+        pid = q["id"]
+        asked[pid] += 1
+        if pid.split("-")[1] != SYNTHETIC_DEV_DOMAIN:
+            continue
+        items.append(
+            Item(
+                id=f"{pid}-q{asked[pid]}",
+                question=q["question"],
+                answers=tuple(dict.fromkeys(q.get("answers") or ())),
+                impossible=bool(q.get("is_impossible", False)),
+                article="synthetic",
+                paragraph=int(pid.rsplit("-", 1)[1]),
+            )
+        )
+    return items, index_paragraphs(paragraphs, SYNTHETIC_WORK)
 
 
 def ensure_index(work: Path = WORK) -> Path:
@@ -261,6 +298,10 @@ def _mean_ci(values: list[float], rounds: int = 2000) -> dict[str, float] | None
 
 def select(items: list[Item], split: str, limit: int | None, seed: int = 0) -> list[Item]:
     chosen = [i for i in items if i.split == split]
+    return sample(chosen, limit, seed)
+
+
+def sample(chosen: list[Item], limit: int | None, seed: int = 0) -> list[Item]:
     if limit is not None and limit < len(chosen):
         chosen = random.Random(seed).sample(chosen, limit)  # both kinds, in proportion
     return chosen
@@ -301,8 +342,8 @@ def run_eval(
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    items = select(read_items(), args.split, args.limit)
-    index_dir = ensure_index()
+    items, index_dir = split_items(args.split)
+    items = sample(items, args.limit)
     report: dict[str, Any] = {"split": args.split, "limit": args.limit, "configs": {}}
     for config in args.config:
         result = run_eval(
@@ -370,9 +411,9 @@ def cmd_sft_data(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Pick the abstention bias on the dev split: best F1 + abstention accuracy (equal weight)."""
-    items = select(read_items(), "dev", args.limit)
-    index_dir = ensure_index()
+    """Pick the abstention bias on a dev split: best F1 + abstention accuracy (equal weight)."""
+    items, index_dir = split_items(args.split)
+    items = sample(items, args.limit)
     results = {}
     for bias in args.biases:
         summary = run_eval(
@@ -512,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("eval")
     ev.add_argument("--config", action="append", default=None)
-    ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    ev.add_argument("--split", default="test", choices=SPLITS)
     ev.add_argument("--limit", type=int)
     ev.add_argument("--batch", type=int, default=8)
     ev.add_argument("--abstain-bias", type=float)
@@ -535,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     ca.add_argument("--config", action="append", default=None)
     ca.add_argument("--biases", type=float, nargs="+", default=[-2.0, 0.0, 2.0, 4.0])
     ca.add_argument("--limit", type=int)
+    ca.add_argument("--split", default="dev", choices=["dev", "synthetic-dev"])
     ca.add_argument("--batch", type=int, default=8)
     ca.add_argument("--adapter", help="an adapter folder in place of the configuration's")
     co = sub.add_parser("compare", help="paired differences between two eval result files")

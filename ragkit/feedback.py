@@ -109,6 +109,9 @@ class ExportedPair(BaseModel):
     model: str
     prompt_format: str = ""
     adapter: str = ""
+    passages: list[str] = Field(default_factory=list)
+    """The texts of the passages the chosen answer was given from: what a grounded answer may
+    quote, so PPO can sample under the span constraint the server answered with."""
 
 
 PromptRenderer = Callable[[str, Sequence[StoredPassage]], str]
@@ -358,6 +361,7 @@ def _pair(
         model=_joined(chosen.model, rejected.model),
         prompt_format=_joined(chosen.prompt_format, rejected.prompt_format),
         adapter=_joined(chosen.adapter, rejected.adapter),
+        passages=[p.text for p in chosen.passages],
     )
 
 

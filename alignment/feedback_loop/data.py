@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,14 @@ class LoopPairs:
         """Distinct prompts, in export order: the PPO rollout prompts."""
         return list(dict.fromkeys(p["prompt"] for p in self.pairs))
 
+    @property
+    def passages(self) -> dict[str, list[str]]:
+        """Each prompt's passage texts (those of its first pair): a grounded rollout's quotes."""
+        found: dict[str, list[str]] = {}
+        for pair in self.pairs:
+            found.setdefault(pair["prompt"], list(pair.get("passages") or []))
+        return found
+
     def provenance(self, db: Path) -> dict[str, Any]:
         origins = Counter(p["origin"] for p in self.pairs)
         return {
@@ -222,9 +230,17 @@ def check_pairs(
         )
 
 
-def write_prompts(prompts: Sequence[str], path: Path) -> Path:
-    """The PPO job's prompt file (``format: prompts``): one ``{"prompt": ...}`` per line."""
+def write_prompts(
+    prompts: Sequence[str], path: Path, passages: Mapping[str, Sequence[str]] | None = None
+) -> Path:
+    """The PPO job's prompt file (``format: prompts``): one ``{"prompt": ...}`` per line, with
+    the prompt's ``"passages"`` when given (grounded rollouts quote them)."""
     from ragkit.atomic import atomic_write_text
 
-    atomic_write_text(path, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    def row(prompt: str) -> dict[str, Any]:
+        if passages is None:
+            return {"prompt": prompt}
+        return {"prompt": prompt, "passages": list(passages.get(prompt, []))}
+
+    atomic_write_text(path, "".join(json.dumps(row(p)) + "\n" for p in prompts))
     return path

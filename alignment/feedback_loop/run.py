@@ -159,8 +159,23 @@ def reward_job_config(config: FeedbackLoopConfig, pairs: Path, out: Path) -> Rew
 def ppo_job_config(
     config: FeedbackLoopConfig, prompts: Path, reward_model: Path, adapter: str | None, out: Path
 ) -> PPOJobConfig:
-    """The PPO section with the loop's model, adapter, reward model, prompts and folder."""
+    """The PPO section with the loop's model, adapter, reward model, prompts and folder.
+
+    Unless the section says otherwise, rollouts decode as the served model answers: grounded
+    (span-constrained, with its abstention bias) when the answering profile is grounded and
+    the prompt format is the profile's own.
+    """
     data = config.ppo.model_dump()
+    chosen = config.ppo.model_fields_set
+    if "decoding" not in chosen:
+        from ragkit.rag.profiles import answering_profile
+
+        profile = answering_profile(None if config.model == "default" else config.model)
+        served_format = config.prompt_format in (None, profile.template)
+        if profile.decoding == "grounded" and served_format:
+            data["decoding"] = "grounded"
+            if "abstain_bias" not in chosen:
+                data["abstain_bias"] = profile.abstain_bias
     data["reward"] = {"model_dir": reward_model}
     data["data"].update(path=prompts, format="prompts", prompt_field="prompt")
     data["policy"]["name_or_path"] = config.model
@@ -226,7 +241,7 @@ def run_feedback_loop(
     reward = train_reward_model(reward_config)
     stage("reward", {"validation": reward.validation, "model": str(reward.model_dir)})
 
-    prompts = write_prompts(pairs.prompts, out / PROMPTS_FILE)
+    prompts = write_prompts(pairs.prompts, out / PROMPTS_FILE, pairs.passages)
     ppo_config = ppo_job_config(config, prompts, reward.model_dir, current.ref, out / "ppo")
     ppo = train_ppo(ppo_config)
     if ppo.adapter_dir is None:  # pragma: no cover - the loop's PPO policy is always LoRA

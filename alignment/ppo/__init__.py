@@ -14,6 +14,7 @@ from alignment.ppo.advantages import (
     per_token_rewards,
 )
 from alignment.ppo.config import PPOConfig
+from alignment.ppo.constrained import ConstraintFn, ConstraintTrace, grounded_constraints
 from alignment.ppo.engines import (
     RolloutEngine,
     TransformersRolloutEngine,
@@ -48,6 +49,8 @@ from alignment.ppo.vllm_worker import RolloutWorkerExtension
 
 __all__ = [
     "AdaptiveKLController",
+    "ConstraintFn",
+    "ConstraintTrace",
     "FixedKLController",
     "PPOConfig",
     "PPOJobConfig",
@@ -76,6 +79,7 @@ __all__ = [
     "finish_rollout",
     "first_stop_index",
     "gae",
+    "grounded_constraints",
     "lr_factor",
     "make_accelerator",
     "make_kl_controller",

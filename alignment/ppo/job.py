@@ -44,13 +44,16 @@ import torch
 
 from alignment.checkpoint import CheckpointLayout
 from alignment.config import dump_config
+from alignment.errors import DataFormatError
 from alignment.job_loop import JobLoop, Schedule
 from alignment.job_setup import count_parameters, start_run, write_json, write_run_files
 from alignment.metrics import METRICS_FILE, PLOT_FILE, plot_curves, read_metrics
 from alignment.modelcard import model_card
+from alignment.ppo.constrained import ConstraintFn, grounded_constraints
 from alignment.ppo.job_config import PPOJobConfig, ppo_job_fingerprint
 from alignment.ppo.job_data import PromptSplit, load_prompts, load_ptx_data, prompts_for_process
 from alignment.ppo.job_models import load_policy, load_reward, make_rollout_engine, value_model_for
+from alignment.ppo.rollout import eos_ids
 from alignment.ppo.trainer import PPOTrainer, make_accelerator
 from alignment.report import DataReport
 from ragkit.atomic import atomic_write_text
@@ -175,6 +178,30 @@ class PPOResult:
     """``adapter/``: the LoRA adapter alone (None when the policy was fully fine-tuned)."""
 
 
+def grounded_rollouts(
+    config: PPOJobConfig, split: PromptSplit, tokenizer: Any, policy: Any
+) -> ConstraintFn:
+    """The span constraint of every prompt (``decoding: grounded``); a newline ends an answer.
+
+    Refuses, in one line, prompts that came without passages: a grounded answer has nothing
+    to quote there, and a free one would train another policy than the one served.
+    """
+    prompts = [*split.train, *split.heldout]
+    missing = sum(1 for p in prompts if not any(t.strip() for t in split.passages.get(p, [])))
+    if missing:
+        raise DataFormatError(
+            f"decoding: grounded needs passages for every prompt: {missing} of {len(prompts)} "
+            f"prompts in {config.data.path} have none (field {config.data.passages_field!r})"
+        )
+    return grounded_constraints(
+        split.passages,
+        tokenizer,
+        eos_ids(tokenizer, policy),
+        max_tokens=config.ppo.response_length,
+        abstain_bias=config.abstain_bias,
+    )
+
+
 def train_ppo(
     config: PPOJobConfig,
     *,
@@ -212,18 +239,25 @@ def train_ppo(
     reward = load_reward(config.reward, device)
     value_model = value_model_for(config, reward, backbone)
     del backbone
+    constraint_for, ppo_settings = None, config.ppo
+    if config.decoding == "grounded":
+        constraint_for = grounded_rollouts(config, split, tokenizer, policy)
+        if "\n" not in ppo_settings.stop_strings:  # as grounded mode serves: one line answers
+            stops = [*ppo_settings.stop_strings, "\n"]
+            ppo_settings = ppo_settings.model_copy(update={"stop_strings": stops})
     trainer = PPOTrainer(
         policy,
         reference,
         value_model,
         reward,
         tokenizer,
-        config.ppo,
+        ppo_settings,
         device=device,
         ptx_data=ptx_data,
         total_updates=config.updates,
         accelerator=accelerator,
         rollout_engine=make_rollout_engine(config.rollout, config.policy.name_or_path),
+        constraint_for=constraint_for,
     )
     trainable, total = count_parameters(trainer.trainable)
     if main:

@@ -54,12 +54,14 @@ class PromptDataSettings(StrictSettings):
     ``"\\n\\nAssistant:"``), ``pairs`` (the ``prompt_field`` of prompt/chosen/rejected lines) or
     ``prompts`` (any JSONL with a ``prompt_field`` string). ``limit`` caps the lines read;
     ``heldout_fraction`` of the distinct prompts (at most ``heldout_max``) are kept out of
-    training and scored at the start and the end.
+    training and scored at the start and the end. ``passages_field`` (format ``prompts``): the
+    list of passage texts each prompt shows, read when ``decoding: grounded`` needs them.
     """
 
     path: Path = DEFAULT_HH_DATA
     format: Literal["hh", "pairs", "prompts"] = "hh"
     prompt_field: str = "prompt"
+    passages_field: str = "passages"
     limit: int | None = Field(None, ge=2)
     heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     heldout_max: int = Field(64, ge=1)
@@ -123,7 +125,12 @@ class PPOJobConfig(StrictSettings):
     ``rollout``: who samples (:class:`RolloutSettings`). ``device``: ``None`` = the
     accelerator's device (CUDA when available, else the CPU; one GPU per process under
     ``accelerate launch``). ``ptx``: demonstrations for PPO-ptx (needed when
-    ``ppo.ptx_coef > 0``, ignored otherwise).
+    ``ppo.ptx_coef > 0``, ignored otherwise). ``decoding``: ``free`` (plain sampling) or
+    ``grounded`` — each rollout answers under the span constraint ``ragkit ask`` serves with
+    (a verbatim span of that prompt's passages or the abstention phrase, the abstention's first
+    token biased by ``abstain_bias``; at most ``ppo.response_length`` tokens; a newline ends
+    it), and PPO trains that constrained policy (:mod:`alignment.ppo.constrained`). Needs
+    ``data.format: prompts`` with passages, and in-process sampling.
     """
 
     policy: ModelSettings = Field(default_factory=ModelSettings)
@@ -133,6 +140,8 @@ class PPOJobConfig(StrictSettings):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     ptx: PtxSettings | None = None
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    decoding: Literal["free", "grounded"] = "free"
+    abstain_bias: float = 0.0
     updates: int = Field(100, ge=1)
     checkpoint_every: int | None = Field(25, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
@@ -156,6 +165,16 @@ class PPOJobConfig(StrictSettings):
                 f"ptx.batch_size {self.ptx.batch_size} must be divisible by "
                 f"ppo.grad_accumulation {self.ppo.grad_accumulation}"
             )
+        if self.decoding == "grounded":
+            if self.data.format != "prompts":
+                raise ValueError(
+                    "decoding: grounded needs data.format: prompts (each prompt with its passages)"
+                )
+            if self.rollout.engine != "policy":
+                raise ValueError(
+                    f"decoding: grounded samples in process: rollout.engine {self.rollout.engine!r} "
+                    "cannot apply the span constraint (use engine: policy)"
+                )
         self.ppo.check_schedule(self.updates)
         return self
 
@@ -163,6 +182,11 @@ class PPOJobConfig(StrictSettings):
 def ppo_job_fingerprint(config: PPOJobConfig) -> str:
     """Digest of the settings that decide the trajectory (bookkeeping excluded)."""
     data = config.model_dump(mode="json")
+    # settings added later stay out of the digest at their defaults (older runs still resume)
+    if data["decoding"] == "free":
+        del data["decoding"], data["abstain_bias"]
+    if data["data"]["passages_field"] == "passages":
+        del data["data"]["passages_field"]
     rollout = data.pop("rollout")
     if rollout["engine"] != "policy":  # engine tuning (memory share...) is not in the digest
         data["rollout"] = {"engine": rollout["engine"], "dtype": rollout["dtype"]}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alignment.data import iter_jsonl, read_preference_jsonl
@@ -37,6 +37,8 @@ class PromptSplit:
     train: list[str]
     heldout: list[str]
     report: DataReport
+    passages: dict[str, list[str]] = field(default_factory=dict)
+    """Each prompt's passage texts (format ``prompts`` rows that carry them)."""
 
 
 def _unique(texts: Sequence[str]) -> list[str]:
@@ -48,11 +50,18 @@ def load_prompts(settings: PromptDataSettings) -> PromptSplit:
     if settings.format == "prompts":
         report = DataReport(source=str(settings.path))
         prompts: list[str] = []
+        passages: dict[str, list[str]] = {}
         for where, row in iter_jsonl(settings.path, report, settings.limit):
             value = row.get(settings.prompt_field)
             if not isinstance(value, str) or not value.strip():
                 report.drop("missing_field", f"{where} ({settings.prompt_field})")
                 continue
+            shown = row.get(settings.passages_field)
+            if shown is not None:
+                if not isinstance(shown, list) or not all(isinstance(p, str) for p in shown):
+                    report.drop("wrong_type", f"{where} ({settings.passages_field})")
+                    continue
+                passages.setdefault(value, shown)
             prompts.append(value)
             report.keep()
     else:
@@ -64,6 +73,7 @@ def load_prompts(settings: PromptDataSettings) -> PromptSplit:
         )
         report = loaded.report
         prompts = [p.prompt for p in loaded.records]
+        passages = {}
     distinct = _unique(prompts)
     order = list(range(len(distinct)))
     random.Random(settings.split_seed).shuffle(order)
@@ -76,7 +86,7 @@ def load_prompts(settings: PromptDataSettings) -> PromptSplit:
     heldout = [p for i, p in enumerate(distinct) if i in held]
     if not train:
         raise DataFormatError(f"no usable prompts in {settings.path} (see the data report)")
-    return PromptSplit(train, heldout, report)
+    return PromptSplit(train, heldout, report, passages)
 
 
 def prompts_for_process(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from alignment.collate import Batch
+from alignment.ppo.constrained import constrained
 from alignment.ppo.logprobs import response_forward, selected_logprobs
 from alignment.ppo.value import ValueModel
 from alignment.sft import ResponseOnlyLM
@@ -73,6 +74,7 @@ class PolicyAndValue(nn.Module):
         temperature: float,
         ptx: Batch | None = None,
         part: Part = "both",
+        logit_offsets: torch.Tensor | None = None,
     ) -> PolicyValueOutput:
         """Score ``response_ids`` (the last columns of ``input_ids``) and, optionally, ``ptx``.
 
@@ -80,7 +82,8 @@ class PolicyAndValue(nn.Module):
         only, so that its activations can be freed by its own backward before the other model
         runs (with a separate value model only). The ptx loss is the plain language-model loss
         (temperature 1: it is the model's own likelihood of the demonstrations, not the
-        sampling distribution).
+        sampling distribution). ``logit_offsets``: the rollout's token constraint
+        (:mod:`.constrained`), added to the T-scaled logits before anything is read from them.
         """
         width = response_ids.shape[1]
         if part != "both" and not self.separable:
@@ -97,7 +100,8 @@ class PolicyAndValue(nn.Module):
             temperature,
             want_hidden=self.value_head is not None,
         )
-        logprobs = selected_logprobs(out.logits, response_ids)
+        logits = constrained(out.logits, logit_offsets)
+        logprobs = selected_logprobs(logits, response_ids)
         values: torch.Tensor | None = None
         if self.value_head is not None:
             assert out.hidden is not None
@@ -105,7 +109,7 @@ class PolicyAndValue(nn.Module):
         elif part == "both":
             assert self.value is not None
             values = self.value(input_ids, attention_mask, width)
-        result = PolicyValueOutput(logprobs, None if values is None else values.float(), out.logits)
+        result = PolicyValueOutput(logprobs, None if values is None else values.float(), logits)
         if ptx is not None:
             assert ptx.labels is not None
             result.ptx_loss_sum, result.ptx_tokens = ResponseOnlyLM(self.policy)(

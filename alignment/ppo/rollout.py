@@ -13,6 +13,9 @@
   *before* the stop string, just as it never contains the EOS. During generation the same test
   runs as a stopping criterion, so a stopped row is padded by ``generate`` from exactly the
   token where the truncation cuts it.
+* A per-prompt token constraint (grounded span decoding) can restrict sampling; the rollout
+  then carries its trace, and every log-prob PPO computes is under the same constraint
+  (:mod:`.constrained`).
 * Scores come from any callable ``reward(prompts, responses) -> tensor`` on the decoded text;
   a response that ended neither by EOS nor by a stop string may get a fixed penalty subtracted
   (it was cut by the length limit).
@@ -22,10 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from alignment.ppo.constrained import ConstraintTrace, replay, sampling_processors
+
+if TYPE_CHECKING:
+    from ragkit.generation.constraints import TokenConstraint
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
@@ -42,6 +50,14 @@ class Rollout:
     has_eos: torch.Tensor
     texts: list[str]
     has_stop: torch.Tensor | None = None  # ended by a stop string (None: no stop strings used)
+    trace: ConstraintTrace | None = None  # what each row's constraint allowed (None: free)
+
+    def logit_offsets(self, rows: torch.Tensor, vocab: int) -> torch.Tensor | None:
+        """The constraint's additive logits for ``rows`` (None when sampling was free)."""
+        if self.trace is None:
+            return None
+        width = self.response_ids.shape[1]
+        return self.trace.offsets(rows, width, vocab).to(self.response_ids.device)
 
     @property
     def ended(self) -> torch.Tensor:
@@ -246,17 +262,26 @@ def sample_responses(
     max_prompt_length: int = 512,
     device: torch.device | str = "cpu",
     stop_strings: Sequence[str] = (),
+    constraints: Sequence[TokenConstraint | None] | None = None,
 ) -> Rollout:
     """Sample one response per prompt in one batched ``generate`` call (KV cache on).
 
     The caller puts ``policy`` in eval mode: under gradient checkpointing, transformers turns
-    the KV cache off for a module in training mode.
+    the KV cache off for a module in training mode. ``constraints`` (one per prompt, None for a
+    free row) restrict each row's tokens; the rollout then records what they allowed.
     """
-    from transformers import StoppingCriteriaList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     query_ids, query_mask = encode_prompts(tokenizer, prompts, max_prompt_length)
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
     stops = eos_ids(tokenizer, policy)
+    processors = LogitsProcessorList()
+    if constraints is not None:
+        if len(constraints) != len(prompts):
+            raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
+        # the temperature goes first, by hand, so the constraint's biases are not divided by it
+        processors.extend(sampling_processors(constraints, query_ids.shape[1], temperature))
+        temperature = 1.0
     config = plain_sampling(temperature, response_length, stops, int(tokenizer.pad_token_id))
     generate: Any = getattr(policy, "generate")  # noqa: B009 - nn.Module typing hides it
     criteria = StoppingCriteriaList()
@@ -267,11 +292,15 @@ def sample_responses(
         attention_mask=query_mask,
         generation_config=config,
         stopping_criteria=criteria,
+        logits_processor=processors,
     )
     raw = out[:, query_ids.shape[1] :]
-    return finish_rollout(
+    rollout = finish_rollout(
         prompts, query_ids, query_mask, raw, tokenizer, stops, stop_strings, response_length
     )
+    if constraints is not None:
+        rollout.trace = replay(constraints, rollout.response_ids, rollout.response_mask)
+    return rollout
 
 
 def finish_rollout(

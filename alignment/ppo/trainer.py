@@ -13,6 +13,9 @@ Models:
 * ``reward_fn``: any ``reward(prompts, responses) -> tensor`` (a rule, a RAG-grounding check) or
   a :class:`RewardModel`, whose normalised ``score`` is then used.
 * ``ptx_data``: demonstrations for PPO-ptx (needed when ``config.ptx_coef > 0``).
+* ``constraint_for``: ``prompt -> TokenConstraint | None``, the token constraint each prompt is
+  answered under when served (grounded span decoding); sampling, every log-prob, the KL to the
+  reference and the entropy are then those of the constrained policy (:mod:`.constrained`).
 
 One AdamW optimiser covers the policy's trainable weights and the value function; the loss is
 ``policy_loss + vf_coef · value_loss (+ ptx_coef · ptx_loss)``. All randomness (sampling,
@@ -63,6 +66,7 @@ from alignment.errors import CheckpointError
 from alignment.metrics import average_over_processes
 from alignment.ppo.advantages import gae, masked_mean, masked_whiten, per_token_rewards
 from alignment.ppo.config import PPOConfig
+from alignment.ppo.constrained import ConstraintFn, constrained
 from alignment.ppo.engines import RolloutEngine, engine_seed, policy_weights
 from alignment.ppo.kl import make_kl_controller
 from alignment.ppo.logprobs import entropy_from_logits, response_forward, selected_logprobs
@@ -106,6 +110,16 @@ def _is_peft(model: nn.Module) -> bool:
     except ImportError:  # pragma: no cover - peft is a dependency
         return False
     return isinstance(model, PeftModel)
+
+
+def _vocab_size(model: nn.Module) -> int:
+    """Width of the model's logits (the LM head's rows; the config's count as a fallback)."""
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if get_head is not None else None
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return int(weight.shape[0])
+    return int(getattr(model, "config").vocab_size)  # noqa: B009
 
 
 def make_accelerator() -> Any:
@@ -232,8 +246,15 @@ class PPOTrainer:
         total_updates: int | None = None,
         accelerator: Any = None,
         rollout_engine: RolloutEngine | None = None,
+        constraint_for: ConstraintFn | None = None,
     ) -> None:
         self.config = config
+        if constraint_for is not None and rollout_engine is not None:
+            raise ValueError(
+                "constrained (grounded) rollouts sample in process: a rollout engine cannot "
+                "apply a per-prompt token constraint; drop rollout_engine or the constraint"
+            )
+        self.constraint_for = constraint_for
         # a separate sampler (vLLM, a bf16 copy) fed with the policy's weights: .engines
         self.rollout_engine = rollout_engine
         self._engine_weights_at: int | None = None  # the update whose weights it holds
@@ -274,6 +295,7 @@ class PPOTrainer:
         ensure_pad_token(tokenizer, policy)
         disable_dropout(policy)
         self.policy = policy.to(self.device).eval()
+        self.vocab_size = _vocab_size(self.policy)
 
         self.ref_policy: nn.Module | None = ref_policy
         if ref_policy is None and not _is_peft(policy):
@@ -364,6 +386,9 @@ class PPOTrainer:
         cfg = self.config
         if self.rollout_engine is not None:
             return self._engine_sample(prompts, seed)
+        constraints = None
+        if self.constraint_for is not None:
+            constraints = [self.constraint_for(prompt) for prompt in prompts]
         self.policy.eval()  # training mode would switch the KV cache off under checkpointing
         with self.autocast():
             return sample_responses(
@@ -375,6 +400,7 @@ class PPOTrainer:
                 max_prompt_length=cfg.max_prompt_length,
                 device=self.device,
                 stop_strings=cfg.stop_strings,
+                constraints=constraints,
             )
 
     def _engine_sample(self, prompts: Sequence[str], seed: int | None = None) -> Rollout:
@@ -420,15 +446,23 @@ class PPOTrainer:
         self.trainable.eval()
         for sl in groups:
             pass_ids, pass_mask = trim_left_padding(ids[sl], mask[sl])
+            offsets = rollout.logit_offsets(sl, self.vocab_size)
             with self.autocast():
-                out = self.trainable(pass_ids, pass_mask, tokens[sl], self.config.temperature)
+                out = self.trainable(
+                    pass_ids,
+                    pass_mask,
+                    tokens[sl],
+                    self.config.temperature,
+                    logit_offsets=offsets,
+                )
                 old[sl] = out.logprobs.float()
                 values[sl] = out.values.float()
                 with self._reference() as reference:
                     ref_out = response_forward(
                         reference, pass_ids, pass_mask, width, self.config.temperature
                     )
-                    ref[sl] = selected_logprobs(ref_out.logits, tokens[sl])
+                    ref_logits = constrained(ref_out.logits, offsets)
+                    ref[sl] = selected_logprobs(ref_logits, tokens[sl])
             self._trim()
         return old, ref, values
 
@@ -577,6 +611,7 @@ class PPOTrainer:
                                     pass_ids,
                                     pass_attn,
                                     tokens[rows],
+                                    rollout.logit_offsets(rows, self.vocab_size),
                                     # the first pass carries the micro-batch's demonstrations
                                     ptx_parts[micro] if number == 0 else None,
                                     old_logprobs[rows],
@@ -652,6 +687,7 @@ class PPOTrainer:
         ids: torch.Tensor,
         attn: torch.Tensor,
         tokens: torch.Tensor,
+        offsets: torch.Tensor | None,
         ptx: Batch | None,
         old_logprobs: torch.Tensor,
         advantages: torch.Tensor,
@@ -685,7 +721,9 @@ class PPOTrainer:
 
         if split:
             with self.autocast():
-                out = self.model(ids, attn, tokens, cfg.temperature, ptx, part="policy")
+                out = self.model(
+                    ids, attn, tokens, cfg.temperature, ptx, part="policy", logit_offsets=offsets
+                )
             pg, loss, ptx_loss = policy_terms(out)
             acc.backward(loss)  # divided by grad_accumulation
             assert out.logprobs is not None and out.logits is not None
@@ -697,7 +735,7 @@ class PPOTrainer:
             acc.backward(cfg.vf_coef * vf)
         else:
             with self.autocast():
-                out = self.model(ids, attn, tokens, cfg.temperature, ptx)
+                out = self.model(ids, attn, tokens, cfg.temperature, ptx, logit_offsets=offsets)
             pg, loss, ptx_loss = policy_terms(out)
             vf, vf_clip = value_terms(out)
             acc.backward(loss + cfg.vf_coef * vf)

@@ -192,6 +192,9 @@ def test_a_winning_candidate_is_promoted_with_its_card(
     assert scores["low"] <= scores["gain"] <= scores["high"]
     assert set(card["configs"]) == {"loop", "reward", "ppo"}
     assert card["configs"]["ppo"]["policy_adapter"] == calls[0]
+    assert card["configs"]["ppo"]["decoding"] == "free"  # a hub/folder model serves freely
+    prompts = [json.loads(line) for line in (result.output_dir / "ppo_prompts.jsonl").open()]
+    assert prompts and all(len(row["passages"]) == 1 and row["passages"][0] for row in prompts)
     assert card["timestamps"]["started"] <= card["timestamps"]["decided"]
     decision = json.loads((result.output_dir / "decision.json").read_text())
     assert decision["decision"] == "promoted"
@@ -205,6 +208,23 @@ def test_a_winning_candidate_is_promoted_with_its_card(
         merged.state_dict()["model.layers.0.self_attn.q_proj.weight"],
         make_model().state_dict()["model.layers.0.self_attn.q_proj.weight"],
     )
+
+
+def test_ppo_decodes_as_the_served_profile_unless_told(tmp_path: Path) -> None:
+    from alignment.feedback_loop import FeedbackLoopConfig
+    from alignment.feedback_loop.run import ppo_job_config
+
+    def ppo_for(**extra: Any) -> Any:
+        raw = loop_config(tmp_path, tmp_path, tmp_path / "adapter", **extra)
+        raw["model"] = "default"
+        config = FeedbackLoopConfig.model_validate(raw)
+        return ppo_job_config(config, tmp_path / "p.jsonl", tmp_path / "rm", None, tmp_path)
+
+    served = ppo_for()  # the Gemma profile answers with grounded spans, abstention bias -4
+    assert served.decoding == "grounded" and served.abstain_bias == -4.0
+    assert ppo_for(ppo={"decoding": "free"}).decoding == "free"
+    assert ppo_for(ppo={"abstain_bias": 0.0}).abstain_bias == 0.0
+    assert ppo_for(prompt_format="grounded_qa").decoding == "free"  # not the profile's format
 
 
 def test_a_candidate_within_the_noise_is_not_promoted(tiny_model_dir: Path, tmp_path: Path) -> None:
