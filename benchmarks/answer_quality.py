@@ -378,7 +378,9 @@ def write_demonstrations(
 
     ``questions`` holds (question, answers in order of preference, or None when unanswerable);
     the target is the first answer present in the retrieved passages, else the abstention
-    phrase. Returns (demonstrations, how many target a span).
+    phrase. Each line also keeps the passages' texts (``passages``, ignored by SFT), so the same
+    file is a prompt file for grounded PPO rollouts (``decoding: grounded``). Returns
+    (demonstrations, how many target a span).
     """
     from ragkit.generation.grounded import ABSTAIN_PHRASE
     from ragkit.rag import PromptBuilder
@@ -393,7 +395,10 @@ def write_demonstrations(
         present = [a for a in answers or [] if a in text]
         target = present[0] if present else ABSTAIN_PHRASE
         spans += bool(present)
-        lines.append(json.dumps({"prompt": built.prompt, "response": " " + target}))
+        shown = [p.text for p in built.passages]
+        lines.append(
+            json.dumps({"prompt": built.prompt, "response": " " + target, "passages": shown})
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines), spans
@@ -430,7 +435,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _rows(spec: str) -> dict[str, dict[str, Any]]:
-    """``FILE[:CONFIG]`` → that configuration's rows by question id (the only one if unnamed)."""
+    """``FILE[:CONFIG]`` → that configuration's rows by question id (the only one if unnamed);
+    ``SPEC+SPEC...`` joins the rows of several runs (e.g. two dev splits judged together)."""
+    if "+" in spec:
+        joined: dict[str, dict[str, Any]] = {}
+        for part in spec.split("+"):
+            joined.update(_rows(part))
+        return joined
     path, _, name = spec.partition(":")
     try:
         configs = json.loads(Path(path).read_text(encoding="utf-8"))["configs"]
@@ -580,8 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     ca.add_argument("--batch", type=int, default=8)
     ca.add_argument("--adapter", help="an adapter folder in place of the configuration's")
     co = sub.add_parser("compare", help="paired differences between two eval result files")
-    co.add_argument("a", help="FILE[:CONFIG], the reference")
-    co.add_argument("b", help="FILE[:CONFIG], the candidate")
+    co.add_argument("a", help="FILE[:CONFIG][+FILE[:CONFIG]...], the reference")
+    co.add_argument("b", help="FILE[:CONFIG][+FILE[:CONFIG]...], the candidate")
     ex = sub.add_parser("export-adapter")
     ex.add_argument("--run", default=str(WORK / "sft-gemma"))
     ex.add_argument("--target", default=str(ROOT / "ragkit" / "adapters" / "grounded_qa_gemma"))
