@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from abstention_signal import auc
-from answer_quality import RESULTS, build_pipeline, ensure_index, read_items, select
+from answer_quality import RESULTS, SPLITS, build_pipeline, ensure_index, sample, split_items
 
 
 def prompts_for_split(split: str, limit: int | None) -> tuple[list[str], list[str], list[int]]:
@@ -43,8 +44,9 @@ def prompts_for_split(split: str, limit: int | None) -> tuple[list[str], list[st
     from ragkit.rag import PromptBuilder
     from ragkit.retrieval import make_retriever
 
-    items = select(read_items(), split, limit)
-    retriever = make_retriever(ensure_index(), "hybrid", k=4)
+    items, index_dir = split_items(split)
+    items = sample(items, limit)
+    retriever = make_retriever(index_dir, "hybrid", k=4)
     builder = PromptBuilder("grounded_qa_completion")
     prompts = [
         builder.run(i.question, retriever.run(question=i.question).hits).prompt for i in items
@@ -52,8 +54,13 @@ def prompts_for_split(split: str, limit: int | None) -> tuple[list[str], list[st
     return [i.id for i in items], prompts, [0 if i.impossible else 1 for i in items]
 
 
-def prompts_for_demos(path: Path) -> tuple[list[str], list[str], list[int]]:
-    """(ids, prompts, labels) of an SFT demonstration file; label 1 = the target is a span."""
+def prompts_for_demos(
+    path: Path, limit: int | None = None, seed: int = 0
+) -> tuple[list[str], list[str], list[int]]:
+    """(ids, prompts, labels) of an SFT demonstration file; label 1 = the target is a span.
+
+    ``limit``: a seeded random sample of that many demonstrations, in file order (a probe for a
+    new adapter on a budget: each prompt is one forward pass of several seconds here)."""
     from ragkit.generation.grounded import ABSTAIN_PHRASE
 
     try:
@@ -62,7 +69,14 @@ def prompts_for_demos(path: Path) -> tuple[list[str], list[str], list[int]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"error: {path} is not a demonstration file ({exc})") from None
     labels = [0 if r.strip() == ABSTAIN_PHRASE else 1 for r in responses]
-    return [f"{path.name}:{n}" for n in range(len(rows))], prompts, labels
+    keep = list(range(len(rows)))
+    if limit is not None and limit < len(rows):
+        keep = sorted(random.Random(seed).sample(keep, limit))
+    return (
+        [f"{path.name}:{n}" for n in keep],
+        [prompts[n] for n in keep],
+        [labels[n] for n in keep],
+    )
 
 
 def last_token_states(model: Any, tokenizer: Any, prompts: list[str]) -> np.ndarray:
@@ -84,10 +98,10 @@ def last_token_states(model: Any, tokenizer: Any, prompts: list[str]) -> np.ndar
 
 def cmd_features(args: argparse.Namespace) -> int:
     if args.demos:
-        ids, prompts, labels = prompts_for_demos(Path(args.demos))
+        ids, prompts, labels = prompts_for_demos(Path(args.demos), args.limit)
     else:
         ids, prompts, labels = prompts_for_split(args.split, args.limit)
-    rag = build_pipeline("gemma-adapter-grounded", ensure_index(), -4.0)
+    rag = build_pipeline("gemma-adapter-grounded", ensure_index(), -4.0, adapter=args.adapter)
     rag.generator.warm_up()
     states = last_token_states(rag.generator.model, rag.generator.tokenizer, prompts)
     out = Path(args.out)
@@ -235,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("features", help="hidden states of prompts -> .npz")
     source = f.add_mutually_exclusive_group(required=True)
     source.add_argument("--demos", help="an SFT demonstration file (.jsonl)")
-    source.add_argument("--split", choices=["train", "dev", "test"])
-    f.add_argument("--limit", type=int)
+    source.add_argument("--split", choices=SPLITS)
+    f.add_argument("--limit", type=int, help="a seeded random sample of this many prompts")
+    f.add_argument("--adapter", help="an adapter folder in place of grounded-qa-gemma")
     f.add_argument("--out", required=True)
     f.set_defaults(run=cmd_features)
     t = sub.add_parser("fit", help="per-layer probes; cross-validated choice; held-out AUC")
