@@ -19,6 +19,7 @@ passages" vs not. Nothing is chosen on the held-out article:
         --demos benchmarks/.work/answer_quality/sft-mixed.jsonl --out F_train.npz
     .venv/bin/python benchmarks/answerability_probe.py features --split dev --out F_dev.npz
     .venv/bin/python benchmarks/answerability_probe.py fit --train F_train.npz --eval F_dev.npz
+    # several training sets, or row ranges of one: --train A.npz --train B.npz:0:480
 """
 
 from __future__ import annotations
@@ -168,16 +169,28 @@ def bootstrap_auc(scores: np.ndarray, y: np.ndarray, rounds: int = 1000) -> list
     ]
 
 
-def _features(path: str) -> Any:
-    """A ``features`` output; a missing or foreign file ends the script in one line."""
+def _load_one(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """``FILE[:START:END]``: a ``features`` output, or a slice of its rows; a missing or
+    foreign file ends the script in one line."""
+    path, *bounds = spec.split(":")
     try:
         data = np.load(path, allow_pickle=False)
         missing = {"states", "labels"} - set(data.files)
         if missing:
             raise KeyError(", ".join(sorted(missing)))
+        rows = slice(*(int(b) if b else None for b in bounds)) if bounds else slice(None)
+        return data["states"][rows], data["labels"][rows]
     except (OSError, ValueError, KeyError) as exc:
-        raise SystemExit(f"error: {path} is not a features file ({exc})") from None
-    return data
+        raise SystemExit(f"error: {spec} is not a features file or row range ({exc})") from None
+
+
+def _features(specs: str | list[str]) -> dict[str, np.ndarray]:
+    """The rows of one or more ``FILE[:START:END]`` specs, concatenated (states, labels)."""
+    parts = [_load_one(spec) for spec in ([specs] if isinstance(specs, str) else specs)]
+    return {
+        "states": np.concatenate([states for states, _ in parts]),
+        "labels": np.concatenate([labels for _, labels in parts]),
+    }
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -255,8 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out", required=True)
     f.set_defaults(run=cmd_features)
     t = sub.add_parser("fit", help="per-layer probes; cross-validated choice; held-out AUC")
-    t.add_argument("--train", required=True)
-    t.add_argument("--eval", action="append", default=[])
+    t.add_argument(
+        "--train",
+        action="append",
+        required=True,
+        help="FILE[:START:END], repeatable: the rows are concatenated",
+    )
+    t.add_argument("--eval", action="append", default=[], help="FILE[:START:END], repeatable")
     t.add_argument("--layer", type=int)
     t.add_argument("--l2", type=float, nargs="+", default=[1.0, 10.0, 100.0, 1000.0, 10000.0])
     t.add_argument("--all-layers", action="store_true", help="also each layer's held-out AUC")
