@@ -481,13 +481,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def at_threshold(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    """The scores ``rows`` would have had with ``abstain_below=threshold``.
-
-    Exact, not an estimate: the probe's veto only replaces an answer by the abstention (the
-    answers above the threshold are the ones written without a veto), so one run with the
-    veto off (``--abstain-below 0``) gives every threshold.
-    """
+def vetoed_rows(rows: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """``rows`` (a run with the veto off) as ``abstain_below=threshold`` would have scored them."""
     missing = sum(r.get("answerability") is None for r in rows)
     if missing:
         raise SystemExit(f"error: {missing} rows carry no answerability estimate (no probe ran)")
@@ -500,7 +495,21 @@ def at_threshold(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]
         else:
             row["em"] = 0.0 if vetoed else r["em"]
             row["f1"] = 0.0 if vetoed else r["f1"]
+        if vetoed:
+            row.pop("cite_ok", None)
+            row.pop("cite_gold", None)
         scored.append(row)
+    return scored
+
+
+def at_threshold(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """The scores ``rows`` would have had with ``abstain_below=threshold``.
+
+    Exact, not an estimate: the probe's veto only replaces an answer by the abstention (the
+    answers above the threshold are the ones written without a veto), so one run with the
+    veto off (``--abstain-below 0``) gives every threshold.
+    """
+    scored = vetoed_rows(rows, threshold)
     return {
         "threshold": threshold,
         "em": _mean_ci([r["em"] for r in scored if "em" in r]),

@@ -256,6 +256,57 @@ def _layer_auc(x: np.ndarray, y: np.ndarray, xe: np.ndarray, ye: np.ndarray, l2:
     return auc(list(scores[ye == 1]), list(scores[ye == 0]))
 
 
+def cmd_reestimate(args: argparse.Namespace) -> int:
+    """A veto-off eval run's rows with another probe's estimates, vetoed at ``--threshold``.
+
+    Exact without re-answering: a veto only turns an answer into the abstention, and the
+    answers above the threshold are those written without one. The features must be of the
+    same questions, read by the same adapter (``features --split``).
+    """
+    from answer_quality import _rows, at_threshold, vetoed_rows
+
+    from ragkit.generation.answerability import AnswerabilityProbe, ProbeError
+
+    rows = _rows(args.result)
+    try:
+        data = np.load(args.features, allow_pickle=False)
+        ids, states = [str(i) for i in data["ids"]], data["states"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: {args.features} is not a features file ({exc})") from None
+    try:
+        probe = AnswerabilityProbe.load(args.probe)
+    except ProbeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if probe is None:
+        raise SystemExit(f"error: {args.probe} holds no answerability probe")
+    if set(ids) != set(rows):
+        raise SystemExit(
+            f"error: {args.features} and {args.result} hold different questions "
+            f"({len(set(ids) ^ set(rows))} differ)"
+        )
+    for qid, state in zip(ids, states, strict=True):
+        rows[qid] = dict(rows[qid], answerability=probe.probability(state[probe.layer].tolist()))
+    ordered = list(rows.values())
+    labels = [0 if r["impossible"] else 1 for r in ordered]
+    scores = np.array([r["answerability"] for r in ordered])
+    summary = at_threshold(ordered, args.threshold)
+    summary["auc"] = round(
+        auc(list(scores[np.array(labels) == 1]), list(scores[np.array(labels) == 0])), 3
+    )
+    summary["auc_ci"] = bootstrap_auc(scores, np.array(labels))
+    summary.update(probe=str(args.probe), source=args.result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "configs": {
+            "reestimated": {"summary": summary, "rows": vetoed_rows(ordered, args.threshold)}
+        }
+    }
+    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--adapter", help="an adapter folder in place of grounded-qa-gemma")
     f.add_argument("--out", required=True)
     f.set_defaults(run=cmd_features)
+    r = sub.add_parser("reestimate", help="a veto-off run's rows under another probe")
+    r.add_argument(
+        "--result", required=True, help="FILE[:CONFIG], an eval run with --abstain-below 0"
+    )
+    r.add_argument("--features", required=True, help="features of the same questions (.npz)")
+    r.add_argument(
+        "--probe", required=True, help="a folder holding answerability_probe.safetensors"
+    )
+    r.add_argument("--threshold", type=float, default=0.0)
+    r.add_argument("--out", required=True)
+    r.set_defaults(run=cmd_reestimate)
     t = sub.add_parser("fit", help="per-layer probes; cross-validated choice; held-out AUC")
     t.add_argument(
         "--train",
