@@ -44,9 +44,9 @@ GEMMA_PROFILE = AnsweringProfile(
     # chosen on the dev split (Normans 30-38, grid -6 ... 0) as the best F1 + abstention accuracy
     # among the biases at which the Strasbourg question is answered (docs/answer-quality.md)
     abstain_bias=-4.0,
-    # the adapter's answerability probe vetoes an answer below P(answerable) 0.3: the largest
+    # the adapter's answerability probe vetoes an answer below P(answerable) 0.15: the largest
     # threshold that costs no answerable dev question (docs/answer-quality.md)
-    abstain_below=0.3,
+    abstain_below=0.15,
     max_new_tokens=32,
 )
 SMOLLM2_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
