@@ -495,7 +495,10 @@ def vetoed_rows(rows: list[dict[str, Any]], threshold: float) -> list[dict[str, 
         else:
             row["em"] = 0.0 if vetoed else r["em"]
             row["f1"] = 0.0 if vetoed else r["f1"]
-        if vetoed:
+        if vetoed:  # what the pipeline says when the veto abstains: no answer, no citation
+            from ragkit.rag.citations import ABSTENTION_ANSWER
+
+            row.update(answer=ABSTENTION_ANSWER, citations=[])
             row.pop("cite_ok", None)
             row.pop("cite_gold", None)
         scored.append(row)
