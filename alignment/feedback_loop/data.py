@@ -56,7 +56,7 @@ def default_prompt_format(model: str) -> str:
     """The prompt template ``ragkit serve`` uses for ``model`` unless told otherwise."""
     from ragkit.rag.profiles import answering_profile
 
-    return answering_profile(None if model == "default" else model).template
+    return answering_profile(model).template  # "default" included
 
 
 @dataclass

@@ -170,7 +170,7 @@ def ppo_job_config(
     if "decoding" not in chosen:
         from ragkit.rag.profiles import answering_profile
 
-        profile = answering_profile(None if config.model == "default" else config.model)
+        profile = answering_profile(config.model)  # "default" included
         served_format = config.prompt_format in (None, profile.template)
         if profile.decoding == "grounded" and served_format:
             data["decoding"] = "grounded"

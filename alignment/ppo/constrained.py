@@ -10,8 +10,9 @@ and PPO must sample from, score and regularise *that* distribution, or the proba
 the KL measure a policy nobody runs (a free-sampling PPO also spends its updates on answers the
 server can never give). Here:
 
-* sampling applies ``z / T`` and then each row's constraint as explicit logits processors (the
-  generation config's own temperature is 1), so the order is fixed whatever transformers does;
+* sampling applies ``z / T`` (transformers' temperature warper) and then each row's constraint
+  as explicit logits processors (the generation config's own temperature is 1), so the order is
+  fixed whatever transformers does;
 * every sampled row's constraint is *replayed* over its response afterwards — a
   :class:`~ragkit.generation.constraints.TokenConstraint` answers from the tokens so far only, so
   the replay gives exactly what sampling saw — into a compact trace (allowed ids and biases per
@@ -41,23 +42,17 @@ EXCLUDED = -1.0e9
 """The offset of a forbidden token: exp underflows to exactly 0, and 0 · offset stays finite."""
 
 
-class ScaleLogits:
-    """A logits processor dividing by the sampling temperature (before the constraint)."""
-
-    def __init__(self, temperature: float) -> None:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return scores if self.temperature == 1.0 else scores / self.temperature
-
-
 def sampling_processors(
     constraints: Sequence[TokenConstraint | None], prompt_width: int, temperature: float
 ) -> list[object]:
-    """``z / T`` then each row's constraint: the constrained policy's sampling distribution."""
-    return [ScaleLogits(temperature), ConstraintProcessor(constraints, prompt_width)]
+    """``z / T`` then each row's constraint: the constrained policy's sampling distribution.
+
+    transformers' own temperature warper, placed explicitly first (the generation config's
+    temperature is then 1, so transformers adds no second one in an order of its choosing).
+    """
+    from transformers import TemperatureLogitsWarper
+
+    return [TemperatureLogitsWarper(temperature), ConstraintProcessor(constraints, prompt_width)]
 
 
 @dataclass

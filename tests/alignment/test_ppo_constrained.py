@@ -17,7 +17,7 @@ from alignment.ppo.constrained import EXCLUDED, ConstraintTrace, replay
 from ragkit.generation.constraints import AllowedTokens
 
 from .conftest import VOCAB, make_model, make_tokenizer
-from .test_ppo_trainer import batch, prompt_pool, tiny_value_model
+from .test_ppo_trainer import batch, make_trainer, prompt_pool, tiny_value_model
 
 W = {word: VOCAB.index(word) for word in ("w1", "w2", "w3", "w7")}
 EOS = VOCAB.index("<eos>")
@@ -82,30 +82,9 @@ def test_replay_refuses_a_token_the_constraint_forbids() -> None:
 
 
 def constrained_trainer(**overrides: object) -> PPOTrainer:
-    tokenizer = make_tokenizer()
-    settings: dict[str, object] = {
-        "batch_size": 8,
-        "mini_batches": 2,
-        "response_length": 4,
-        "temperature": 1.0,
-        "learning_rate": 1e-3,
-        "kl_coef": 0.05,
-        **overrides,
-    }
-    config = PPOConfig.model_validate(settings)
-
-    def reward(prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([float(r.split().count("w7")) for r in responses])
-
-    return PPOTrainer(
-        make_model(),
-        None,
-        tiny_value_model(tokenizer),
-        reward,
-        tokenizer,
-        config,
-        constraint_for=lambda prompt: FewWords(bias=-1.0),
-    )
+    """The trainer tests' tiny setup (reward: count of w7), sampled under :class:`FewWords`."""
+    settings: dict[str, object] = {"batch_size": 8, "response_length": 4, **overrides}
+    return make_trainer(constraint_for=lambda prompt: FewWords(bias=-1.0), **settings)
 
 
 def test_old_logprobs_are_those_of_the_constrained_policy() -> None:

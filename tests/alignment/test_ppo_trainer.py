@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alignment import RewardModel, ensure_pad_token
-from alignment.ppo import PPOConfig, PPOTrainer, ValueModel
+from alignment.ppo import ConstraintFn, PPOConfig, PPOTrainer, ValueModel
 
 from .conftest import VOCAB, make_model, make_tokenizer
 
@@ -42,7 +42,9 @@ def tiny_value_model(tokenizer: object) -> ValueModel:
     return ValueModel.from_reward_model(RewardModel(backbone, tokenizer))
 
 
-def make_trainer(value: str = "model", **overrides: object) -> PPOTrainer:
+def make_trainer(
+    value: str = "model", constraint_for: ConstraintFn | None = None, **overrides: object
+) -> PPOTrainer:
     tokenizer = make_tokenizer()
     settings: dict[str, object] = {
         "batch_size": 16,
@@ -56,7 +58,15 @@ def make_trainer(value: str = "model", **overrides: object) -> PPOTrainer:
     }
     config = PPOConfig.model_validate(settings)
     value_model = tiny_value_model(tokenizer) if value == "model" else None
-    return PPOTrainer(make_model(), None, value_model, count_target, tokenizer, config)
+    return PPOTrainer(
+        make_model(),
+        None,
+        value_model,
+        count_target,
+        tokenizer,
+        config,
+        constraint_for=constraint_for,
+    )
 
 
 def test_first_minibatch_ratio_is_one_and_first_kl_is_zero() -> None:
