@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,6 +112,21 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
 
+Abstained = Annotated[
+    bool,
+    Field(description="True when the assistant declined: the passages do not hold the answer."),
+]
+"""An answer's abstention flag, as :class:`Answer` and the server's responses carry it."""
+Answerability = Annotated[
+    float | None,
+    Field(
+        description="The generator's estimate that the passages hold the answer (grounded "
+        "decoding with an adapter that ships an answerability probe; otherwise null)."
+    ),
+]
+"""The answerability estimate, as :class:`Answer` and the server's responses carry it."""
+
+
 class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -122,19 +137,13 @@ class Answer(BaseModel):
         default_factory=list, description="[n] markers that pointed at no passage (dropped)."
     )
     passages: list[Passage] = Field(default_factory=list)
-    abstained: bool = Field(
-        False, description="True when the assistant declined: the passages do not hold the answer."
-    )
+    abstained: Abstained = False
     usage: Usage | None = Field(
         None,
         description="Tokens read and written by the generation step (None for strategies "
         "that make several calls).",
     )
-    answerability: float | None = Field(
-        None,
-        description="The generator's estimate that the passages hold the answer (grounded "
-        "decoding with an adapter that ships an answerability probe; otherwise None).",
-    )
+    answerability: Answerability = None
     trace: Trace | None = None
 
     def to_json_dict(self, include_trace: bool = True) -> dict[str, Any]:

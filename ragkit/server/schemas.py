@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragkit.rag import Citation, Passage
+from ragkit.rag.schema import Abstained, Answerability
 
 
 class _Strict(BaseModel):
@@ -62,14 +63,8 @@ class QueryResponse(_Strict):
     citations: list[Citation]
     passages: list[Passage]
     model: str
-    abstained: bool = Field(
-        False, description="The assistant declined: the passages do not hold the answer."
-    )
-    answerability: float | None = Field(
-        None,
-        description="The generator's estimate that the passages hold the answer (grounded "
-        "decoding with an adapter that ships an answerability probe; otherwise null).",
-    )
+    abstained: Abstained = False
+    answerability: Answerability = None
     trace: dict[str, Any] | None = None
 
 
