@@ -483,6 +483,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def vetoed_rows(rows: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
     """``rows`` (a run with the veto off) as ``abstain_below=threshold`` would have scored them."""
+    from ragkit.rag.citations import ABSTENTION_ANSWER
+
     missing = sum(r.get("answerability") is None for r in rows)
     if missing:
         raise SystemExit(f"error: {missing} rows carry no answerability estimate (no probe ran)")
@@ -496,8 +498,6 @@ def vetoed_rows(rows: list[dict[str, Any]], threshold: float) -> list[dict[str, 
             row["em"] = 0.0 if vetoed else r["em"]
             row["f1"] = 0.0 if vetoed else r["f1"]
         if vetoed:  # what the pipeline says when the veto abstains: no answer, no citation
-            from ragkit.rag.citations import ABSTENTION_ANSWER
-
             row.update(answer=ABSTENTION_ANSWER, citations=[])
             row.pop("cite_ok", None)
             row.pop("cite_gold", None)
@@ -512,7 +512,11 @@ def at_threshold(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]
     answers above the threshold are the ones written without a veto), so one run with the
     veto off (``--abstain-below 0``) gives every threshold.
     """
-    scored = vetoed_rows(rows, threshold)
+    return summarise_vetoed(vetoed_rows(rows, threshold), threshold)
+
+
+def summarise_vetoed(scored: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """EM, F1, abstention accuracy and answered share of rows from :func:`vetoed_rows`."""
     return {
         "threshold": threshold,
         "em": _mean_ci([r["em"] for r in scored if "em" in r]),

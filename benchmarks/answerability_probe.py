@@ -135,6 +135,11 @@ def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def split_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for label 1 against label 0."""
+    return auc(list(scores[labels == 1]), list(scores[labels == 0]))
+
+
 def cross_validated_auc(
     x: np.ndarray, y: np.ndarray, l2: float, folds: int = 5, block: int = 1
 ) -> float:
@@ -151,7 +156,7 @@ def cross_validated_auc(
         mean, std = standardiser(x[train])
         w = fit_logistic((x[train] - mean) / std, y[train], l2)
         scores[test] = ((x[test] - mean) / std) @ w[:-1] + w[-1]
-    return auc(list(scores[y == 1]), list(scores[y == 0]))
+    return split_auc(scores, y)
 
 
 def bootstrap_auc(scores: np.ndarray, y: np.ndarray, rounds: int = 1000) -> list[float]:
@@ -161,7 +166,7 @@ def bootstrap_auc(scores: np.ndarray, y: np.ndarray, rounds: int = 1000) -> list
         pick = rng.integers(0, len(y), len(y))
         s, t = scores[pick], y[pick]
         if 0 < t.sum() < len(t):
-            values.append(auc(list(s[t == 1]), list(s[t == 0])))
+            values.append(split_auc(s, t))
     values.sort()
     return [
         round(values[int(0.025 * len(values))], 3),
@@ -169,28 +174,25 @@ def bootstrap_auc(scores: np.ndarray, y: np.ndarray, rounds: int = 1000) -> list
     ]
 
 
-def _load_one(spec: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_one(spec: str) -> dict[str, np.ndarray]:
     """``FILE[:START:END]``: a ``features`` output, or a slice of its rows; a missing or
     foreign file ends the script in one line."""
     path, *bounds = spec.split(":")
     try:
         data = np.load(path, allow_pickle=False)
-        missing = {"states", "labels"} - set(data.files)
+        missing = {"states", "labels", "ids"} - set(data.files)
         if missing:
             raise KeyError(", ".join(sorted(missing)))
         rows = slice(*(int(b) if b else None for b in bounds)) if bounds else slice(None)
-        return data["states"][rows], data["labels"][rows]
+        return {key: data[key][rows] for key in ("states", "labels", "ids")}
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"error: {spec} is not a features file or row range ({exc})") from None
 
 
 def _features(specs: str | list[str]) -> dict[str, np.ndarray]:
-    """The rows of one or more ``FILE[:START:END]`` specs, concatenated (states, labels)."""
+    """The rows of one or more ``FILE[:START:END]`` specs, concatenated (states, labels, ids)."""
     parts = [_load_one(spec) for spec in ([specs] if isinstance(specs, str) else specs)]
-    return {
-        "states": np.concatenate([states for states, _ in parts]),
-        "labels": np.concatenate([labels for _, labels in parts]),
-    }
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -222,7 +224,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         report["eval"][path] = {
             "questions": len(ye),
             "answerable": int(ye.sum()),
-            "auc": round(auc(list(scores[ye == 1]), list(scores[ye == 0])), 3),
+            "auc": round(split_auc(scores, ye), 3),
             "auc_ci": bootstrap_auc(scores, ye),
             "per_layer_auc": [
                 round(_layer_auc(states[:, layer], y, data["states"][:, layer], ye, best["l2"]), 3)
@@ -253,7 +255,7 @@ def _layer_auc(x: np.ndarray, y: np.ndarray, xe: np.ndarray, ye: np.ndarray, l2:
     mean, std = standardiser(x)
     w = fit_logistic((x - mean) / std, y, l2)
     scores = ((xe - mean) / std) @ w[:-1] + w[-1]
-    return auc(list(scores[ye == 1]), list(scores[ye == 0]))
+    return split_auc(scores, ye)
 
 
 def cmd_reestimate(args: argparse.Namespace) -> int:
@@ -263,16 +265,13 @@ def cmd_reestimate(args: argparse.Namespace) -> int:
     answers above the threshold are those written without one. The features must be of the
     same questions, read by the same adapter (``features --split``).
     """
-    from answer_quality import _rows, at_threshold, vetoed_rows
+    from answer_quality import _rows, summarise_vetoed, vetoed_rows
 
     from ragkit.generation.answerability import AnswerabilityProbe, ProbeError
 
     rows = _rows(args.result)
-    try:
-        data = np.load(args.features, allow_pickle=False)
-        ids, states = [str(i) for i in data["ids"]], data["states"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SystemExit(f"error: {args.features} is not a features file ({exc})") from None
+    data = _features(args.features)
+    ids, states = [str(i) for i in data["ids"]], data["states"]
     try:
         probe = AnswerabilityProbe.load(args.probe)
     except ProbeError as exc:
@@ -287,21 +286,16 @@ def cmd_reestimate(args: argparse.Namespace) -> int:
     for qid, state in zip(ids, states, strict=True):
         rows[qid] = dict(rows[qid], answerability=probe.probability(state[probe.layer].tolist()))
     ordered = list(rows.values())
-    labels = [0 if r["impossible"] else 1 for r in ordered]
+    labels = np.array([0 if r["impossible"] else 1 for r in ordered])
     scores = np.array([r["answerability"] for r in ordered])
-    summary = at_threshold(ordered, args.threshold)
-    summary["auc"] = round(
-        auc(list(scores[np.array(labels) == 1]), list(scores[np.array(labels) == 0])), 3
-    )
-    summary["auc_ci"] = bootstrap_auc(scores, np.array(labels))
+    scored = vetoed_rows(ordered, args.threshold)
+    summary = summarise_vetoed(scored, args.threshold)
+    summary["auc"] = round(split_auc(scores, labels), 3)
+    summary["auc_ci"] = bootstrap_auc(scores, labels)
     summary.update(probe=str(args.probe), source=args.result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "configs": {
-            "reestimated": {"summary": summary, "rows": vetoed_rows(ordered, args.threshold)}
-        }
-    }
+    report = {"configs": {"reestimated": {"summary": summary, "rows": scored}}}
     out.write_text(json.dumps(report, indent=1), encoding="utf-8")
     print(json.dumps(summary))
     return 0
