@@ -10,9 +10,10 @@ import contextlib
 import ctypes
 import errno
 import os
+import secrets
 import shutil
+import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +32,34 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _sibling(target: Path, create: Callable[[Path], None]) -> Path:
+    """Create a fresh hidden sibling of ``target`` with ``create`` (a name clash retries).
+
+    Not ``tempfile.mkstemp``/``mkdtemp``: those create mode 0600/0700 whatever the umask, so a
+    file renamed over ``target`` would become unreadable to the group and others who could
+    read what it replaced (an index built by one user and served by another).
+    ``os.open(..., 0o666)`` and ``os.mkdir(..., 0o777)`` let the umask decide, as ``open`` does.
+    """
+    for _ in range(100):
+        candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            create(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(errno.EEXIST, "no free temporary name beside", os.fspath(target))
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
+def _keep_mode(tmp: Path, target: Path) -> None:
+    """Give the replacement the permission bits of the file it replaces, if there is one."""
+    with contextlib.suppress(FileNotFoundError):
+        tmp.chmod(stat.S_IMODE(target.stat().st_mode))
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is fsynced and renamed over it.
@@ -40,13 +69,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _sibling(target, _create_file)
     try:
         yield tmp
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
+        _keep_mode(tmp, target)
         tmp.replace(target)
         fsync_dir(target.parent)
     except BaseException:
@@ -114,9 +142,11 @@ def atomic_directory(target: str | os.PathLike[str], fill: Callable[[Path], None
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = _sibling(target, lambda path: path.mkdir(mode=0o777))
     try:
         fill(tmp)
+        if target.is_dir():
+            _keep_mode(tmp, target)
         for path in tmp.rglob("*"):
             if path.is_file():
                 with path.open("rb+") as fh:
