@@ -158,6 +158,12 @@ _State = frozenset[tuple[int, int]]
 NOT_AN_ANSWER = frozenset({b"a", b"an", b"the"})
 
 
+def holds_answer_word(text: bytes) -> bool:
+    """A span must hold a word that is not an article: "a" or "the" alone answers nothing."""
+    words = text.lower().split()
+    return any(w not in NOT_AN_ANSWER and any(_wordlike(c) for c in w) for w in words)
+
+
 class SpanAutomaton:
     """The grounded constraint of one prompt: spans of ``sources`` or the abstention phrase.
 
@@ -259,9 +265,7 @@ class SpanAutomaton:
         return self._start_cache
 
     def _is_answer(self, generated: Sequence[int]) -> bool:
-        """A span must hold a word that is not an article: "a" or "the" alone answers nothing."""
-        words = b"".join(self.table.by_id.get(t, b"") for t in generated).lower().split()
-        return any(w not in NOT_AN_ANSWER and any(_wordlike(c) for c in w) for w in words)
+        return holds_answer_word(b"".join(self.table.by_id.get(t, b"") for t in generated))
 
     def _can_end(self, state: _State) -> bool:
         for src, pos in state:
@@ -309,7 +313,10 @@ class SpanAutomaton:
             return None  # cannot happen under this constraint; leave the row alone
         ids_set = {t for src, pos in state for t, _ in self._tokens_at(src, pos)}
         can_end = self._can_end(state) and self._is_answer(tokens)
-        if can_end or len(tokens) >= self.max_tokens:
+        # a dead end (a vocabulary with no token for the next bytes, e.g. a word-level one that
+        # has no space): end the row rather than mask every token; a span that holds no answer
+        # word is then read as an abstention (ragkit.rag.generate_step)
+        if can_end or len(tokens) >= self.max_tokens or not ids_set:
             if len(tokens) >= self.max_tokens:
                 ids_set = set()
             ids_set.update(self.end_ids)

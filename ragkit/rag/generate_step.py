@@ -282,7 +282,13 @@ def ground(text: str, passages: Sequence[Passage], constraint: Any = None) -> Gr
 
 
 def _located(text: str, passages: Sequence[Passage]) -> Grounding:
-    from ragkit.generation.grounded import ABSTAIN_PHRASE, is_abstention, locate_span, span_text
+    from ragkit.generation.grounded import (
+        ABSTAIN_PHRASE,
+        holds_answer_word,
+        is_abstention,
+        locate_span,
+        span_text,
+    )
 
     if not text.strip() or is_abstention(text):
         return Grounding(abstained=True, reason="the model chose to abstain")
@@ -291,6 +297,8 @@ def _located(text: str, passages: Sequence[Passage]) -> Grounding:
         if ABSTAIN_PHRASE.startswith(span_text(text).lower()):  # cut by the length cap
             return Grounding(abstained=True, reason="the model chose to abstain")
         return Grounding(abstained=True, reason="the answer is not a span of any passage")
+    if not holds_answer_word(span_text(text).encode("utf-8")):
+        return Grounding(abstained=True, reason="the span holds no answer word")
     passage = passages[location.source]
     return Grounding(passage=passage.n, start=location.start, end=location.end)
 

@@ -15,11 +15,13 @@ from ragkit.generation.grounded import (
     SpanAutomaton,
     is_word_start,
     locate_span,
+    table_from_pieces,
     token_table,
 )
 from ragkit.rag import RAGPipeline
 from ragkit.rag.citations import ABSTENTION_ANSWER
-from ragkit.rag.generate_step import DecodingError, GenerateStep
+from ragkit.rag.generate_step import DecodingError, GenerateStep, ground
+from ragkit.rag.schema import Passage
 from ragkit.retrieval import DenseRetriever
 from ragkit.schema import Document
 
@@ -237,3 +239,19 @@ def test_preload_loads_a_background_loadable_generator_while_the_caller_goes_on(
     assert fast.is_loaded and built == [1] and fast._table is not None  # grounded: table too
     rag.ask("Where is the bridge?")
     assert built == [1]  # the answer used the preloaded model
+
+
+def test_a_word_level_vocabulary_dead_end_ends_the_row_as_an_abstention() -> None:
+    # no token writes the space after "the": the span cannot go on and "the" answers nothing
+    table = table_from_pieces([None, b"the", b"cat", b"sat"])
+    automaton = SpanAutomaton(["the cat sat"], table, [0], abstain=None)
+    after_article = automaton.allowed([1])
+    assert after_article is not None and list(after_article.ids) == [0]
+    after_word = automaton.allowed([2])
+    assert after_word is not None and list(after_word.ids) == [0]
+    passages = [
+        Passage(n=1, chunk_id="c", source="s.txt", start=0, end=11, text="the cat sat", score=1.0)
+    ]
+    assert ground("the", passages).reason == "the span holds no answer word"
+    assert ground("the", passages).abstained
+    assert not ground("cat", passages).abstained
