@@ -177,6 +177,8 @@ def build_pipeline(
         extra: dict[str, Any] = {"k": k} if k is not None else {}
         if abstain_below is not None:
             extra["abstain_below"] = abstain_below
+        if abstain_bias is not None:
+            extra["abstain_bias"] = abstain_bias
         if adapter is not None:  # a candidate adapter in the default's place
             extra["adapter"] = adapter
         if quantize is not None:  # the default generator, quantised as asked
@@ -193,6 +195,8 @@ def build_pipeline(
         options: dict[str, Any] = {"k": k} if k is not None else {}
         if abstain_below is not None:
             options["abstain_below"] = abstain_below
+        if abstain_bias is not None:
+            options["abstain_bias"] = abstain_bias
         return RAGPipeline.from_index(index_dir, generator=generator, **options)
     c = CONFIGS[config_name]
     if adapter is not None:  # a candidate adapter folder in place of the configuration's

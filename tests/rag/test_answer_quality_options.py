@@ -1,0 +1,49 @@
+"""The answer-quality benchmark passes every option it takes to the pipeline it measures.
+
+Why a test for a benchmark: ``eval --config default --abstain-bias B`` once dropped the bias
+silently, so a bias sweep measured the profile's bias at every point.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ragkit.rag import RAGPipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark(monkeypatch: pytest.MonkeyPatch) -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "answer_quality_bench", ROOT / "benchmarks" / "answer_quality.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_default_configuration_gets_the_bias_threshold_and_adapter(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def from_index(index: Any, **kwargs: Any) -> str:
+        seen.update(kwargs)
+        return "pipeline"
+
+    monkeypatch.setattr(RAGPipeline, "from_index", staticmethod(from_index))
+    bench = load_benchmark(monkeypatch)
+    bench.build_pipeline(
+        "default", tmp_path, abstain_bias=-2.5, k=3, adapter="some/adapter", abstain_below=0.0
+    )
+    assert seen == {"abstain_bias": -2.5, "k": 3, "adapter": "some/adapter", "abstain_below": 0.0}
+    seen.clear()
+    bench.build_pipeline("default", tmp_path)
+    assert seen == {}  # nothing given: the profile decides
