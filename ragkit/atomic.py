@@ -54,10 +54,37 @@ def _create_file(path: Path) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
-def _keep_mode(tmp: Path, target: Path) -> None:
-    """Give the replacement the permission bits of the file it replaces, if there is one."""
-    with contextlib.suppress(FileNotFoundError):
-        tmp.chmod(stat.S_IMODE(target.stat().st_mode))
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def _settle_mode(tmp: Path, target: Path, default: int) -> None:
+    """Give the replacement the permission bits of what it replaces, else ``default``.
+
+    Set after the caller's writer ran, because some writers replace the file they are given:
+    safetensors' ``save_file`` leaves 0600 whatever the umask or the file's mode before.
+    """
+    try:
+        mode = _mode(target)
+    except FileNotFoundError:
+        mode = default
+    tmp.chmod(mode)
+
+
+def _settle_tree(folder: Path, folder_mode: int) -> None:
+    """Files and folders written by a ``fill`` get the modes a plain write would give them.
+
+    ``folder_mode`` is 0777 under the umask; files get it without execute bits unless a
+    writer set one (an executable stays executable). Links are left alone: a chmod would
+    follow them out of the folder.
+    """
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(folder_mode)
+        elif path.is_file() and not _mode(path) & 0o111:
+            path.chmod(folder_mode & 0o666)
 
 
 @contextlib.contextmanager
@@ -70,11 +97,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(target, _create_file)
+    default = _mode(tmp)  # 0666 under the umask
     try:
         yield tmp
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
-        _keep_mode(tmp, target)
+        _settle_mode(tmp, target, default)
         tmp.replace(target)
         fsync_dir(target.parent)
     except BaseException:
@@ -143,10 +171,12 @@ def atomic_directory(target: str | os.PathLike[str], fill: Callable[[Path], None
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(target, lambda path: path.mkdir(mode=0o777))
+    default = _mode(tmp)  # 0777 under the umask
     try:
         fill(tmp)
-        if target.is_dir():
-            _keep_mode(tmp, target)
+        _settle_tree(tmp, default)
+        if target.is_dir() and not target.is_symlink():  # a replaced folder keeps its mode
+            tmp.chmod(_mode(target))
         for path in tmp.rglob("*"):
             if path.is_file():
                 with path.open("rb+") as fh:

@@ -69,3 +69,25 @@ def test_template_write_gets_umask_mode_and_keeps_an_old_ones(
     assert mode(target) == 0o600
     assert target.read_text() == "a: 2\n"
     assert [p.name for p in tmp_path.iterdir()] == ["qa.yaml"]
+
+
+def test_a_writer_that_leaves_0600_is_overruled(tmp_path: Path, umask_022: None) -> None:
+    # safetensors' save_file writes 0600 whatever it is given; a plain write would give 0644
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch = pytest.importorskip("torch")
+    target = tmp_path / "probe.safetensors"
+    with atomic_path(target) as tmp:
+        safetensors_torch.save_file({"w": torch.zeros(2)}, str(tmp))
+    assert mode(target) == 0o644
+
+    def fill(folder: Path) -> None:
+        safetensors_torch.save_file({"w": torch.zeros(2)}, str(folder / "trainable.safetensors"))
+        (folder / "sub").mkdir(mode=0o700)
+        (folder / "sub" / "run.sh").write_text("#!/bin/sh\n")
+        (folder / "sub" / "run.sh").chmod(0o755)
+
+    checkpoint = tmp_path / "checkpoint"
+    atomic_directory(checkpoint, fill)
+    assert mode(checkpoint / "trainable.safetensors") == 0o644
+    assert mode(checkpoint / "sub") == 0o755
+    assert mode(checkpoint / "sub" / "run.sh") == 0o755  # an executable stays executable
