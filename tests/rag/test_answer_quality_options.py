@@ -47,3 +47,33 @@ def test_the_default_configuration_gets_the_bias_threshold_and_adapter(
     seen.clear()
     bench.build_pipeline("default", tmp_path)
     assert seen == {}  # nothing given: the profile decides
+
+
+def test_the_acceptance_check_wants_whole_words_and_a_quote_from_the_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    load_benchmark(monkeypatch)  # acceptance_check imports it by its script name
+    monkeypatch.setitem(sys.modules, "answer_quality", sys.modules["answer_quality_bench"])
+    spec = importlib.util.spec_from_file_location(
+        "acceptance_check", ROOT / "benchmarks" / "acceptance_check.py"
+    )
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    source = tmp_path / "Strasbourg.txt"
+    source.write_text("The Grande Île lies in the River Ill.", encoding="utf-8")
+
+    class Cited:
+        def __init__(self, quote: str, start: int) -> None:
+            self.quote, self.quote_start, self.quote_end = quote, start, start + len(quote)
+            self.source = str(source)
+
+    class Answered:
+        def __init__(self, text: str, citations: list[Cited], abstained: bool = False) -> None:
+            self.answer, self.citations, self.abstained = text, citations, abstained
+
+    assert check.check(Answered("River Ill", [Cited("River Ill", 27)]), "Ill")["passed"]
+    assert not check.check(Answered("will", [Cited("lies", 16)]), "Ill")["correct"]
+    wrong_offsets = check.check(Answered("Ill", [Cited("Ill", 3)]), "Ill")
+    assert wrong_offsets["correct"] and not wrong_offsets["cited"]
+    assert not check.check(Answered("Ill", [], abstained=True), "Ill")["passed"]
