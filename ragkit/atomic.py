@@ -71,20 +71,23 @@ def _settle_mode(tmp: Path, target: Path, default: int) -> None:
     tmp.chmod(mode)
 
 
-def _settle_tree(folder: Path, folder_mode: int) -> None:
-    """Files and folders written by a ``fill`` get the modes a plain write would give them.
+def _settle_and_sync(folder: Path, folder_mode: int) -> None:
+    """Give what a ``fill`` wrote the modes a plain write would, and flush every file.
 
-    ``folder_mode`` is 0777 under the umask; files get it without execute bits unless a
-    writer set one (an executable stays executable). Links are left alone: a chmod would
-    follow them out of the folder.
+    One walk for both. ``folder_mode`` is 0777 under the umask; files get it without execute
+    bits unless a writer set one (an executable stays executable). Links are left alone: a
+    chmod would follow them out of the folder, and what they point at is not this write's.
     """
     for path in folder.rglob("*"):
         if path.is_symlink():
             continue
         if path.is_dir():
             path.chmod(folder_mode)
-        elif path.is_file() and not _mode(path) & 0o111:
-            path.chmod(folder_mode & 0o666)
+        elif path.is_file():
+            if not _mode(path) & 0o111:
+                path.chmod(folder_mode & 0o666)
+            with path.open("rb+") as fh:
+                os.fsync(fh.fileno())
 
 
 @contextlib.contextmanager
@@ -174,13 +177,9 @@ def atomic_directory(target: str | os.PathLike[str], fill: Callable[[Path], None
     default = _mode(tmp)  # 0777 under the umask
     try:
         fill(tmp)
-        _settle_tree(tmp, default)
+        _settle_and_sync(tmp, default)
         if target.is_dir() and not target.is_symlink():  # a replaced folder keeps its mode
             tmp.chmod(_mode(target))
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with path.open("rb+") as fh:
-                    os.fsync(fh.fileno())
         old: Path | None = None
         if target.exists():
             if exchange_paths(tmp, target):  # no instant without a complete target
