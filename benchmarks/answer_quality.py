@@ -173,12 +173,19 @@ def build_pipeline(
     from ragkit.rag import RAGPipeline
     from ragkit.rag.profiles import answering_profile, chosen_adapter
 
+    # the options both default configurations pass on when given (else their profile decides);
+    # one dict, so that no option is forwarded by one of them and dropped by the other
+    given = {
+        name: value
+        for name, value in (
+            ("k", k),
+            ("abstain_below", abstain_below),
+            ("abstain_bias", abstain_bias),
+        )
+        if value is not None
+    }
     if config_name == "default":
-        extra: dict[str, Any] = {"k": k} if k is not None else {}
-        if abstain_below is not None:
-            extra["abstain_below"] = abstain_below
-        if abstain_bias is not None:
-            extra["abstain_bias"] = abstain_bias
+        extra: dict[str, Any] = dict(given)
         if adapter is not None:  # a candidate adapter in the default's place
             extra["adapter"] = adapter
         if quantize is not None:  # the default generator, quantised as asked
@@ -192,12 +199,7 @@ def build_pipeline(
 
         profile = answering_profile(None)
         generator = LlamaCppGenerator(None, adapter=adapter or chosen_adapter(profile, None))
-        options: dict[str, Any] = {"k": k} if k is not None else {}
-        if abstain_below is not None:
-            options["abstain_below"] = abstain_below
-        if abstain_bias is not None:
-            options["abstain_bias"] = abstain_bias
-        return RAGPipeline.from_index(index_dir, generator=generator, **options)
+        return RAGPipeline.from_index(index_dir, generator=generator, **given)
     c = CONFIGS[config_name]
     if adapter is not None:  # a candidate adapter folder in place of the configuration's
         c = replace(c, adapter=adapter)
