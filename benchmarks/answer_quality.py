@@ -175,7 +175,7 @@ def build_pipeline(
 
     # the options both default configurations pass on when given (else their profile decides);
     # one dict, so that no option is forwarded by one of them and dropped by the other
-    given = {
+    given: dict[str, Any] = {
         name: value
         for name, value in (
             ("k", k),
