@@ -85,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--abstain-bias", type=float)
     parser.add_argument("--abstain-below", type=float)
     args = parser.parse_args(argv)
+    from ragkit.errors import RagkitError
+
+    try:
+        return run(args)
+    except RagkitError as exc:  # a bad adapter, model or index: the library's one-line message
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
     rag = build_pipeline(
         args.config,
         ensure_wiki_index(),

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ragkit.generation.adapters import AdapterError
 from ragkit.rag import RAGPipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,17 +50,22 @@ def test_the_default_configuration_gets_the_bias_threshold_and_adapter(
     assert seen == {}  # nothing given: the profile decides
 
 
-def test_the_acceptance_check_wants_whole_words_and_a_quote_from_the_source(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def load_acceptance_check(monkeypatch: pytest.MonkeyPatch) -> Any:
     load_benchmark(monkeypatch)  # acceptance_check imports it by its script name
     monkeypatch.setitem(sys.modules, "answer_quality", sys.modules["answer_quality_bench"])
     spec = importlib.util.spec_from_file_location(
         "acceptance_check", ROOT / "benchmarks" / "acceptance_check.py"
     )
     assert spec is not None and spec.loader is not None
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_acceptance_check_wants_whole_words_and_a_quote_from_the_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    check = load_acceptance_check(monkeypatch)
     source = tmp_path / "Strasbourg.txt"
     source.write_text("The Grande Île lies in the River Ill.", encoding="utf-8")
 
@@ -77,3 +83,18 @@ def test_the_acceptance_check_wants_whole_words_and_a_quote_from_the_source(
     wrong_offsets = check.check(Answered("Ill", [Cited("Ill", 3)]), "Ill")
     assert wrong_offsets["correct"] and not wrong_offsets["cited"]
     assert not check.check(Answered("Ill", [], abstained=True), "Ill")["passed"]
+
+
+def test_the_acceptance_check_refuses_a_bad_adapter_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    check = load_acceptance_check(monkeypatch)
+    monkeypatch.setattr(check, "ensure_wiki_index", lambda: tmp_path)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AdapterError("adapter '/nowhere' is neither a packaged adapter nor a folder")
+
+    monkeypatch.setattr(check, "build_pipeline", refuse)
+    assert check.main(["--adapter", "/nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: adapter '/nowhere' is neither a packaged adapter nor a folder"
