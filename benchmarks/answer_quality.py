@@ -468,13 +468,15 @@ def paired_difference(a: list[float], b: list[float], rounds: int = 2000) -> dic
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Paired differences B − A on the questions both runs answered (F1, EM, abstention)."""
-    a, b = _rows(args.a), _rows(args.b)
+    a, b = _vetoed(_rows(args.a), args.veto_a), _vetoed(_rows(args.b), args.veto_b)
     common = [q for q in a if q in b]
     answerable = [q for q in common if not a[q]["impossible"]]
     unanswerable = [q for q in common if a[q]["impossible"]]
     report = {
         "a": args.a,
         "b": args.b,
+        "veto_a": args.veto_a,
+        "veto_b": args.veto_b,
         "questions": len(common),
         "f1": paired_difference([a[q]["f1"] for q in answerable], [b[q]["f1"] for q in answerable]),
         "em": paired_difference([a[q]["em"] for q in answerable], [b[q]["em"] for q in answerable]),
@@ -485,6 +487,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     }
     print(json.dumps(report, indent=1))
     return 0
+
+
+def _vetoed(rows: dict[str, dict[str, Any]], threshold: float | None) -> dict[str, dict[str, Any]]:
+    """``rows`` by id as a probe veto at ``threshold`` would have scored them (None: as run)."""
+    if threshold is None:
+        return rows
+    return {r["id"]: r for r in vetoed_rows(list(rows.values()), threshold)}
 
 
 def vetoed_rows(rows: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
@@ -615,6 +624,13 @@ def main(argv: list[str] | None = None) -> int:
     co = sub.add_parser("compare", help="paired differences between two eval result files")
     co.add_argument("a", help="FILE[:CONFIG][+FILE[:CONFIG]...], the reference")
     co.add_argument("b", help="FILE[:CONFIG][+FILE[:CONFIG]...], the candidate")
+    for side in ("a", "b"):
+        co.add_argument(
+            f"--veto-{side}",
+            type=float,
+            help=f"score {side.upper()} as a probe veto at this threshold would have "
+            "(its run must have had the veto off: --abstain-below 0)",
+        )
     ex = sub.add_parser("export-adapter")
     ex.add_argument("--run", default=str(WORK / "sft-gemma"))
     ex.add_argument("--target", default=str(ROOT / "ragkit" / "adapters" / "grounded_qa_gemma"))

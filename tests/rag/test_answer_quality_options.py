@@ -7,6 +7,7 @@ silently, so a bias sweep measured the profile's bias at every point.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,27 @@ def test_the_acceptance_check_refuses_a_bad_adapter_in_one_line(
     assert check.main(["--adapter", "/nowhere"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "error: adapter '/nowhere' is neither a packaged adapter nor a folder"
+
+
+def test_compare_scores_each_side_at_its_own_probe_veto(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two adapters are compared at their own veto thresholds, from runs with the veto off."""
+    bench = load_benchmark(monkeypatch)
+
+    def row(qid: str, impossible: bool, answerability: float) -> dict[str, Any]:
+        common = {"id": qid, "question": qid, "impossible": impossible, "abstained": False}
+        extra = {"abstain_ok": 0.0} if impossible else {"em": 1.0, "f1": 1.0}
+        return {**common, **extra, "answer": "x", "answerability": answerability, "citations": []}
+
+    rows = [row("a1", False, 0.12), row("u1", True, 0.12)]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"configs": {"default": {"rows": rows}}}), encoding="utf-8")
+
+    assert bench.main(["compare", str(path), str(path), "--veto-b", "0.15"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["f1"]["mean"] == -1.0  # the veto at 0.15 turns the answer at 0.12 into an abstention
+    assert report["abstention_accuracy"]["mean"] == 1.0
+    assert bench.main(["compare", str(path), str(path), "--veto-a", "0.1", "--veto-b", "0.1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["f1"]["mean"] == 0.0 and report["abstention_accuracy"]["mean"] == 0.0
