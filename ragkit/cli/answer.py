@@ -13,6 +13,7 @@ import typer
 from ragkit.cli.common import err, fail, guard, out, print_json, say, snippet
 from ragkit.cli.options import (
     AbstainBelowOption,
+    AbstainBiasOption,
     AdapterOption,
     ApiKeyEnvOption,
     BaseUrlOption,
@@ -68,6 +69,7 @@ def ask_command(
     max_new_tokens: MaxNewTokensOption = None,
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
+    abstain_bias: AbstainBiasOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print answer, citations and trace as JSON.")
     ] = False,
@@ -92,6 +94,7 @@ def ask_command(
             strategy=strategy,
             decoding=decoding,
             abstain_below=abstain_below,
+            abstain_bias=abstain_bias,
             adapter=adapter,
             quantize=quantize,
             max_new_tokens=max_new_tokens,
@@ -131,6 +134,7 @@ def chat_command(
     api_key_env: ApiKeyEnvOption = None,
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
+    abstain_bias: AbstainBiasOption = None,
 ) -> None:
     """A multi-turn session: follow-up questions are rewritten using the conversation."""
     from ragkit.rag import ChatSession, answering_pipeline
@@ -143,6 +147,7 @@ def chat_command(
                 k=k,
                 decoding=decoding,
                 abstain_below=abstain_below,
+                abstain_bias=abstain_bias,
                 adapter=adapter,
                 quantize=quantize,
                 max_new_tokens=max_new_tokens,

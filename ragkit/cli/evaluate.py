@@ -15,6 +15,7 @@ from rich.table import Table
 from ragkit.cli.common import err, fail, guard, out, print_json, say, text
 from ragkit.cli.options import (
     AbstainBelowOption,
+    AbstainBiasOption,
     AdapterOption,
     DecodingOption,
     GeneratorBackendOption,
@@ -64,6 +65,7 @@ def eval_command(
     strategy: StrategyOption = "plain",
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
+    abstain_bias: AbstainBiasOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     embedder: Annotated[
         str | None, typer.Option(help="Embedder when indexing the dataset's corpus.")
@@ -108,6 +110,7 @@ def eval_command(
             strategy=strategy,
             decoding=decoding,
             abstain_below=abstain_below,
+            abstain_bias=abstain_bias,
             backend=generator_backend,
             max_new_tokens=max_new_tokens,
             embedder=embedder,

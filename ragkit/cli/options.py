@@ -102,6 +102,14 @@ AbstainBelowOption = Annotated[
         "profile.",
     ),
 ]
+AbstainBiasOption = Annotated[
+    float | None,
+    typer.Option(
+        "--abstain-bias",
+        help="Grounded decoding: added to the logit of the abstention path's first token; "
+        "higher declines more often, lower answers more. Default: the generator's profile.",
+    ),
+]
 BaseUrlOption = Annotated[
     str | None,
     typer.Option(

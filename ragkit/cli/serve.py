@@ -13,6 +13,7 @@ import typer
 from ragkit.cli.common import err, guard, say
 from ragkit.cli.options import (
     AbstainBelowOption,
+    AbstainBiasOption,
     AdapterOption,
     ApiKeyEnvOption,
     BaseUrlOption,
@@ -51,6 +52,7 @@ def serve_command(
     quantize: QuantizeOption = None,
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
+    abstain_bias: AbstainBiasOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
     api_key_file: Annotated[
@@ -106,6 +108,7 @@ def serve_command(
             retriever=retriever,
             decoding=decoding,
             abstain_below=abstain_below,
+            abstain_bias=abstain_bias,
             adapter=adapter,
             quantize=quantize,
             backend=generator_backend,

@@ -34,6 +34,7 @@ def answering_pipeline(
     base_url: str | None = None,
     api_key_env: str | None = None,
     abstain_below: float | None = None,
+    abstain_bias: float | None = None,
 ) -> RAGPipeline:
     """A :class:`RAGPipeline` over ``index`` (a path, an open index, or a ready retriever).
 
@@ -41,6 +42,7 @@ def answering_pipeline(
     profile's. ``quantize``: None = the profile's (see :mod:`ragkit.generation.quantization`).
     ``retriever``: a kind (``hybrid``/``dense``/``bm25``) or a retriever object.
     ``abstain_below``: None = the profile's answerability threshold; 0 = never veto.
+    ``abstain_bias``: None = the profile's bias on the abstention path's first token.
     """
     from ragkit.generation import make_generator
     from ragkit.retrieval import make_retriever
@@ -68,4 +70,5 @@ def answering_pipeline(
         strategy=strategy,
         decoding=decoding,  # type: ignore[arg-type]
         abstain_below=abstain_below,
+        abstain_bias=abstain_bias,
     )

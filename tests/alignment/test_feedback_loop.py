@@ -221,7 +221,7 @@ def test_ppo_decodes_as_the_served_profile_unless_told(tmp_path: Path) -> None:
         return ppo_job_config(config, tmp_path / "p.jsonl", tmp_path / "rm", None, tmp_path)
 
     served = ppo_for()  # the Gemma profile answers with grounded spans, abstention bias -4
-    assert served.decoding == "grounded" and served.abstain_bias == -4.0
+    assert served.decoding == "grounded" and served.abstain_bias == -6.0
     assert ppo_for(ppo={"decoding": "free"}).decoding == "free"
     assert ppo_for(ppo={"abstain_bias": 0.0}).abstain_bias == 0.0
     assert ppo_for(prompt_format="grounded_qa").decoding == "free"  # not the profile's format

@@ -118,7 +118,8 @@ def test_compare_scores_each_side_at_its_own_probe_veto(
 
     assert bench.main(["compare", str(path), str(path), "--veto-b", "0.15"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["f1"]["mean"] == -1.0  # the veto at 0.15 turns the answer at 0.12 into an abstention
+    # the veto at 0.15 turns the answer at 0.12 into an abstention
+    assert report["f1"]["mean"] == -1.0
     assert report["abstention_accuracy"]["mean"] == 1.0
     assert bench.main(["compare", str(path), str(path), "--veto-a", "0.1", "--veto-b", "0.1"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -249,8 +249,12 @@ def test_the_threshold_reaches_the_pipeline_from_the_cli_builder(
         backend="transformers",
         decoding="grounded",
         abstain_below=0.3,
+        abstain_bias=-2.5,
     )
     assert rag.generate_step is not None and rag.generate_step.abstain_below == 0.3
+    assert rag.generate_step.abstain_bias == -2.5
+    default = answering_pipeline(tiny_index, generator=str(tiny_llama_path), backend="transformers")
+    assert default.generate_step is not None and default.generate_step.abstain_bias == 0.0
 
 
 def test_an_out_of_range_threshold_is_refused_by_the_cli(tiny_index: Path) -> None:

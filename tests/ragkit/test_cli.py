@@ -172,3 +172,34 @@ def test_delete_and_info(tmp_path: Path, corpus: Path, tiny_model_path: Path) ->
     assert json.loads(info.stdout)["counts"]["documents"] == 1
     missing = runner.invoke(app, ["delete", "nope", "--index", str(tmp_path / "idx")])
     assert missing.exit_code == 1 and "no such document" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ask", "q", "--index", "IDX"],
+        ["chat", "--index", "IDX"],
+        ["serve", "--index", "IDX"],
+        ["eval", "data.json", "--index", "IDX", "--generate"],
+    ],
+)
+def test_the_abstention_options_reach_the_pipeline(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--abstain-bias`` and ``--abstain-below`` set the answer/abstain trade-off the profile
+    chose; every answering command must hand both to the pipeline it builds."""
+    import ragkit.evaluation
+    import ragkit.rag
+    from ragkit.errors import RagkitError
+
+    seen: dict[str, object] = {}
+
+    def record(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise RagkitError("recorded")
+
+    monkeypatch.setattr(ragkit.rag, "answering_pipeline", record)
+    monkeypatch.setattr(ragkit.evaluation, "run_evaluation", record)
+    result = runner.invoke(app, [*argv, "--abstain-bias", "-2.5", "--abstain-below", "0.3"])
+    assert result.exit_code == 1 and "recorded" in result.stderr, result.output
+    assert seen["abstain_bias"] == -2.5 and seen["abstain_below"] == 0.3
