@@ -203,14 +203,18 @@ def build_pipeline(
     c = CONFIGS[config_name]
     if adapter is not None:  # a candidate adapter folder in place of the configuration's
         c = replace(c, adapter=adapter)
+    grounded = c.decoding == "grounded"
     return RAGPipeline.from_index(
         index_dir,
         generator=_generator(c),
         k=c.k if k is None else k,
         template=c.template,
         decoding=c.decoding,
-        abstain_bias=c.abstain_bias if abstain_bias is None else abstain_bias,
-        abstain_below=abstain_below,
+        # the abstention options exist in grounded decoding only (the pipeline refuses them else)
+        abstain_bias=(c.abstain_bias if abstain_bias is None else abstain_bias)
+        if grounded
+        else None,
+        abstain_below=abstain_below if grounded else None,
         options={"max_new_tokens": 48},
     )
 

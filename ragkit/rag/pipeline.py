@@ -82,6 +82,21 @@ class RAGPipeline:
             template = template if template is not None else profile.template
             if decoding is None:
                 decoding = profile.decoding if strategy == "plain" else "free"
+            if decoding == "free":  # an explicit abstention option would silently do nothing
+                given = [
+                    name
+                    for name, value in (
+                        ("abstain_bias", abstain_bias),
+                        ("abstain_below", abstain_below),
+                    )
+                    if value is not None
+                ]
+                if given:
+                    raise DecodingError(
+                        f"{' and '.join(given)} {'work' if len(given) > 1 else 'works'} with "
+                        "grounded decoding only "
+                        "(--decoding grounded); free decoding has no abstention path"
+                    )
             abstain_bias = profile.abstain_bias if abstain_bias is None else abstain_bias
             abstain_below = profile.abstain_below if abstain_below is None else abstain_below
             opts = (

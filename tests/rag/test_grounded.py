@@ -255,3 +255,13 @@ def test_a_word_level_vocabulary_dead_end_ends_the_row_as_an_abstention() -> Non
     assert ground("the", passages).reason == "the span holds no answer word"
     assert ground("the", passages).abstained
     assert not ground("cat", passages).abstained
+
+
+def test_abstention_options_with_free_decoding_are_refused_in_one_line(
+    file_index: Path, tiny_embedder: Embedder, tiny_generator: Generator
+) -> None:
+    """Free decoding has no abstention path: an explicit bias or threshold would do nothing."""
+    with Index.open(file_index, tiny_embedder) as index:
+        for option in ({"abstain_bias": -2.0}, {"abstain_below": 0.3}):
+            with pytest.raises(DecodingError, match="works with grounded decoding only"):
+                RAGPipeline(DenseRetriever(index, k=2), tiny_generator, decoding="free", **option)
