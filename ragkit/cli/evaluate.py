@@ -70,7 +70,9 @@ def eval_command(
     embedder: Annotated[
         str | None, typer.Option(help="Embedder when indexing the dataset's corpus.")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N questions.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate only the first N questions.")
+    ] = None,
     failures: Annotated[
         Path | None, typer.Option(help="Write per-question failures as JSONL here.")
     ] = None,

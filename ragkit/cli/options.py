@@ -39,7 +39,7 @@ StrategyOption = Annotated[
 ]
 MaxNewTokensOption = Annotated[
     int | None,
-    typer.Option(help="Most tokens per answer (default: the generator's profile)."),
+    typer.Option(min=1, help="Most tokens per answer (default: the generator's profile)."),
 ]
 
 # The generator and how it is reached: ``ask``, ``chat``, ``eval --generate`` and ``serve``.
@@ -106,6 +106,8 @@ AbstainBiasOption = Annotated[
     float | None,
     typer.Option(
         "--abstain-bias",
+        min=-100.0,
+        max=100.0,
         help="Grounded decoding: added to the logit of the abstention path's first token; "
         "higher declines more often, lower answers more. Default: the generator's profile.",
     ),

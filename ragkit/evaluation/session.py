@@ -53,6 +53,8 @@ def run_evaluation(
         raise RagkitError(f"-k must be positive, got {k}")
     if generate_k <= 0:
         raise RagkitError(f"--generate-k must be positive, got {generate_k}")
+    if limit is not None and limit <= 0:
+        raise RagkitError(f"--limit must be positive, got {limit}")
     data = load_dataset(dataset, dataset_format)
     if not data.questions:
         raise RagkitError(f"{dataset} holds no questions")

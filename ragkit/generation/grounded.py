@@ -15,7 +15,9 @@ space the prompt's ``Answer:`` calls for. A span may end only at a word boundary
 newline token, and at most ``max_tokens`` tokens long.
 
 Abstention is a path of the same automaton: the phrase :data:`ABSTAIN_PHRASE` is a pseudo-passage
-that must be completed whole. Its first token gets an additive logit bias, ``abstain_bias``,
+that must be completed whole, and a first token of it commits the answer to it (a span that
+begins with the same bytes, "now" after "no", is not open after it). That first token gets an
+additive logit bias, ``abstain_bias``,
 calibrated on held-out questions (benchmarks/answer_quality.py), so "not in the passages" is a
 choice the model weighs against the best span rather than a string it may or may not write.
 When the generator has an answerability probe (:mod:`ragkit.generation.answerability`) and
@@ -197,6 +199,7 @@ class SpanAutomaton:
         self._memo: dict[tuple[int, ...], _State | None] = {}
         self._steps: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._start_cache: list[tuple[int, int, int, int]] | None = None
+        self._abstain_first: frozenset[int] | None = None
 
     # -- transitions ----------------------------------------------------------------------------
     def _tokens_at(self, src: int, pos: int) -> list[tuple[int, int]]:
@@ -241,11 +244,15 @@ class SpanAutomaton:
             if previous is None:
                 state = None
             elif not generated[:-1]:
-                gated = self.gated  # then a first token shared with spans (" ") stays abstention
+                # a first token of the abstention path commits to it, even where a span starts
+                # with the same bytes ("no" of "now"): the abstention bias then decides exactly
+                # the first-token choice between abstaining and answering, and a gated row or a
+                # strongly biased one cannot slip into a span that begins like the phrase
+                committed = self.gated or token in self._abstain_first_ids()
                 state = frozenset(
                     (src, end)
                     for t, src, _start, end in self._start_index()
-                    if t == token and (not gated or src == self.abstain_index)
+                    if t == token and (not committed or src == self.abstain_index)
                 )
             else:
                 state = frozenset(
@@ -263,6 +270,14 @@ class SpanAutomaton:
         if self._start_cache is None:
             self._start_cache = self._start_moves()
         return self._start_cache
+
+    def _abstain_first_ids(self) -> frozenset[int]:
+        """The tokens that can begin the abstention phrase."""
+        if self._abstain_first is None:
+            self._abstain_first = frozenset(
+                t for t, src, *_ in self._start_index() if src == self.abstain_index
+            )
+        return self._abstain_first
 
     def _is_answer(self, generated: Sequence[int]) -> bool:
         return holds_answer_word(b"".join(self.table.by_id.get(t, b"") for t in generated))
@@ -298,15 +313,11 @@ class SpanAutomaton:
         if not tokens:
             moves = self._start_index()
             if self.gated:
-                return AllowedTokens(
-                    ids=sorted({t for t, src, *_ in moves if src == self.abstain_index})
-                )
+                return AllowedTokens(ids=sorted(self._abstain_first_ids()))
             ids = sorted({t for t, *_ in moves})
             bias: dict[int, float] = {}
             if self.abstain_bias and self.abstain_index >= 0:
-                for t, src, *_ in moves:
-                    if src == self.abstain_index:
-                        bias[t] = self.abstain_bias
+                bias = dict.fromkeys(self._abstain_first_ids(), self.abstain_bias)
             return AllowedTokens(ids=ids, bias=bias)
         state = self._state(tokens)
         if state is None:

@@ -66,7 +66,9 @@ def answering_pipeline(
     return RAGPipeline(
         base,
         model,
-        options={"max_new_tokens": max_new_tokens or profile.max_new_tokens},
+        options={
+            "max_new_tokens": profile.max_new_tokens if max_new_tokens is None else max_new_tokens
+        },
         strategy=strategy,
         decoding=decoding,  # type: ignore[arg-type]
         abstain_below=abstain_below,

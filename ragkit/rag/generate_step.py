@@ -14,6 +14,7 @@ the step's output afterwards is the one ``run`` returns for the same prompt and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -30,6 +31,8 @@ DECODINGS: tuple[str, ...] = ("free", "grounded")
 GROUNDED_MAX_TOKENS = 24
 """Longest grounded answer in tokens: SQuAD-style answers are a few words; a cap keeps a model
 that never reaches a word end from copying a whole passage."""
+MAX_ABSTAIN_BIAS = 100.0
+"""The largest abstention bias, either sign: the models' logits span far less than this."""
 
 
 class Generated(BaseModel):
@@ -59,10 +62,18 @@ class GenerateStep:
         abstain_bias: float = 0.0,
         max_answer_tokens: int = GROUNDED_MAX_TOKENS,
         abstain_below: float | None = None,
+        require_probe: bool = False,
     ) -> None:
         if decoding not in DECODINGS:
             raise DecodingError(
                 f"unknown decoding {decoding!r} (use one of: {', '.join(DECODINGS)})"
+            )
+        if not math.isfinite(abstain_bias) or abs(abstain_bias) > MAX_ABSTAIN_BIAS:
+            # beyond this the bias already decides every first token; larger values overflow
+            # the float32 logits (an infinite logit turns the sampler's softmax into NaN)
+            raise DecodingError(
+                f"--abstain-bias must be a number from {-MAX_ABSTAIN_BIAS:g} to "
+                f"{MAX_ABSTAIN_BIAS:g}, got {abstain_bias}"
             )
         self.generator = generator or Generator()
         self.options = GenerationOptions.coerce(options, {}) if options is not None else None
@@ -72,6 +83,9 @@ class GenerateStep:
         self.abstain_below = abstain_below
         """Abstain when the generator's answerability probe (if its adapter has one) gives
         P(answerable) below this; None: the probe is only reported, never decides."""
+        self.require_probe = require_probe
+        """The threshold was asked for explicitly: a generator without a probe is an error then,
+        not a veto that silently never runs (a profile's default threshold is not)."""
         if decoding == "grounded":
             check_grounded_backend(self.generator)
 
@@ -120,6 +134,15 @@ class GenerateStep:
 
         generator: Any = self.generator
         generator.warm_up()
+        if (
+            self.require_probe
+            and self.abstain_below
+            and getattr(generator, "answerability_probe", None) is None
+        ):
+            raise DecodingError(
+                f"--abstain-below {self.abstain_below:g} needs an answerability probe, and this "
+                "generator's adapter has none (the packaged grounded-qa-gemma has one)"
+            )
         return SpanAutomaton(
             [p.text for p in passages],
             generator.token_table(),
@@ -152,6 +175,8 @@ class GenerateStep:
             data["max_answer_tokens"] = self.max_answer_tokens
             if self.abstain_below is not None:
                 data["abstain_below"] = self.abstain_below
+            if self.require_probe:
+                data["require_probe"] = True
         return data
 
     @classmethod
@@ -162,7 +187,14 @@ class GenerateStep:
         from ragkit.generation.backends import generator_from_config
 
         params = dict(config)
-        step_keys = ("options", "decoding", "abstain_bias", "max_answer_tokens", "abstain_below")
+        step_keys = (
+            "options",
+            "decoding",
+            "abstain_bias",
+            "max_answer_tokens",
+            "abstain_below",
+            "require_probe",
+        )
         step = {key: params.pop(key) for key in step_keys if key in params}
         ctx = context if isinstance(context, LoadContext) else LoadContext(context)
         shared = ctx.get("generator")

@@ -64,11 +64,14 @@ class RAGPipeline:
         abstain_bias: float | None = None,
         adapter: str | None = None,
         abstain_below: float | None = None,
+        require_probe: bool | None = None,
     ) -> None:
         """Unset answering choices (template, decoding, adapter, abstention bias and threshold,
         answer length) come from the generator's :class:`~ragkit.rag.profiles.AnsweringProfile`;
         with a strategy other than ``plain``, decoding defaults to free. ``abstain_below=0``
-        turns the answerability probe's veto off (its estimate is still reported)."""
+        turns the answerability probe's veto off (its estimate is still reported). ``require_probe``
+        (None: whether ``abstain_below`` was given, above 0) makes a generator without a probe
+        an error instead of a veto that never runs."""
         if pipeline is None:
             profile = answering_profile(generator)
             if isinstance(generator, GeneratorBackend):
@@ -86,10 +89,10 @@ class RAGPipeline:
                 given = [
                     name
                     for name, value in (
-                        ("abstain_bias", abstain_bias),
-                        ("abstain_below", abstain_below),
+                        ("abstain_bias (--abstain-bias)", abstain_bias),
+                        ("abstain_below (--abstain-below)", abstain_below),
                     )
-                    if value is not None
+                    if value  # None or 0: nothing asked for
                 ]
                 if given:
                     raise DecodingError(
@@ -97,6 +100,8 @@ class RAGPipeline:
                         "grounded decoding only "
                         "(--decoding grounded); free decoding has no abstention path"
                     )
+            if require_probe is None:  # a threshold asked for, not the profile's default
+                require_probe = bool(abstain_below)
             abstain_bias = profile.abstain_bias if abstain_bias is None else abstain_bias
             abstain_below = profile.abstain_below if abstain_below is None else abstain_below
             opts = (
@@ -120,7 +125,15 @@ class RAGPipeline:
                 retriever,
                 self.prompt_builder,
                 *answer_steps(
-                    strategy, gen, opts, embed, examples, decoding, abstain_bias, abstain_below
+                    strategy,
+                    gen,
+                    opts,
+                    embed,
+                    examples,
+                    decoding,
+                    abstain_bias,
+                    abstain_below,
+                    require_probe,
                 ),
                 CitationStep(),
             ]

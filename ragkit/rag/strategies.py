@@ -47,6 +47,7 @@ def answer_steps(
     decoding: Decoding = "free",
     abstain_bias: float = 0.0,
     abstain_below: float | None = None,
+    require_probe: bool = False,
 ) -> list[Any]:
     """The steps after the prompt builder for ``strategy``."""
     opts = dict(options or {})
@@ -58,6 +59,7 @@ def answer_steps(
                 decoding=decoding,
                 abstain_bias=abstain_bias,
                 abstain_below=abstain_below,
+                require_probe=require_probe,
             )
         ]
     if strategy == "fewshot":

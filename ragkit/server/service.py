@@ -66,6 +66,7 @@ def reloaded_pipeline(rag: RAGPipeline) -> RAGPipeline:
         decoding=step.decoding,
         abstain_bias=step.abstain_bias,
         abstain_below=step.abstain_below,
+        require_probe=step.require_probe,
     )
 
 
@@ -151,6 +152,7 @@ class RAGService:
                 decoding=step.decoding,
                 abstain_bias=step.abstain_bias,
                 abstain_below=step.abstain_below,
+                require_probe=step.require_probe,
             )
             if current:
                 self._variants[key] = variant

@@ -138,12 +138,29 @@ def test_concurrent_requests_each_get_their_own_prompts_estimate(
 def test_a_generator_without_a_probe_reports_nothing_and_never_vetoes(
     tiny_index: Path, tiny_embedder: Embedder, tiny_generator: Generator
 ) -> None:
+    """A profile's default threshold with an adapter that has no probe: no veto, no estimate."""
     assert tiny_generator.answerability_probe is None
-    answer = rag_with(tiny_index, tiny_embedder, tiny_generator, abstain_below=1.0).ask(
-        QUESTIONS[0]
-    )
+    rag = rag_with(tiny_index, tiny_embedder, tiny_generator, abstain_below=None)
+    assert rag.generate_step is not None
+    rag.generate_step.abstain_below = 1.0  # as a profile's default would set it
+    answer = rag.ask(QUESTIONS[0])
     assert answer.answerability is None and not answer.abstained
     assert "answerability" not in answer.to_json_dict()
+
+
+def test_an_asked_for_threshold_without_a_probe_is_refused_in_one_line(
+    tiny_index: Path, tiny_embedder: Embedder, tiny_generator: Generator
+) -> None:
+    """``--abstain-below 0.9`` with a generator that has no probe must not silently do nothing."""
+    from ragkit.rag.generate_step import DecodingError
+
+    rag = rag_with(tiny_index, tiny_embedder, tiny_generator, abstain_below=0.9)
+    with pytest.raises(DecodingError, match=r"--abstain-below 0\.9 needs an answerability probe"):
+        rag.ask(QUESTIONS[0])
+    with pytest.raises(DecodingError, match="needs an answerability probe"):
+        list(rag.stream(QUESTIONS[0]))
+    off = rag_with(tiny_index, tiny_embedder, tiny_generator, abstain_below=0.0)
+    assert off.ask(QUESTIONS[0]).answerability is None  # 0 = never veto: nothing to require
 
 
 def test_the_threshold_survives_save_and_load(

@@ -265,3 +265,30 @@ def test_abstention_options_with_free_decoding_are_refused_in_one_line(
         for option in ({"abstain_bias": -2.0}, {"abstain_below": 0.3}):
             with pytest.raises(DecodingError, match="works with grounded decoding only"):
                 RAGPipeline(DenseRetriever(index, k=2), tiny_generator, decoding="free", **option)
+
+
+def test_a_first_token_of_the_abstention_commits_to_it() -> None:
+    """ "no" begins both "not in the passages" and the passage's "now": once chosen (the bias
+    favours it), only the abstention may follow, so a large bias means abstain, not "now"."""
+    pieces: list[bytes | None] = [None, b"no", b"w", b"t", b" in", b" the", b" passages"]
+    pieces += [b"it", b" is", b" now"]
+    table = table_from_pieces(pieces)
+    automaton = SpanAutomaton(["it is now"], table, [0], abstain_bias=50.0)
+    first = automaton.allowed([])
+    assert first is not None and first.bias == {1: 50.0}  # "no": the phrase's only first token
+    after_no = automaton.allowed([1])
+    assert after_no is not None and list(after_no.ids) == [3]  # "t", never "w" (of "now")
+    walked = [1, 3, 4, 5, 6]
+    end = automaton.allowed(walked)
+    assert end is not None and 0 in end.ids
+    # the span "now" is still reachable through its own first token
+    after_now = automaton.allowed([9])
+    assert after_now is not None and 0 in after_now.ids
+
+
+@pytest.mark.parametrize("bias", [float("inf"), float("nan"), 1e39, -101.0])
+def test_an_abstention_bias_out_of_range_is_refused_in_one_line(
+    bias: float, tiny_generator: Generator
+) -> None:
+    with pytest.raises(DecodingError, match="--abstain-bias must be a number from -100 to 100"):
+        GenerateStep(tiny_generator, decoding="grounded", abstain_bias=bias)

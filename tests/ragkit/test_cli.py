@@ -129,6 +129,10 @@ def test_bad_input_is_one_line_and_non_zero(
         (["align", "reward", "--feedback-prompt", "x"], "'--feedback-prompt'"),
         (["search", "x", "--index", "IDX", "--bogus"], "No such option: --bogus"),
         (["align", "ppo"], "Missing option '--config'"),
+        (["ask", "x", "--index", "IDX", "--max-new-tokens", "0"], "'--max-new-tokens'"),
+        (["eval", "data.json", "--limit", "0"], "'--limit'"),
+        (["ask", "x", "--index", "IDX", "--abstain-bias", "1e39"], "'--abstain-bias'"),
+        (["ask", "x", "--index", "IDX", "--abstain-bias", "nan"], "'--abstain-bias'"),
     ],
 )
 def test_usage_errors_are_one_line_naming_the_choices(args: list[str], message: str) -> None:
