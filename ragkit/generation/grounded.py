@@ -15,8 +15,9 @@ space the prompt's ``Answer:`` calls for. A span may end only at a word boundary
 newline token, and at most ``max_tokens`` tokens long.
 
 Abstention is a path of the same automaton: the phrase :data:`ABSTAIN_PHRASE` is a pseudo-passage
-that must be completed whole, and a first token of it commits the answer to it (a span that
-begins with the same bytes, "now" after "no", is not open after it). That first token gets an
+that must be completed whole, and a first token that writes part of it commits the answer to
+it (a span that begins with the same bytes, "now" after "no", is not open after it; a bare
+space, which begins every span, commits to nothing). That first token gets an
 additive logit bias, ``abstain_bias``,
 calibrated on held-out questions (benchmarks/answer_quality.py), so "not in the passages" is a
 choice the model weighs against the best span rather than a string it may or may not write.
@@ -200,6 +201,7 @@ class SpanAutomaton:
         self._steps: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._start_cache: list[tuple[int, int, int, int]] | None = None
         self._abstain_first: frozenset[int] | None = None
+        self._abstain_commit: frozenset[int] | None = None
 
     # -- transitions ----------------------------------------------------------------------------
     def _tokens_at(self, src: int, pos: int) -> list[tuple[int, int]]:
@@ -248,7 +250,7 @@ class SpanAutomaton:
                 # with the same bytes ("no" of "now"): the abstention bias then decides exactly
                 # the first-token choice between abstaining and answering, and a gated row or a
                 # strongly biased one cannot slip into a span that begins like the phrase
-                committed = self.gated or token in self._abstain_first_ids()
+                committed = self.gated or token in self._abstain_commit_ids()
                 state = frozenset(
                     (src, end)
                     for t, src, _start, end in self._start_index()
@@ -272,12 +274,26 @@ class SpanAutomaton:
         return self._start_cache
 
     def _abstain_first_ids(self) -> frozenset[int]:
-        """The tokens that can begin the abstention phrase."""
+        """The tokens that can begin the abstention phrase (the bare leading space too)."""
         if self._abstain_first is None:
             self._abstain_first = frozenset(
                 t for t, src, *_ in self._start_index() if src == self.abstain_index
             )
         return self._abstain_first
+
+    def _abstain_commit_ids(self) -> frozenset[int]:
+        """First tokens that write part of the phrase itself: choosing one means abstaining.
+
+        Not the bare space, which begins every span too (Gemma writes " 1988" as " ", "1",
+        "9", ...): it leaves both paths open.
+        """
+        if self._abstain_commit is None:
+            self._abstain_commit = frozenset(
+                t
+                for t, src, start, end in self._start_index()
+                if src == self.abstain_index and end > start
+            )
+        return self._abstain_commit
 
     def _is_answer(self, generated: Sequence[int]) -> bool:
         return holds_answer_word(b"".join(self.table.by_id.get(t, b"") for t in generated))

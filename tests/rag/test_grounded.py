@@ -284,6 +284,10 @@ def test_a_first_token_of_the_abstention_commits_to_it() -> None:
     # the span "now" is still reachable through its own first token
     after_now = automaton.allowed([9])
     assert after_now is not None and 0 in after_now.ids
+    # a bare space begins every span (Gemma writes " 1988" as " ", "1", ...): it commits to nothing
+    spaced = SpanAutomaton(["it is now"], table_from_pieces([*pieces, b" "]), [0])
+    after_space = spaced.allowed([10])
+    assert after_space is not None and {1, 7} <= set(after_space.ids)  # "no" and "it"
 
 
 @pytest.mark.parametrize("bias", [float("inf"), float("nan"), 1e39, -101.0])
