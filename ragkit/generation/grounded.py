@@ -246,10 +246,9 @@ class SpanAutomaton:
             if previous is None:
                 state = None
             elif not generated[:-1]:
-                # a first token of the abstention path commits to it, even where a span starts
-                # with the same bytes ("no" of "now"): the abstention bias then decides exactly
-                # the first-token choice between abstaining and answering, and a gated row or a
-                # strongly biased one cannot slip into a span that begins like the phrase
+                # a first token that writes part of the phrase commits to it, even where a span
+                # starts with the same bytes ("no" of "now"), so a gated row or a strongly biased
+                # one cannot slip into a span that begins like the phrase
                 committed = self.gated or token in self._abstain_commit_ids()
                 state = frozenset(
                     (src, end)

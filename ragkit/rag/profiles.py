@@ -46,7 +46,7 @@ GEMMA_PROFILE = AnsweringProfile(
     # answered; at -4 ... -2 this adapter abstains on it (docs/answer-quality.md)
     abstain_bias=-6.0,
     # the adapter's answerability probe vetoes an answer below P(answerable) 0.1: the largest
-    # threshold that costs no answerable dev question (chosen at bias -2; docs/answer-quality.md)
+    # threshold that costs no answerable dev question (measured at bias -2; docs/answer-quality.md)
     abstain_below=0.1,
     max_new_tokens=32,
 )
