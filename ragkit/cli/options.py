@@ -14,6 +14,7 @@ import typer
 from ragkit.generation.backends import BackendName
 from ragkit.generation.quantization import Quantization
 from ragkit.rag import Decoding
+from ragkit.rag.generate_step import MAX_ABSTAIN_BIAS
 from ragkit.rag.strategies import Strategy
 from ragkit.retrieval import RetrieverKind
 
@@ -106,8 +107,8 @@ AbstainBiasOption = Annotated[
     float | None,
     typer.Option(
         "--abstain-bias",
-        min=-100.0,
-        max=100.0,
+        min=-MAX_ABSTAIN_BIAS,
+        max=MAX_ABSTAIN_BIAS,
         help="Grounded decoding: added to the logit of the abstention path's first token; "
         "higher declines more often, lower answers more. Default: the generator's profile.",
     ),
