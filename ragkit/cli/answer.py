@@ -106,11 +106,7 @@ def ask_command(
         if json_output or not stream:
             return rag.ask(question)
         answer_stream = rag.stream(question)
-        started = False  # the answer's leading space (after "Answer:") is not printed
         for piece in answer_stream:
-            if not started:
-                piece = piece.lstrip()
-                started = bool(piece)
             say(piece, end="")
         out.print()
         return answer_stream.answer

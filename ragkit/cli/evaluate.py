@@ -137,8 +137,12 @@ def eval_command(
     for name, value in report.retrieval.items():
         table.add_row(name, f"{value:.3f}" if name != "questions_scored" else str(int(value)))
     for name, value in (report.generation or {}).items():
-        table.add_row(
-            name, f"{value:.3f}" if name not in ("answered", "unanswerable") else str(int(value))
-        )
+        if value is None:  # a rate over no questions (e.g. abstention with none unanswerable)
+            shown = "n/a"
+        elif name in ("answered", "unanswerable"):
+            shown = str(int(value))
+        else:
+            shown = f"{value:.3f}"
+        table.add_row(name, shown)
     out.print(table)
     say(f"{len(report.failures)} failure(s); {report.seconds:.1f} s")

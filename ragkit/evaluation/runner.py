@@ -58,7 +58,7 @@ class EvalReport(BaseModel):
     answerable: int
     unanswerable: int
     retrieval: dict[str, float]
-    generation: dict[str, float] | None = None
+    generation: dict[str, float | None] | None = None
     seconds: float
     failures: list[QuestionResult] = Field(
         default_factory=list,
@@ -160,7 +160,7 @@ def evaluate(
     retrieval = {name: value / scored for name, value in sorted(sums.items())} if scored else {}
     retrieval["questions_scored"] = float(scored)
 
-    generation: dict[str, float] | None = None
+    generation: dict[str, float | None] | None = None
     if rag is not None:
         generation = _generate(rag, questions, results, batch_size, progress)
 
@@ -191,7 +191,7 @@ def _generate(
     results: list[QuestionResult],
     batch_size: int,
     progress: Progress | None,
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Answer every question as ``rag`` would for ``ask`` and score it.
 
     With ``batch_size`` 1 each question is answered alone, exactly as ``ragkit ask`` does, and
@@ -250,14 +250,19 @@ def _generate(
     def percentile(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
+    def rate(count: float, total: int) -> float | None:
+        # a rate over no questions is undefined, not 0: a dataset without unanswerable
+        # questions must not read as "never abstains correctly"
+        return count / total if total else None
+
     return {
-        "exact_match": em / answerable if answerable else 0.0,
-        "f1": f1 / answerable if answerable else 0.0,
-        "abstention_accuracy": abstain_right / unanswerable if unanswerable else 0.0,
-        "abstained_on_answerable": abstained_answerable / answerable if answerable else 0.0,
-        "citation_precision": cited_support / cited_answers if cited_answers else 0.0,
-        "gold_citation": cited_gold / cited_answers if cited_answers else 0.0,
-        "groundedness": ground / answerable if answerable else 0.0,
+        "exact_match": rate(em, answerable),
+        "f1": rate(f1, answerable),
+        "abstention_accuracy": rate(abstain_right, unanswerable),
+        "abstained_on_answerable": rate(abstained_answerable, answerable),
+        "citation_precision": rate(cited_support, cited_answers),
+        "gold_citation": rate(cited_gold, cited_answers),
+        "groundedness": rate(ground, answerable),
         "answered": float(answerable),
         "unanswerable": float(unanswerable),
         "latency_p50_s": percentile(0.5),

@@ -240,6 +240,28 @@ def is_offline() -> bool:
     return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
+def _hub_unreachable() -> str | None:
+    """Why the hub's host cannot be resolved, else None.
+
+    huggingface_hub retries a failed request five times with back-off (~25 s of "Retrying"
+    lines); a host that does not resolve is no transient error, so a machine without network
+    gets its one-line answer at once instead.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    host = urlsplit(constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError) as exc:
+        return f"{host}: {getattr(exc, 'strerror', None) or exc}"
+    return None
+
+
 def _check_hub_id(model_id: str) -> None:
     """Raise :class:`ModelNotFoundError` unless ``model_id``'s config is cached or downloadable."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -251,6 +273,12 @@ def _check_hub_id(model_id: str) -> None:
         raise ModelNotFoundError(
             f"model {model_id!r} is not a local path and is not in the Hugging Face cache "
             "(offline mode): download it first or pass a local checkpoint folder"
+        )
+    unreachable = _hub_unreachable()
+    if unreachable is not None:
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not a local path, not in the Hugging Face cache, and the hub "
+            f"cannot be reached ({unreachable}): check the name, or pass a local folder"
         )
     try:
         hf_hub_download(model_id, "config.json")

@@ -273,8 +273,12 @@ class RAGPipeline:
                         held.append(piece)
                         continue
                     if held:
-                        yield "".join(held)
+                        piece = "".join(held) + piece
                         held.clear()
+                    if not shown:  # the answer's leading space (after "Answer:") is not its text
+                        piece = piece.lstrip()
+                        if not piece:
+                            continue
                     shown = True
                     yield piece
             finally:  # also when the caller drops the iteration: stop generating
@@ -283,6 +287,8 @@ class RAGPipeline:
                 return
             answer = holder.answer = self._answer(question, run.result)
             rest = answer.answer if answer.abstained and not shown else "".join(held)
+            if not shown:
+                rest = rest.lstrip()
             if rest:
                 yield rest
 

@@ -288,6 +288,33 @@ def test_uncached_hub_id_offline_is_a_one_line_error(
     assert "\n" not in str(excinfo.value)
 
 
+def test_an_unresolvable_hub_host_fails_at_once_without_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """huggingface_hub retries a failed request for ~25 s; a host that does not resolve is
+    answered in one line before any request is made."""
+    import socket
+
+    import huggingface_hub
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+
+    def no_dns(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def no_download(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a request was made although the host does not resolve")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    with pytest.raises(ModelNotFoundError, match="hub cannot be reached") as excinfo:
+        resolve_causal_lm("ragkit-tests/no-such-model-xyz")
+    assert "Name or service not known" in str(excinfo.value) and "\n" not in str(excinfo.value)
+
+
 def test_cached_hub_id_is_returned_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 

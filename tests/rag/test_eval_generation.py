@@ -48,6 +48,18 @@ def test_evaluate_with_generation(
     }
     assert report.generation["answered"] == 1.0 and report.generation["unanswerable"] == 1.0
 
+    answerable_only = EvalDataset(name="t", format="jsonl", questions=questions[:1])
+    with Index.open(tmp_path / "idx", tiny_embedder) as index:
+        retriever = DenseRetriever(index, k=2)
+        rag = RAGPipeline(
+            retriever, Generator(str(tiny_llama_path), device="cpu"), options={"max_new_tokens": 4}
+        )
+        report = evaluate(answerable_only, retriever, k=2, rag=rag)
+    assert report.generation is not None
+    # no unanswerable question: the abstention rate is undefined (null), not a score of 0
+    assert report.generation["abstention_accuracy"] is None
+    assert report.generation["f1"] is not None and report.generation["unanswerable"] == 0.0
+
 
 def test_eval_generate_reads_asks_k_and_reports_progress_and_latency(
     tmp_path: Path, tiny_model_path: Path, tiny_llama_path: Path, monkeypatch: Any

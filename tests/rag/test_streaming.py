@@ -257,3 +257,18 @@ def test_a_real_model_streams_through_every_step(
     assert [s.outputs for s in streamed.trace.steps] == [s.outputs for s in asked.trace.steps]
     assert all(s.seconds > 0.0 for s in streamed.trace.steps)
     assert streamed.trace.prompt == asked.trace.prompt
+
+
+def test_the_stream_does_not_begin_with_the_space_after_answer(
+    tiny_index: Path, tiny_embedder: Embedder
+) -> None:
+    """A completion prompt ends "Answer:", so models begin with a bare space (Gemma writes
+    " 1992" as " ", "1992"); the streamed text is the answer's own text, as ``ask`` gives it,
+    for every client of the stream (CLI, server SSE, library)."""
+    generator = StreamingScript([" ", " 1992", " [1]"])
+    retriever = BM25Retriever(Index.open(tiny_index, tiny_embedder), k=2)
+    rag = RAGPipeline(retriever, generator, decoding="free")  # type: ignore[arg-type]
+    stream = rag.stream(QUESTION)
+    pieces = list(stream)
+    assert pieces == ["1992", " [1]"]
+    assert stream.answer is not None and stream.answer.answer == rag.ask(QUESTION).answer
