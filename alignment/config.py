@@ -124,9 +124,17 @@ class NormalisationSettings(StrictSettings):
 
 
 class RewardJobConfig(StrictSettings):
-    """``ragkit align reward``: train a pairwise reward model."""
+    """``ragkit align reward``: train a pairwise reward model.
+
+    ``init_adapter``: a LoRA adapter of the backbone (a packaged name such as
+    ``grounded-qa-gemma``, ``grounded-qa`` for the backbone's own, or a peft folder) merged into
+    it before the reward head and the trainable weights are added. InstructGPT starts its reward
+    model from the SFT policy: that model already reads the served prompts, so the head learns
+    to judge answers on features made for them.
+    """
 
     model: ModelSettings = Field(default_factory=ModelSettings)
+    init_adapter: str | None = None
     data: PreferenceDataSettings = Field(default_factory=PreferenceDataSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     normalisation: NormalisationSettings = Field(default_factory=NormalisationSettings)

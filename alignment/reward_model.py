@@ -36,9 +36,10 @@ from alignment.backbone import (
     resolve_backbone,
 )
 from alignment.collate import pad_examples, positions_from_mask
-from alignment.errors import CheckpointError
+from alignment.errors import AlignmentError, CheckpointError
 from alignment.tokenization import PromptResponseEncoder, ensure_pad_token
 from ragkit.atomic import atomic_directory
+from ragkit.errors import RagkitError
 
 REWARD_FORMAT = 1
 CONFIG_FILE = "reward_model.json"
@@ -116,17 +117,23 @@ class RewardModel(nn.Module):
         min_prompt_tokens: int = 8,
         padding_side: Literal["left", "right"] = "right",
         dtype: str = "float32",
+        init_adapter: str | None = None,
     ) -> RewardModel:
         """A fresh reward model on a pretrained backbone (``None``: the packaged SmolLM2).
 
-        Adds a dedicated pad token (resizing the embeddings) and turns dropout off. The head is
-        drawn from torch's global RNG: seed it for reproducible runs.
+        ``init_adapter``: a LoRA adapter merged into the backbone first (the SFT policy, as
+        InstructGPT initialises its reward model). Adds a dedicated pad token (resizing the
+        embeddings) and turns dropout off. The head is drawn from torch's global RNG: seed it
+        for reproducible runs.
         """
-        from transformers import AutoModel
-
         path = resolve_backbone(name_or_path)
         tokenizer = load_tokenizer(path)
-        backbone = load_pretrained(AutoModel, path, dtype)
+        if init_adapter is None:
+            from transformers import AutoModel
+
+            backbone = load_pretrained(AutoModel, path, dtype)
+        else:
+            backbone = _backbone_with_adapter(path, dtype, name_or_path, init_adapter)
         ensure_pad_token(tokenizer, backbone)
         disable_dropout(backbone)
         return cls(
@@ -135,7 +142,8 @@ class RewardModel(nn.Module):
             max_length=max_length,
             min_prompt_tokens=min_prompt_tokens,
             padding_side=padding_side,
-            base_model=name_or_path or "packaged SmolLM2-135M-Instruct",
+            base_model=(name_or_path or "packaged SmolLM2-135M-Instruct")
+            + (f" + adapter {init_adapter}" if init_adapter else ""),
         )
 
     # ------------------------------------------------------------------ scoring
@@ -285,3 +293,22 @@ class RewardModel(nn.Module):
         )
         model.eval()
         return model.to(device)
+
+
+def _backbone_with_adapter(path: str, dtype: str, name: str | None, adapter: str) -> nn.Module:
+    """The transformer (no LM head) of ``path`` with the LoRA ``adapter`` merged in.
+
+    The adapter was trained on the causal LM, so it is merged there (the generator's own merge:
+    the same base-model check and one-line errors) and the LM head is dropped afterwards.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from ragkit.generation.adapters import apply_adapter, packaged_adapter_name
+
+    lm = load_pretrained(AutoModelForCausalLM, path, dtype)
+    try:
+        merged = apply_adapter(lm, packaged_adapter_name(adapter, name))
+    except RagkitError as exc:
+        raise AlignmentError(f"init_adapter: {exc}") from None
+    backbone: nn.Module = merged.base_model
+    return backbone

@@ -137,6 +137,7 @@ def build_reward_model(config: RewardJobConfig) -> RewardModel:
         min_prompt_tokens=config.min_prompt_tokens,
         padding_side=config.padding_side,
         dtype=config.model.dtype,
+        init_adapter=config.init_adapter,
     )
 
 

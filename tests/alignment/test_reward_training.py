@@ -138,3 +138,54 @@ def test_lora_and_frozen_layers_train_only_what_they_should(reward_config: Confi
     assert any("layers.1." in n for n in names) and count_parameters(model)[0] < all_params
     result = train_reward_model(lora)
     assert result.loop.steps == 1
+
+
+def _saved_adapter(model_dir: Path, out: Path, target_modules: list[str]) -> Path:
+    """A LoRA adapter of the tiny model with non-zero weights (peft starts B at 0: no change)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft_model = get_peft_model(lm, LoraConfig(r=2, lora_alpha=4, target_modules=target_modules))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_the_reward_model_can_start_from_the_sft_policy(
+    reward_config: ConfigFactory, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """``init_adapter``: the backbone is the SFT policy (adapter merged), as in InstructGPT, and
+    the job trains and saves on top of it; an adapter that does not fit is one line."""
+    from transformers import AutoModelForCausalLM
+
+    from alignment.errors import AlignmentError
+    from alignment.reward_training import build_reward_model
+    from ragkit.generation.adapters import apply_adapter
+
+    adapter = _saved_adapter(tiny_model_dir, tmp_path / "sft-adapter", ["q_proj", "v_proj"])
+    config = reward_config(32, max_steps=1).model_copy(update={"init_adapter": str(adapter)})
+    model = build_reward_model(config)
+    plain = build_reward_model(reward_config(32, max_steps=1))
+    policy = apply_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)
+    want = policy.base_model.state_dict()
+    got = model.backbone.state_dict()
+    changed = [k for k in want if "q_proj" in k or "v_proj" in k]
+    assert changed and all(torch.equal(got[k], want[k]) for k in changed)
+    assert not all(torch.equal(plain.backbone.state_dict()[k], want[k]) for k in changed)
+    assert "adapter" in model.base_model
+    assert train_reward_model(config).loop.steps == 1
+
+    broken = _saved_adapter(tiny_model_dir, tmp_path / "other", ["q_proj"])
+    (broken / "adapter_config.json").write_text(
+        (broken / "adapter_config.json").read_text().replace('"q_proj"', '"no_such_proj"'),
+        encoding="utf-8",
+    )
+    wrong = config.model_copy(update={"init_adapter": str(broken)})
+    with pytest.raises(AlignmentError, match="init_adapter") as excinfo:
+        build_reward_model(wrong)
+    assert "\n" not in str(excinfo.value)
