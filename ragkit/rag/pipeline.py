@@ -65,9 +65,11 @@ class RAGPipeline:
         adapter: str | None = None,
         abstain_below: float | None = None,
         require_probe: bool | None = None,
+        max_prompt_tokens: int | None = None,
     ) -> None:
         """Unset answering choices (template, decoding, adapter, abstention bias and threshold,
-        answer length) come from the generator's :class:`~ragkit.rag.profiles.AnsweringProfile`;
+        answer length, prompt cap) come from the generator's
+        :class:`~ragkit.rag.profiles.AnsweringProfile`;
         with a strategy other than ``plain``, decoding defaults to free. ``abstain_below=0``
         turns the answerability probe's veto off (its estimate is still reported). ``require_probe``
         (None: whether ``abstain_below`` was given, above 0) makes a generator without a probe
@@ -111,7 +113,8 @@ class RAGPipeline:
             )
             if isinstance(opts, GenerationOptions):
                 opts = opts.model_dump(exclude_unset=True)
-            self.prompt_builder = PromptBuilder(template, budget=gen)
+            cap = profile.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens
+            self.prompt_builder = PromptBuilder(template, budget=gen, max_prompt_tokens=cap)
             if self.prompt_builder.completion and "apply_chat_template" not in opts:
                 # a completion-style template is the exact text the model continues
                 opts = {**opts, "apply_chat_template": False}

@@ -33,6 +33,10 @@ class AnsweringProfile(BaseModel):
     """Abstain when the adapter's answerability probe gives P(answerable) below this (None:
     the probe, if any, is reported but decides nothing)."""
     max_new_tokens: int = 128
+    max_prompt_tokens: int | None = None
+    """Cap on the prompt below the model's context (None: the context): lower-ranked passages
+    are dropped to fit, with a note. An adapter answers well on prompts as long as it was
+    trained on, and a CPU reads a 30k-token prompt (``-k 1000``) for minutes."""
     quantize: str | None = None
     """CPU weight quantisation (:mod:`ragkit.generation.quantization`); None: as loaded."""
 
@@ -49,6 +53,9 @@ GEMMA_PROFILE = AnsweringProfile(
     # threshold that costs no answerable dev question (measured at bias -2; docs/answer-quality.md)
     abstain_below=0.1,
     max_new_tokens=32,
+    # the adapter's SFT sequences were at most 1536 tokens (sft_grounded_gemma_mixed3.yaml);
+    # k = 4 wiki or SQuAD passages make 550-900, so the default k never reaches it
+    max_prompt_tokens=1536,
 )
 SMOLLM2_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")
 GENERIC_PROFILE = AnsweringProfile(template="grounded_qa", decoding="free")

@@ -51,7 +51,13 @@ class PromptBuilder:
         template: str | PromptTemplate | ChatTemplate = DEFAULT_TEMPLATE,
         budget: TokenBudget | None = None,
         max_passage_chars: int | None = None,
+        max_prompt_tokens: int | None = None,
     ) -> None:
+        """``max_prompt_tokens`` caps the prompt below the model's context (the answering
+        profile's cap: the longest prompt its adapter was trained on); lower-ranked passages are
+        dropped to fit, with a note. It needs ``budget`` to count tokens."""
+        if max_prompt_tokens is not None and max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}")
         self.template_name = template if isinstance(template, str) else None
         self.template = library_template(template) if isinstance(template, str) else template
         missing = {"question", "passages"} - set(self.template.variables)
@@ -61,6 +67,7 @@ class PromptBuilder:
             )
         self.budget = budget
         self.max_passage_chars = max_passage_chars
+        self.max_prompt_tokens = max_prompt_tokens
 
     @property
     def completion(self) -> bool:
@@ -83,7 +90,9 @@ class PromptBuilder:
         prompt = self.render(question, passages)
         if self.budget is None:
             return BuiltPrompt(prompt=prompt, passages=passages, notes=notes)
-        limit = self.budget.max_prompt_tokens()
+        context = self.budget.max_prompt_tokens()
+        limit = min(context, self.max_prompt_tokens or context)
+        fits = "the model's context" if limit == context else "the answering profile's prompt cap"
         if self.budget.count_tokens(self.render(question, [])) > limit:
             raise InvalidQueryError(
                 f"the question alone is longer than the model's prompt budget of {limit} tokens"
@@ -95,7 +104,7 @@ class PromptBuilder:
             prompt = self.render(question, passages)
         if dropped:
             notes.append(
-                f"dropped the {dropped} lowest-ranked passage(s) to fit the model's context of {limit} prompt tokens"
+                f"dropped the {dropped} lowest-ranked passage(s) to fit {fits} of {limit} prompt tokens"
             )
         if passages and self.budget.count_tokens(prompt) > limit:
             excess = self.budget.count_tokens(prompt) - limit
@@ -106,7 +115,7 @@ class PromptBuilder:
             passages = [only.model_copy(update={"text": short})]
             prompt = self.render(question, passages)
             notes.append(
-                f"truncated passage [1] from {passage_tokens} to {keep} tokens to fit the model's context"
+                f"truncated passage [1] from {passage_tokens} to {keep} tokens to fit {fits}"
             )
         return BuiltPrompt(prompt=prompt, passages=passages, notes=notes)
 
@@ -120,6 +129,7 @@ class PromptBuilder:
             "template": template,
             "max_passage_chars": self.max_passage_chars,
             "budget": None if self.budget is None else "generator",
+            **({"max_prompt_tokens": self.max_prompt_tokens} if self.max_prompt_tokens else {}),
         }
 
     @classmethod

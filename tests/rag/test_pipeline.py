@@ -223,6 +223,42 @@ def test_prompt_budget_drops_lowest_ranked_passages(short_context_llama_path: Pa
         builder.run("capital " * 300, hits)
 
 
+def test_a_prompt_cap_below_the_context_drops_passages_and_says_so(
+    tiny_generator: Generator,
+) -> None:
+    """The answering profile's cap (the prompt length an adapter was trained on) binds before
+    the model's context does: ``-k 1000`` must not hand a CPU a 30k-token prompt."""
+    hits = [
+        Hit(
+            chunk=Chunk(
+                id=f"c{i}", document_id="d", text="zq xv kj wp " * 12, start=0, end=144, source="s"
+            ),
+            score=1.0 - i / 100,
+        )
+        for i in range(20)
+    ]
+    uncapped = PromptBuilder(budget=tiny_generator).run("What is the capital?", hits)
+    assert len(uncapped.passages) == 20 and not uncapped.notes
+    cap = tiny_generator.count_tokens(uncapped.prompt) // 3
+    builder = PromptBuilder(budget=tiny_generator, max_prompt_tokens=cap)
+    built = builder.run("What is the capital?", hits)
+    assert 1 <= len(built.passages) < 20 and tiny_generator.count_tokens(built.prompt) <= cap
+    assert [p.chunk_id for p in built.passages] == [h.chunk.id for h in hits[: len(built.passages)]]
+    assert any("prompt cap" in n and str(cap) in n for n in built.notes)
+    again = PromptBuilder.from_config(builder.to_config(), {"generator": tiny_generator})
+    assert again.max_prompt_tokens == cap
+    assert again.run("What is the capital?", hits).passages == built.passages
+    with pytest.raises(ValueError, match="max_prompt_tokens"):
+        PromptBuilder(max_prompt_tokens=0)
+
+
+def test_the_default_profile_caps_prompts_at_its_adapters_training_length() -> None:
+    from ragkit.rag.profiles import answering_profile
+
+    assert answering_profile(None).max_prompt_tokens == 1536  # sft max_length of the adapter
+    assert answering_profile("smollm2").max_prompt_tokens is None
+
+
 def test_empty_question_is_refused(rag: RAGPipeline) -> None:
     with pytest.raises(InvalidQueryError, match="question is empty"):
         rag.ask("  ")
