@@ -31,6 +31,7 @@ intervals (over pairs, and over questions: pairs of one question are not indepen
     .venv/bin/python benchmarks/feedback_oracle.py collect --split train --split dev --name normans
     .venv/bin/python benchmarks/feedback_oracle.py collect --split test --limit 120 --name cct120
     .venv/bin/python benchmarks/feedback_oracle.py score-reward --model DIR --pairs FILE
+    .venv/bin/python benchmarks/feedback_oracle.py compare-reward A.json B.json   # paired, B - A
 
 Progress goes to stderr and to a log under benchmarks/results/ (git-ignored), with a JSON summary.
 """
@@ -480,6 +481,8 @@ def cmd_score_reward(args: argparse.Namespace) -> int:
         "mean_margin": round(statistics.fmean(margins.values()), 4) if margins else None,
         "by_kind": by_kind(correct, [loaded.records[t.index] for t in tokenized]),
         "dropped": len(loaded.records) - len(tokenized),
+        # per pair, by its line in the pairs file: what compare-reward pairs two models on
+        "margins": {str(tokenized[i].index): round(margins[i], 5) for i in range(len(tokenized))},
         "baselines": baselines(loaded.records),
         "bootstrap_rounds": args.rounds,
         "seconds": round(time.perf_counter() - started, 1),
@@ -489,6 +492,40 @@ def cmd_score_reward(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(json.dumps(result))
     print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare_reward(args: argparse.Namespace) -> int:
+    """Paired difference B − A in held-out pairwise accuracy, over the pairs both scored."""
+    a = json.loads(Path(args.a).read_text(encoding="utf-8"))
+    b = json.loads(Path(args.b).read_text(encoding="utf-8"))
+    if a["pairs_file"] != b["pairs_file"]:
+        print(
+            f"error: the two results scored different pair files: {a['pairs_file']} vs "
+            f"{b['pairs_file']}",
+            file=sys.stderr,
+        )
+        return 2
+    shared = sorted(set(a["margins"]) & set(b["margins"]), key=int)
+    diffs = [float(b["margins"][k] > 0) - float(a["margins"][k] > 0) for k in shared]
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(args.rounds))
+    result = {
+        "a": args.a,
+        "b": args.b,
+        "pairs": len(shared),
+        "accuracy_a": round(statistics.fmean(float(a["margins"][k] > 0) for k in shared), 4),
+        "accuracy_b": round(statistics.fmean(float(b["margins"][k] > 0) for k in shared), 4),
+        "difference_b_minus_a": round(statistics.fmean(diffs), 4),
+        "ci95": [
+            round(means[int(0.025 * args.rounds)], 4),
+            round(means[int(0.975 * args.rounds) - 1], 4),
+        ],
+        "b_right_a_wrong": sum(d > 0 for d in diffs),
+        "a_right_b_wrong": sum(d < 0 for d in diffs),
+        "bootstrap_rounds": args.rounds,
+    }
+    print(json.dumps(result))
     return 0
 
 
@@ -531,7 +568,15 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--batch-size", type=int, default=8)
     sc.add_argument("--threads", type=int, default=2)
     sc.add_argument("--rounds", type=int, default=2000, help="bootstrap resamples")
+    cr = sub.add_parser(
+        "compare-reward", help="paired accuracy difference of two score-reward runs"
+    )
+    cr.add_argument("a", help="score-reward result JSON of model A")
+    cr.add_argument("b", help="score-reward result JSON of model B (the same pairs file)")
+    cr.add_argument("--rounds", type=int, default=2000, help="bootstrap resamples")
     args = parser.parse_args(argv)
+    if args.command == "compare-reward":
+        return cmd_compare_reward(args)
     if args.command == "collect":
         if args.samples < 2:
             parser.error("--samples must be at least 2 (answers are compared)")

@@ -1,0 +1,48 @@
+"""``feedback_oracle.py compare-reward``: two reward models compared pair by pair.
+
+Why a test for a benchmark: the issue-20 rule for initialising the reward model from the SFT
+policy is decided by this paired difference."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_oracle(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its llamacpp_site import
+    spec = importlib.util.spec_from_file_location(
+        "feedback_oracle_bench", ROOT / "benchmarks" / "feedback_oracle.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_difference_is_paired_on_the_pairs_both_scored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    oracle = load_oracle(monkeypatch)
+    a = {"pairs_file": "p.jsonl", "margins": {"0": 1.0, "1": -1.0, "2": -0.5, "3": 2.0}}
+    b = {"pairs_file": "p.jsonl", "margins": {"0": 0.5, "1": 0.2, "2": 0.1, "4": 1.0}}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert oracle.main(["compare-reward", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pairs"] == 3  # pair 3 and pair 4 were scored by one model only
+    assert (result["accuracy_a"], result["accuracy_b"]) == (round(1 / 3, 4), 1.0)
+    assert result["b_right_a_wrong"] == 2 and result["a_right_b_wrong"] == 0
+    assert result["ci95"][0] <= result["difference_b_minus_a"] <= result["ci95"][1]
+
+    b["pairs_file"] = "other.jsonl"
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert oracle.main(["compare-reward", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
