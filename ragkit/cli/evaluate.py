@@ -87,14 +87,14 @@ def eval_command(
 
     if k <= 0:
         fail(f"-k must be positive, got {k}")
-    reported = {"step": -1}
+    reported: dict[str, int] = {}
 
-    def progress(done: int, total: int) -> None:
+    def progress(phase: str, done: int, total: int) -> None:
         # always on stderr (also with --json): a long generation run must not look hung
         step = done * 20 // max(total, 1)
-        if step != reported["step"] or done == total:
-            reported["step"] = step
-            err.print(f"evaluating: {done}/{total}", highlight=False, markup=False)
+        if step != reported.get(phase) or done == total:
+            reported[phase] = step
+            err.print(f"evaluating, {phase}: {done}/{total}", highlight=False, markup=False)
 
     def run() -> Any:
         return run_evaluation(

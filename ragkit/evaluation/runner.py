@@ -27,7 +27,9 @@ from ragkit.schema import Hit
 
 RETRIEVAL_CUTOFFS = (1, 5, 10)
 _MARKERS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
-Progress = Callable[[int, int], None]
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: phase ``"retrieval"``, then ``"answering"`` with
+``--generate``; each counts its own questions, so 418 questions never read as 836."""
 
 
 class QuestionResult(BaseModel):
@@ -156,7 +158,7 @@ def evaluate(
             sums["mrr@10"] = sums.get("mrr@10", 0.0) + mrr_at_k(retrieved, relevant, 10)
             sums["ndcg@10"] = sums.get("ndcg@10", 0.0) + ndcg_at_k(retrieved, relevant, 10)
         if progress is not None:
-            progress(position, len(questions) * (2 if rag is not None else 1))
+            progress("retrieval", position, len(questions))
     retrieval = {name: value / scored for name, value in sorted(sums.items())} if scored else {}
     retrieval["questions_scored"] = float(scored)
 
@@ -244,7 +246,7 @@ def _generate(
                 )
             ground += groundedness(text, [c.text for c in answer.citations])
         if progress is not None:
-            progress(len(questions) + start + len(batch), 2 * len(questions))
+            progress("answering", start + len(batch), len(questions))
     ordered = sorted(latencies)
 
     def percentile(q: float) -> float:

@@ -113,7 +113,10 @@ def test_eval_generate_reads_asks_k_and_reports_progress_and_latency(
     report = json.loads(result.stdout)
     assert seen and set(seen) == {2}, "the generator reads ask's k, not the retrieval depth"
     assert report["k"] == 10
-    assert "evaluating: " in result.stderr  # progress on stderr even with --json
+    # progress on stderr even with --json, each phase counted over the questions (not 2 x N)
+    n = len(seen)
+    assert f"evaluating, retrieval: {n}/{n}" in result.stderr
+    assert f"evaluating, answering: {n}/{n}" in result.stderr
     generation = report["generation"]
     assert (
         generation["latency_p50_s"] > 0
