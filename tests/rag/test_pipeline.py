@@ -199,20 +199,24 @@ def test_citation_mapping() -> None:
     assert map_citations("Bananas are yellow.", passages, infer=True).citations == []
 
 
+def filler_hits(n: int) -> list[Hit]:
+    """``n`` ranked hits of the same 48 filler words (best first)."""
+    text = "zq xv kj wp " * 12
+    return [
+        Hit(
+            chunk=Chunk(id=f"c{i}", document_id="d", text=text, start=0, end=144, source="s"),
+            score=1.0 - i / (10 * n),
+        )
+        for i in range(n)
+    ]
+
+
 def test_prompt_budget_drops_lowest_ranked_passages(short_context_llama_path: Path) -> None:
     generator = Generator(
         str(short_context_llama_path), device="cpu", options={"max_new_tokens": 8}
     )
     builder = PromptBuilder(budget=generator)
-    hits = [
-        Hit(
-            chunk=Chunk(
-                id=f"c{i}", document_id="d", text="zq xv kj wp " * 12, start=0, end=144, source="s"
-            ),
-            score=1.0 - i / 10,
-        )
-        for i in range(4)
-    ]
+    hits = filler_hits(4)
     built = builder.run("What is the capital?", hits)
     assert generator.count_tokens(built.prompt) <= generator.max_prompt_tokens()
     assert 1 <= len(built.passages) < 4 and [p.n for p in built.passages] == list(
@@ -228,15 +232,7 @@ def test_a_prompt_cap_below_the_context_drops_passages_and_says_so(
 ) -> None:
     """The answering profile's cap (the prompt length an adapter was trained on) binds before
     the model's context does: ``-k 1000`` must not hand a CPU a 30k-token prompt."""
-    hits = [
-        Hit(
-            chunk=Chunk(
-                id=f"c{i}", document_id="d", text="zq xv kj wp " * 12, start=0, end=144, source="s"
-            ),
-            score=1.0 - i / 100,
-        )
-        for i in range(20)
-    ]
+    hits = filler_hits(20)
     uncapped = PromptBuilder(budget=tiny_generator).run("What is the capital?", hits)
     assert len(uncapped.passages) == 20 and not uncapped.notes
     cap = tiny_generator.count_tokens(uncapped.prompt) // 3
