@@ -16,6 +16,7 @@ from ragkit.rag.citations import CitationStep
 from ragkit.rag.generate_step import Decoding, DecodingError, GenerateStep
 from ragkit.rag.profiles import answering_profile, chosen_adapter
 from ragkit.rag.prompt_builder import PromptBuilder
+from ragkit.rag.relevance import RelevanceGate
 from ragkit.rag.schema import Answer, Usage
 from ragkit.rag.strategies import STRATEGIES, answer_steps
 from ragkit.retrieval import RetrieverKind, make_retriever
@@ -66,6 +67,7 @@ class RAGPipeline:
         abstain_below: float | None = None,
         require_probe: bool | None = None,
         max_prompt_tokens: int | None = None,
+        min_relevance: float | None = None,
     ) -> None:
         """Unset answering choices (template, decoding, adapter, abstention bias and threshold,
         answer length, prompt cap) come from the generator's
@@ -73,7 +75,9 @@ class RAGPipeline:
         with a strategy other than ``plain``, decoding defaults to free. ``abstain_below=0``
         turns the answerability probe's veto off (its estimate is still reported). ``require_probe``
         (None: whether ``abstain_below`` was given, above 0) makes a generator without a probe
-        an error instead of a veto that never runs."""
+        an error instead of a veto that never runs. ``min_relevance`` (grounded decoding):
+        decline when no retrieved passage reaches this cosine to the question; -1 turns the
+        profile's gate off."""
         if pipeline is None:
             profile = answering_profile(generator)
             if isinstance(generator, GeneratorBackend):
@@ -124,8 +128,17 @@ class RAGPipeline:
                 )
             embedder = getattr(getattr(retriever, "index", None), "embedder", None)
             embed = embedder.encode if embedder is not None else None
+            gate_at = min_relevance
+            if gate_at is None and getattr(embedder, "name", None) == profile.relevance_embedder:
+                gate_at = profile.min_relevance  # measured on this embedder's cosines only
+            gate = (
+                [RelevanceGate(gate_at, embedder)]
+                if decoding == "grounded" and gate_at is not None and gate_at > -1.0
+                else []
+            )
             steps = [
                 retriever,
+                *gate,
                 self.prompt_builder,
                 *answer_steps(
                     strategy,

@@ -69,3 +69,21 @@ def answered_three_ways(rag: Any, questions: list[str]) -> tuple[list[Any], list
         assert stream.answer is not None
         streamed.append((stream.answer, text))
     return batched, single, streamed
+
+
+@pytest.fixture(scope="session")
+def file_index(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Embedder) -> Path:
+    """The tiny texts as real files, so citation offsets can be checked against the source."""
+    folder = tmp_path_factory.mktemp("grounded-sources")
+    directory = folder / "idx"
+    with Index.create(
+        directory, tiny_embedder, ChunkingSettings(unit="chars", chunk_size=60, chunk_overlap=0)
+    ) as index:
+        docs = []
+        for name, text in TEXTS.items():
+            path = folder / f"{name}.txt"
+            path.write_text("Preamble line.\n" + text, encoding="utf-8")
+            docs.append(Document(id=name, text=path.read_text(encoding="utf-8"), source=str(path)))
+        index.add_documents(docs)
+        index.commit()
+    return directory

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ragkit import ChunkingSettings, Index
+from ragkit import Index
 from ragkit.embedding import Embedder
 from ragkit.generation import Generator
 from ragkit.generation.grounded import (
@@ -23,9 +23,8 @@ from ragkit.rag.citations import ABSTENTION_ANSWER
 from ragkit.rag.generate_step import DecodingError, GenerateStep, ground
 from ragkit.rag.schema import Passage
 from ragkit.retrieval import DenseRetriever
-from ragkit.schema import Document
 
-from .conftest import TEXTS, answered_three_ways
+from .conftest import answered_three_ways
 
 QUESTIONS = [
     "What is the capital of Alsace?",
@@ -33,24 +32,6 @@ QUESTIONS = [
     "When did the war on terror begin?",
     "What does culture include?",
 ]
-
-
-@pytest.fixture(scope="module")
-def file_index(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Embedder) -> Path:
-    """The tiny texts as real files, so citation offsets can be checked against the source."""
-    folder = tmp_path_factory.mktemp("grounded-sources")
-    directory = folder / "idx"
-    with Index.create(
-        directory, tiny_embedder, ChunkingSettings(unit="chars", chunk_size=60, chunk_overlap=0)
-    ) as index:
-        docs = []
-        for name, text in TEXTS.items():
-            path = folder / f"{name}.txt"
-            path.write_text("Preamble line.\n" + text, encoding="utf-8")
-            docs.append(Document(id=name, text=path.read_text(encoding="utf-8"), source=str(path)))
-        index.add_documents(docs)
-        index.commit()
-    return directory
 
 
 def grounded_rag(index: Path, embedder: Embedder, generator: Generator, **kw: Any) -> RAGPipeline:

@@ -1,0 +1,96 @@
+"""Declining questions the index does not cover: a gate on retrieval similarity.
+
+Why a gate before the generator: a question about something no indexed text mentions ("Who is
+the CEO of Microsoft?" over a few Wikipedia articles) still retrieves k passages, and a small
+extractive reader then quotes the most plausible-looking span of them. The answerability probe
+reads the generator's hidden state and misses many such cases; the retriever's own embedder
+measures them directly: when no retrieved passage is close to the question, there is nothing to
+quote. The gate hands the prompt builder no passages, and grounded decoding answers that with
+the abstention (its existing "nothing to quote" path), so a gated question is declined with a
+note saying why, and a question that passes is answered exactly as without the gate.
+
+The threshold is a property of the embedder: cosine similarities of MiniLM are not those of
+another model. The answering profile sets it for the index default (benchmarks/README.md,
+"Off-topic questions: a relevance gate").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ragkit.pipeline.component import LoadContext, component
+from ragkit.schema import Hit
+
+EncodeQuery = Callable[[str], Any]
+Encode = Callable[[Sequence[str]], Any]
+
+
+def best_similarity(
+    encode_query: EncodeQuery, encode: Encode, question: str, texts: Sequence[str]
+) -> float:
+    """The highest cosine similarity between ``question`` and ``texts`` (-1 when none).
+
+    Both encoders return unit-length rows (ragkit's :class:`~ragkit.embedding.Embedder`), so
+    the dot product is the cosine.
+    """
+    if not texts:
+        return -1.0
+    query = np.asarray(encode_query(question), dtype=np.float32).reshape(1, -1)
+    passages = np.asarray(encode(list(texts)), dtype=np.float32)
+    return float((passages @ query.T).max())
+
+
+class GatedHits(BaseModel):
+    hits: list[Hit]
+    relevance: float
+    relevance_notes: list[str] = Field(default_factory=list)
+
+
+@component(trace_outputs={"relevance_notes": "notes"})
+class RelevanceGate:
+    """Pipeline step: the hits pass when one of them is close enough to the question.
+
+    ``min_similarity``: the lowest best-cosine that passes. ``embedder``: the index's
+    embedder (re-attached at load time from the retriever's index).
+    """
+
+    component_name = "relevance_gate"
+
+    def __init__(self, min_similarity: float, embedder: Any = None) -> None:
+        if not -1.0 <= min_similarity <= 1.0:
+            raise ValueError(f"min_similarity must be a cosine in [-1, 1], got {min_similarity}")
+        self.min_similarity = float(min_similarity)
+        self.embedder = embedder
+
+    def run(self, question: str, hits: list[Hit]) -> GatedHits:
+        if self.embedder is None or not hits:
+            return GatedHits(hits=hits, relevance=-1.0 if not hits else 1.0)
+        best = best_similarity(
+            self.embedder.encode_query, self.embedder.encode, question, [h.text for h in hits]
+        )
+        if best >= self.min_similarity:
+            return GatedHits(hits=hits, relevance=best)
+        note = (
+            f"declined: no retrieved passage is close to the question (best similarity "
+            f"{best:.2f}, below {self.min_similarity:.2f}); the index does not seem to cover it"
+        )
+        return GatedHits(hits=[], relevance=best, relevance_notes=[note])
+
+    def to_config(self) -> dict[str, Any]:
+        return {"min_similarity": self.min_similarity}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], context: Any = None) -> RelevanceGate:
+        """The embedder is the index's: bound when the load provides the retriever's index."""
+        gate = cls(float(config["min_similarity"]))
+        ctx = context if isinstance(context, LoadContext) else LoadContext(context)
+        ctx.bind("index", gate._attach_index)
+        return gate
+
+    def _attach_index(self, index: Any) -> None:
+        if self.embedder is None:
+            self.embedder = getattr(index, "embedder", None)
