@@ -22,6 +22,7 @@ from ragkit.cli.options import (
     GeneratorOption,
     IndexOption,
     MaxNewTokensOption,
+    MinRelevanceOption,
     QuantizeOption,
     RetrieverOption,
     StrategyOption,
@@ -70,6 +71,7 @@ def ask_command(
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
     abstain_bias: AbstainBiasOption = None,
+    min_relevance: MinRelevanceOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print answer, citations and trace as JSON.")
     ] = False,
@@ -95,6 +97,7 @@ def ask_command(
             decoding=decoding,
             abstain_below=abstain_below,
             abstain_bias=abstain_bias,
+            min_relevance=min_relevance,
             adapter=adapter,
             quantize=quantize,
             max_new_tokens=max_new_tokens,
@@ -135,6 +138,7 @@ def chat_command(
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
     abstain_bias: AbstainBiasOption = None,
+    min_relevance: MinRelevanceOption = None,
 ) -> None:
     """A multi-turn session: follow-up questions are rewritten using the conversation."""
     from ragkit.rag import ChatSession, answering_pipeline
@@ -148,6 +152,7 @@ def chat_command(
                 decoding=decoding,
                 abstain_below=abstain_below,
                 abstain_bias=abstain_bias,
+                min_relevance=min_relevance,
                 adapter=adapter,
                 quantize=quantize,
                 max_new_tokens=max_new_tokens,

@@ -21,6 +21,7 @@ from ragkit.cli.options import (
     GeneratorBackendOption,
     GeneratorOption,
     MaxNewTokensOption,
+    MinRelevanceOption,
     QuantizeOption,
     RetrieverOption,
     StrategyOption,
@@ -66,6 +67,7 @@ def eval_command(
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
     abstain_bias: AbstainBiasOption = None,
+    min_relevance: MinRelevanceOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     embedder: Annotated[
         str | None, typer.Option(help="Embedder when indexing the dataset's corpus.")
@@ -113,6 +115,7 @@ def eval_command(
             decoding=decoding,
             abstain_below=abstain_below,
             abstain_bias=abstain_bias,
+            min_relevance=min_relevance,
             backend=generator_backend,
             max_new_tokens=max_new_tokens,
             embedder=embedder,

@@ -113,6 +113,17 @@ AbstainBiasOption = Annotated[
         "higher declines more often, lower answers more. Default: the generator's profile.",
     ),
 ]
+MinRelevanceOption = Annotated[
+    float | None,
+    typer.Option(
+        "--min-relevance",
+        min=-1.0,
+        max=1.0,
+        help="Grounded decoding: decline a question when no retrieved passage reaches this "
+        "cosine similarity to it (-1: no gate). Default: the generator's profile (0.25 for "
+        "indexes built with the default MiniLM embedder).",
+    ),
+]
 BaseUrlOption = Annotated[
     str | None,
     typer.Option(

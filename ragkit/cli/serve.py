@@ -20,6 +20,7 @@ from ragkit.cli.options import (
     DecodingOption,
     GeneratorBackendOption,
     GeneratorOption,
+    MinRelevanceOption,
     QuantizeOption,
     RetrieverOption,
 )
@@ -53,6 +54,7 @@ def serve_command(
     decoding: DecodingOption = None,
     abstain_below: AbstainBelowOption = None,
     abstain_bias: AbstainBiasOption = None,
+    min_relevance: MinRelevanceOption = None,
     base_url: BaseUrlOption = None,
     api_key_env: ApiKeyEnvOption = None,
     api_key_file: Annotated[
@@ -109,6 +111,7 @@ def serve_command(
             decoding=decoding,
             abstain_below=abstain_below,
             abstain_bias=abstain_bias,
+            min_relevance=min_relevance,
             adapter=adapter,
             quantize=quantize,
             backend=generator_backend,

@@ -35,6 +35,7 @@ def answering_pipeline(
     api_key_env: str | None = None,
     abstain_below: float | None = None,
     abstain_bias: float | None = None,
+    min_relevance: float | None = None,
 ) -> RAGPipeline:
     """A :class:`RAGPipeline` over ``index`` (a path, an open index, or a ready retriever).
 
@@ -43,6 +44,7 @@ def answering_pipeline(
     ``retriever``: a kind (``hybrid``/``dense``/``bm25``) or a retriever object.
     ``abstain_below``: None = the profile's answerability threshold; 0 = never veto.
     ``abstain_bias``: None = the profile's bias on the abstention path's first token.
+    ``min_relevance``: None = the profile's relevance gate; -1 = no gate.
     """
     from ragkit.generation import make_generator
     from ragkit.retrieval import make_retriever
@@ -73,4 +75,5 @@ def answering_pipeline(
         decoding=decoding,  # type: ignore[arg-type]
         abstain_below=abstain_below,
         abstain_bias=abstain_bias,
+        min_relevance=min_relevance,
     )

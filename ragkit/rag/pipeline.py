@@ -188,6 +188,12 @@ class RAGPipeline:
     def generator(self) -> GeneratorBackend:
         return self._generator
 
+    @property
+    def min_relevance(self) -> float:
+        """The relevance gate's threshold (-1: no gate), as a rebuild passes it on."""
+        gate = next((s for s in self.pipeline.steps if isinstance(s, RelevanceGate)), None)
+        return -1.0 if gate is None else gate.min_similarity
+
     def preload(self) -> threading.Thread | None:
         """Load the generator (and, for grounded decoding, its token table) in a background
         thread, so that it overlaps opening the index, loading the embedder and retrieving.

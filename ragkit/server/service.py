@@ -67,6 +67,8 @@ def reloaded_pipeline(rag: RAGPipeline) -> RAGPipeline:
         abstain_bias=step.abstain_bias,
         abstain_below=step.abstain_below,
         require_probe=step.require_probe,
+        min_relevance=rag.min_relevance,
+        max_prompt_tokens=builder.max_prompt_tokens,
     )
 
 
@@ -153,6 +155,8 @@ class RAGService:
                 abstain_bias=step.abstain_bias,
                 abstain_below=step.abstain_below,
                 require_probe=step.require_probe,
+                min_relevance=rag.min_relevance,
+                max_prompt_tokens=rag.prompt_builder.max_prompt_tokens,
             )
             if current:
                 self._variants[key] = variant

@@ -133,6 +133,7 @@ def test_bad_input_is_one_line_and_non_zero(
         (["eval", "data.json", "--limit", "0"], "'--limit'"),
         (["ask", "x", "--index", "IDX", "--abstain-bias", "1e39"], "'--abstain-bias'"),
         (["ask", "x", "--index", "IDX", "--abstain-bias", "nan"], "'--abstain-bias'"),
+        (["ask", "x", "--index", "IDX", "--min-relevance", "1.5"], "'--min-relevance'"),
     ],
 )
 def test_usage_errors_are_one_line_naming_the_choices(args: list[str], message: str) -> None:
@@ -204,6 +205,8 @@ def test_the_abstention_options_reach_the_pipeline(
 
     monkeypatch.setattr(ragkit.rag, "answering_pipeline", record)
     monkeypatch.setattr(ragkit.evaluation, "run_evaluation", record)
-    result = runner.invoke(app, [*argv, "--abstain-bias", "-2.5", "--abstain-below", "0.3"])
+    options = ["--abstain-bias", "-2.5", "--abstain-below", "0.3", "--min-relevance", "0.4"]
+    result = runner.invoke(app, [*argv, *options])
     assert result.exit_code == 1 and "recorded" in result.stderr, result.output
     assert seen["abstain_bias"] == -2.5 and seen["abstain_below"] == 0.3
+    assert seen["min_relevance"] == 0.4

@@ -160,3 +160,29 @@ def test_only_plain_pipelines_are_rebuilt(server_rag: Any) -> None:
     rag = RAGPipeline(server_rag.retriever, ScriptedGenerator("x"), strategy="cot")
     with pytest.raises(ReloadError, match="plain-strategy"):
         reloaded_pipeline(rag)
+
+
+def test_a_reload_and_a_sampling_variant_keep_the_gate_and_the_prompt_cap(
+    server_rag: Any,
+) -> None:
+    """Rebuilt pipelines carry the served pipeline's relevance gate and prompt cap, not the
+    profile's: ``serve --min-relevance 0.33`` stays 0.33 after a reload."""
+    from ragkit.rag import RAGPipeline
+    from ragkit.server.service import reloaded_pipeline
+
+    rag = RAGPipeline(
+        server_rag.retriever,
+        server_rag.generator,
+        template="grounded_qa_completion",
+        decoding="grounded",
+        min_relevance=0.33,
+        max_prompt_tokens=900,
+    )
+    service = RAGService(rag)
+    for rebuilt in (reloaded_pipeline(rag), service.pipeline_for(Decoding(temperature=0.9))):
+        assert rebuilt is not rag
+        assert rebuilt.min_relevance == pytest.approx(0.33)
+        assert rebuilt.prompt_builder.max_prompt_tokens == 900
+    ungated = RAGPipeline(server_rag.retriever, server_rag.generator, decoding="grounded",
+                          template="grounded_qa_completion", min_relevance=-1.0)  # fmt: skip
+    assert reloaded_pipeline(ungated).min_relevance == -1.0
