@@ -103,13 +103,7 @@ def similarities(index_dir: Path, questions: list[str]) -> list[float]:
     from ragkit.retrieval import make_retriever
 
     retriever = make_retriever(index_dir, "hybrid", k=4)
-    embedder = retriever.index.embedder
-    out = []
-    for question in questions:
-        hits = retriever.run(question).hits
-        texts = [h.text for h in hits]
-        out.append(best_similarity(embedder.encode_query, embedder.encode, question, texts))
-    return out
+    return [best_similarity(retriever.index, q, retriever.run(q).hits) for q in questions]
 
 
 def share_below(values: list[float], threshold: float) -> float:

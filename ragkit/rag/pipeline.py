@@ -132,7 +132,7 @@ class RAGPipeline:
             if gate_at is None and getattr(embedder, "name", None) == profile.relevance_embedder:
                 gate_at = profile.min_relevance  # measured on this embedder's cosines only
             gate = (
-                [RelevanceGate(gate_at, embedder)]
+                [RelevanceGate(gate_at, getattr(retriever, "index", None))]
                 if decoding == "grounded" and gate_at is not None and gate_at > -1.0
                 else []
             )

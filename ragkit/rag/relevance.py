@@ -16,7 +16,7 @@ another model. The answering profile sets it for the index default (benchmarks/R
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,23 +25,25 @@ from pydantic import BaseModel, Field
 from ragkit.pipeline.component import LoadContext, component
 from ragkit.schema import Hit
 
-EncodeQuery = Callable[[str], Any]
-Encode = Callable[[Sequence[str]], Any]
 
+def best_similarity(index: Any, question: str, hits: Sequence[Hit]) -> float:
+    """The highest cosine similarity between ``question`` and the ``hits`` (-1 when none).
 
-def best_similarity(
-    encode_query: EncodeQuery, encode: Encode, question: str, texts: Sequence[str]
-) -> float:
-    """The highest cosine similarity between ``question`` and ``texts`` (-1 when none).
-
-    Both encoders return unit-length rows (ragkit's :class:`~ragkit.embedding.Embedder`), so
-    the dot product is the cosine.
+    The passages' vectors are the ones the index stored (no re-embedding; a chunk without one
+    is embedded), and the question's comes from the embedder's query cache, which retrieval
+    has just filled: the gate costs one lookup. Vectors are unit length, so the dot product is
+    the cosine.
     """
-    if not texts:
+    if not hits:
         return -1.0
-    query = np.asarray(encode_query(question), dtype=np.float32).reshape(1, -1)
-    passages = np.asarray(encode(list(texts)), dtype=np.float32)
-    return float((passages @ query.T).max())
+    embedder = index.embedder
+    stored = index.vectors_of([h.chunk_id for h in hits])
+    missing = [h for h in hits if h.chunk_id not in stored]
+    rows = [np.asarray(v, dtype=np.float32).reshape(-1) for v in stored.values()]
+    if missing:
+        rows.extend(np.asarray(embedder.encode([h.text for h in missing]), dtype=np.float32))
+    query = np.asarray(embedder.encode_query(question), dtype=np.float32).reshape(-1)
+    return float((np.stack(rows) @ query).max())
 
 
 class GatedHits(BaseModel):
@@ -54,24 +56,22 @@ class GatedHits(BaseModel):
 class RelevanceGate:
     """Pipeline step: the hits pass when one of them is close enough to the question.
 
-    ``min_similarity``: the lowest best-cosine that passes. ``embedder``: the index's
-    embedder (re-attached at load time from the retriever's index).
+    ``min_similarity``: the lowest best-cosine that passes. ``index``: the retriever's index
+    (its embedder and stored vectors; re-attached at load time).
     """
 
     component_name = "relevance_gate"
 
-    def __init__(self, min_similarity: float, embedder: Any = None) -> None:
+    def __init__(self, min_similarity: float, index: Any = None) -> None:
         if not -1.0 <= min_similarity <= 1.0:
             raise ValueError(f"min_similarity must be a cosine in [-1, 1], got {min_similarity}")
         self.min_similarity = float(min_similarity)
-        self.embedder = embedder
+        self.index = index
 
     def run(self, question: str, hits: list[Hit]) -> GatedHits:
-        if self.embedder is None or not hits:
+        if self.index is None or not hits:
             return GatedHits(hits=hits, relevance=-1.0 if not hits else 1.0)
-        best = best_similarity(
-            self.embedder.encode_query, self.embedder.encode, question, [h.text for h in hits]
-        )
+        best = best_similarity(self.index, question, hits)
         if best >= self.min_similarity:
             return GatedHits(hits=hits, relevance=best)
         note = (
@@ -85,12 +85,12 @@ class RelevanceGate:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], context: Any = None) -> RelevanceGate:
-        """The embedder is the index's: bound when the load provides the retriever's index."""
+        """The index is the retriever's: bound when the load opens it."""
         gate = cls(float(config["min_similarity"]))
         ctx = context if isinstance(context, LoadContext) else LoadContext(context)
         ctx.bind("index", gate._attach_index)
         return gate
 
     def _attach_index(self, index: Any) -> None:
-        if self.embedder is None:
-            self.embedder = getattr(index, "embedder", None)
+        if self.index is None:
+            self.index = index

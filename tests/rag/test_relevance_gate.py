@@ -12,6 +12,7 @@ from ragkit.embedding import Embedder
 from ragkit.generation import Generator
 from ragkit.rag import RAGPipeline
 from ragkit.rag.relevance import RelevanceGate, best_similarity
+from ragkit.schema import Chunk, Hit
 
 from .test_grounded import QUESTIONS, grounded_rag
 
@@ -21,32 +22,45 @@ def unit(*values: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def test_best_similarity_is_the_highest_cosine() -> None:
-    vectors = {"q": unit(1, 0), "near": unit(1, 1), "far": unit(-1, 0.1)}
+class FakeIndex:
+    """Stored vectors by chunk id; every question embeds to ``query``, and an unstored text
+    to ``embed(text)`` (the tiny random embedder puts all texts at cosine ~1: it tests
+    nothing)."""
 
-    def encode(texts: Any) -> np.ndarray:
-        return np.stack([vectors[t] for t in texts])
+    def __init__(self, stored: dict[str, np.ndarray], query: np.ndarray, embed: Any) -> None:
+        self.stored, self.query, self.embed = stored, query, embed
+        self.embedder = self
+        self.embedded: list[str] = []
 
-    def encode_query(text: str) -> np.ndarray:
-        return vectors[text].reshape(1, -1)
-
-    assert best_similarity(encode_query, encode, "q", ["far", "near"]) == pytest.approx(
-        float(unit(1, 1) @ unit(1, 0))
-    )
-    assert best_similarity(encode_query, encode, "q", []) == -1.0
-    with pytest.raises(ValueError, match="cosine"):
-        RelevanceGate(1.5)
-
-
-class Orthogonal:
-    """Questions and passages on orthogonal axes: every similarity is exactly 0 (the tiny
-    random embedder puts all texts at cosine ~1, which tests nothing)."""
+    def vectors_of(self, chunk_ids: Any) -> dict[str, np.ndarray]:
+        return {c: self.stored[c] for c in chunk_ids if c in self.stored}
 
     def encode_query(self, text: str) -> np.ndarray:
-        return unit(1, 0).reshape(1, -1)
+        return self.query.reshape(1, -1)
 
     def encode(self, texts: Any) -> np.ndarray:
-        return np.stack([unit(0, 1) for _ in texts])
+        self.embedded.extend(texts)
+        return np.stack([self.embed(t) for t in texts])
+
+
+def orthogonal() -> FakeIndex:
+    """Every passage orthogonal to every question: similarity exactly 0."""
+    return FakeIndex({}, unit(1, 0), lambda text: unit(0, 1))
+
+
+def hit(chunk_id: str, text: str) -> Hit:
+    chunk = Chunk(id=chunk_id, document_id="d", text=text, start=0, end=len(text), source="s")
+    return Hit(chunk=chunk, score=1.0)
+
+
+def test_best_similarity_uses_stored_vectors_and_embeds_only_what_is_missing() -> None:
+    index = FakeIndex({"near": unit(1, 1), "far": unit(-1, 0.1)}, unit(1, 0), lambda t: unit(0, 1))
+    hits = [hit("far", "far text"), hit("near", "near text"), hit("new", "unstored text")]
+    assert best_similarity(index, "q", hits) == pytest.approx(float(unit(1, 1) @ unit(1, 0)))
+    assert index.embedded == ["unstored text"]  # the stored two are not embedded again
+    assert best_similarity(index, "q", []) == -1.0
+    with pytest.raises(ValueError, match="cosine"):
+        RelevanceGate(1.5)
 
 
 def gated(rag: RAGPipeline) -> RelevanceGate:
@@ -66,7 +80,7 @@ def test_a_question_no_passage_is_close_to_is_declined_with_its_reason(
     passing = grounded_rag(
         file_index, tiny_embedder, tiny_generator, abstain_bias=-50.0, min_relevance=0.0
     )
-    gated(strict).embedder = gated(passing).embedder = Orthogonal()
+    gated(strict).index = gated(passing).index = orthogonal()
     for question in QUESTIONS:
         declined = strict.ask(question)
         assert declined.abstained and not declined.citations
@@ -94,7 +108,7 @@ def test_a_gate_every_passage_passes_changes_no_answer_and_survives_save_and_loa
     lenient.save(tmp_path / "rag.yaml")
     loaded = RAGPipeline.load(tmp_path / "rag.yaml", {"generator": tiny_generator})
     gate = next(s for s in loaded.pipeline.steps if isinstance(s, RelevanceGate))
-    assert gate.min_similarity == pytest.approx(-0.9999) and gate.embedder is not None
+    assert gate.min_similarity == pytest.approx(-0.9999) and gate.index is not None
     assert loaded.ask(QUESTIONS[0]).answer == lenient.ask(QUESTIONS[0]).answer
 
 
