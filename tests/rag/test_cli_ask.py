@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from ragkit.cli import app
@@ -135,31 +134,3 @@ def test_chat_command_session(tmp_path: Path, tiny_model_path: Path, tiny_llama_
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.count("Sources") + result.stderr.count("no sources cited") == 2
-
-
-def test_the_streamed_answer_is_printed_without_its_leading_space(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A completion prompt ends in "Answer:", so the model's first piece is " 1992"."""
-    from types import SimpleNamespace
-
-    import ragkit.rag
-
-    answer = SimpleNamespace(citations=[], abstained=True, trace=None, answerability=None)
-
-    class Stream:
-        def __init__(self) -> None:
-            self.pieces = iter([" ", " 1992", " and", " after"])
-            self.answer = answer
-
-        def __iter__(self) -> Stream:
-            return self
-
-        def __next__(self) -> str:
-            return next(self.pieces)
-
-    fake = SimpleNamespace(preload=lambda: None, stream=lambda question: Stream())
-    monkeypatch.setattr(ragkit.rag, "answering_pipeline", lambda *a, **k: fake)
-    result = runner.invoke(app, ["ask", "When?", "--index", "unused"])
-    assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("1992 and after"), repr(result.stdout)

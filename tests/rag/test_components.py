@@ -49,6 +49,7 @@ from ragkit.pipeline import (
 )
 from ragkit.query_transforms import HyDERetriever, MultiQueryRetriever
 from ragkit.rag import CitationStep, GenerateStep, PromptBuilder
+from ragkit.rag.relevance import RelevanceGate
 from ragkit.retrieval import (
     BM25Retriever,
     CrossEncoderReranker,
@@ -121,7 +122,10 @@ SAMPLES: dict[str, Callable[[Resources], Any]] = {
         r.index, r.generator, k=2, question_weight=0.3, max_new_tokens=8
     ),
     "parallel": lambda r: Parallel(dense=DenseRetriever(r.index, k=2), bm25=BM25Retriever(r.index)),
-    "prompt_builder": lambda r: PromptBuilder(TEMPLATE, budget=r.generator, max_passage_chars=90),
+    "prompt_builder": lambda r: PromptBuilder(
+        TEMPLATE, budget=r.generator, max_passage_chars=90, max_prompt_tokens=400
+    ),
+    "relevance_gate": lambda r: RelevanceGate(0.3, r.index),
     "generator": lambda r: GenerateStep(
         r.generator,
         {"max_new_tokens": 3, "stop": ["\n\n"]},
@@ -211,6 +215,8 @@ def test_component_round_trips_through_yaml(
         assert rebuilt.generator is resources.generator
     if name == "prompt_builder":
         assert rebuilt.budget is resources.generator
+    if name == "relevance_gate":
+        assert rebuilt.index is resources.index
     # saving what was loaded writes the same file
     again = tmp_path / "again.yaml"
     save_pipeline(Pipeline([loaded], name=name), again)
