@@ -253,7 +253,10 @@ def _hub_unreachable() -> str | None:
     from huggingface_hub import constants
 
     host = urlsplit(constants.ENDPOINT).hostname
-    if not host:
+    proxied = any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    )
+    if not host or proxied:  # behind a proxy the proxy resolves the host, not this machine
         return None
     try:
         socket.getaddrinfo(host, 443)

@@ -100,6 +100,8 @@ class RAGPipeline:
                     )
                     if value  # None or 0: nothing asked for
                 ]
+                if min_relevance is not None and min_relevance > -1.0:
+                    given.append("min_relevance (--min-relevance)")
                 if given:
                     raise DecodingError(
                         f"{' and '.join(given)} {'work' if len(given) > 1 else 'works'} with "

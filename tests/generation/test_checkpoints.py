@@ -297,7 +297,9 @@ def test_an_unresolvable_hub_host_fails_at_once_without_retries(
 
     import huggingface_hub
 
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
@@ -305,14 +307,23 @@ def test_an_unresolvable_hub_host_fails_at_once_without_retries(
     def no_dns(*args: Any, **kwargs: Any) -> Any:
         raise socket.gaierror(-2, "Name or service not known")
 
+    requests: list[str] = []
+
     def no_download(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a request was made although the host does not resolve")
+        requests.append(str(args[0]))
+        raise OSError("offline")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
     with pytest.raises(ModelNotFoundError, match="hub cannot be reached") as excinfo:
         resolve_causal_lm("ragkit-tests/no-such-model-xyz")
     assert "Name or service not known" in str(excinfo.value) and "\n" not in str(excinfo.value)
+    assert requests == []  # no request, so no retries
+    # behind a proxy this machine need not resolve the host: the download is tried
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    with pytest.raises(ModelNotFoundError, match="cannot be fetched"):
+        resolve_causal_lm("ragkit-tests/no-such-model-xyz")
+    assert requests == ["ragkit-tests/no-such-model-xyz"]
 
 
 def test_cached_hub_id_is_returned_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -243,9 +243,18 @@ def test_abstention_options_with_free_decoding_are_refused_in_one_line(
 ) -> None:
     """Free decoding has no abstention path: an explicit bias or threshold would do nothing."""
     with Index.open(file_index, tiny_embedder) as index:
-        for option in ({"abstain_bias": -2.0}, {"abstain_below": 0.3}):
+        options: list[dict[str, float]] = [
+            {"abstain_bias": -2.0},
+            {"abstain_below": 0.3},
+            {"min_relevance": 0.0},  # a real threshold (cosine 0), unlike a bias of 0
+        ]
+        for option in options:
             with pytest.raises(DecodingError, match="works with grounded decoding only"):
                 RAGPipeline(DenseRetriever(index, k=2), tiny_generator, decoding="free", **option)
+        off = RAGPipeline(
+            DenseRetriever(index, k=2), tiny_generator, decoding="free", min_relevance=-1
+        )
+        assert off.min_relevance == -1.0  # "no gate" is no request
 
 
 def test_a_first_token_of_the_abstention_commits_to_it() -> None:
