@@ -7,7 +7,7 @@ highest cosine between the question and those passages: the signal of
 from another corpus are off topic there. The rule (benchmarks/README.md, "Off-topic questions:
 a relevance gate") picks the threshold on the selection sets and reports the measured sets once.
 
-    .venv/bin/python benchmarks/relevance_gate.py            # selection + measure (~12 min on 2 shared cores)
+    .venv/bin/python benchmarks/relevance_gate.py            # selection + measure (~2 min; ~12 the first time: indexing)
     .venv/bin/python benchmarks/relevance_gate.py --quick    # 20 questions a set, plumbing
     .venv/bin/python benchmarks/relevance_gate.py --answer-quality-effect   # the test split
 
