@@ -128,13 +128,14 @@ class RAGPipeline:
                 raise DecodingError(
                     f"decoding {decoding!r} works with the plain strategy only, not {strategy!r}"
                 )
-            embedder = getattr(getattr(retriever, "index", None), "embedder", None)
+            index = getattr(retriever, "index", None)
+            embedder = getattr(index, "embedder", None)
             embed = embedder.encode if embedder is not None else None
             gate_at = min_relevance
             if gate_at is None and getattr(embedder, "name", None) == profile.relevance_embedder:
                 gate_at = profile.min_relevance  # measured on this embedder's cosines only
             gate = (
-                [RelevanceGate(gate_at, getattr(retriever, "index", None))]
+                [RelevanceGate(gate_at, index)]
                 if decoding == "grounded" and gate_at is not None and gate_at > -1.0
                 else []
             )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,12 +57,27 @@ def reloaded_pipeline(rag: RAGPipeline) -> RAGPipeline:
             f"the generator {type(rag.generator).__name__} has no configuration to reload from"
         )
     generator = generator_from_config(config.model_dump())
+    options = step.options.model_dump(exclude_unset=True) if step.options else None
+    return rebuilt_pipeline(rag, generator, options)
+
+
+def rebuilt_pipeline(
+    rag: RAGPipeline, generator: Any, options: Mapping[str, Any] | None
+) -> RAGPipeline:
+    """``rag``'s answering choices (retriever, template, decoding, abstention, relevance gate,
+    prompt cap) around ``generator`` and ``options``.
+
+    One place for a reload and a sampling variant, so that a choice added to the pipeline is
+    carried by both or by neither. ``rag`` is a plain-strategy pipeline.
+    """
+    step = rag.generate_step
+    assert step is not None  # plain strategy: callers check
     builder = rag.prompt_builder
     return RAGPipeline(
         rag.retriever,
         generator,
         template=builder.template_name or builder.template,
-        options=step.options.model_dump(exclude_unset=True) if step.options else None,
+        options=options,
         decoding=step.decoding,
         abstain_bias=step.abstain_bias,
         abstain_below=step.abstain_below,
@@ -144,20 +159,7 @@ class RAGService:
             if found is not None:
                 self._variants.move_to_end(key)
                 return found
-            step = rag.generate_step
-            assert step is not None  # supports_options
-            variant = RAGPipeline(
-                rag.retriever,
-                rag.generator,
-                template=rag.prompt_builder.template,
-                options=options,
-                decoding=step.decoding,
-                abstain_bias=step.abstain_bias,
-                abstain_below=step.abstain_below,
-                require_probe=step.require_probe,
-                min_relevance=rag.min_relevance,
-                max_prompt_tokens=rag.prompt_builder.max_prompt_tokens,
-            )
+            variant = rebuilt_pipeline(rag, rag.generator, options)  # supports_options: plain
             if current:
                 self._variants[key] = variant
                 while len(self._variants) > MAX_VARIANTS:
