@@ -48,7 +48,8 @@ def best_similarity(index: Any, question: str, hits: Sequence[Hit]) -> float:
 
 class GatedHits(BaseModel):
     hits: list[Hit]
-    relevance: float
+    relevance: float | None
+    """The best cosine; None when it was not measured (no index to measure with)."""
     relevance_notes: list[str] = Field(default_factory=list)
 
 
@@ -69,8 +70,8 @@ class RelevanceGate:
         self.index = index
 
     def run(self, question: str, hits: list[Hit]) -> GatedHits:
-        if self.index is None or not hits:
-            return GatedHits(hits=hits, relevance=-1.0 if not hits else 1.0)
+        if self.index is None or not hits:  # nothing to measure with, or nothing retrieved
+            return GatedHits(hits=hits, relevance=None)
         best = best_similarity(self.index, question, hits)
         if best >= self.min_similarity:
             return GatedHits(hits=hits, relevance=best)

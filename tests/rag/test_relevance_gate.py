@@ -144,3 +144,15 @@ def test_the_default_profile_gates_at_the_measured_minilm_threshold() -> None:
 
     profile = answering_profile(None)
     assert (profile.min_relevance, profile.relevance_embedder) == (0.25, DEFAULT_EMBEDDER)
+
+
+def test_no_hits_or_no_index_pass_through_unmeasured() -> None:
+    """Nothing retrieved is the retriever's abstention (with its own note), not the gate's;
+    a gate with no index to measure with records no similarity rather than a made-up one."""
+    gate = RelevanceGate(0.5, orthogonal())
+    empty = gate.run("q", [])
+    assert (empty.hits, empty.relevance, empty.relevance_notes) == ([], None, [])
+    unbound = RelevanceGate(0.5).run("q", [hit("a", "text")])
+    assert len(unbound.hits) == 1 and unbound.relevance is None
+    measured = gate.run("q", [hit("a", "text")])
+    assert measured.hits == [] and measured.relevance == pytest.approx(0.0)
