@@ -10,6 +10,7 @@ a relevance gate") picks the threshold on the selection sets and reports the mea
     .venv/bin/python benchmarks/relevance_gate.py            # selection + measure (~2 min; ~12 the first time: indexing)
     .venv/bin/python benchmarks/relevance_gate.py --quick    # 20 questions a set, plumbing
     .venv/bin/python benchmarks/relevance_gate.py --answer-quality-effect   # the test split
+    .venv/bin/python benchmarks/relevance_gate.py --cost     # its time per question vs retrieval
 
 Results go to benchmarks/results/relevance-gate-<time>.json (git-ignored).
 """
@@ -150,6 +151,37 @@ def answer_quality_effect() -> int:
     return 0
 
 
+def gate_cost(rounds: int = 5) -> int:
+    """Seconds per question of retrieval and of the gate after it, on the wiki index: the
+    gate sits on the answering path of every question."""
+    from ragkit.rag.relevance import RelevanceGate
+    from ragkit.retrieval import make_retriever
+
+    retriever = make_retriever(wiki_index(), "hybrid", k=4)
+    gate = RelevanceGate(0.25, retriever.index)
+    questions = acceptance_questions() + WIKI_OFF_TOPIC
+    for q in questions:  # warm: models loaded, query cache as after the first retrieval
+        gate.run(q, retriever.run(q).hits)
+    retrieve_s = gate_s = 0.0
+    for _ in range(rounds):
+        for q in questions:
+            t0 = time.perf_counter()
+            hits = retriever.run(q).hits
+            t1 = time.perf_counter()
+            gate.run(q, hits)
+            t2 = time.perf_counter()
+            retrieve_s, gate_s = retrieve_s + t1 - t0, gate_s + t2 - t1
+    n = rounds * len(questions)
+    result = {
+        "questions": n,
+        "retrieval_ms": round(1000 * retrieve_s / n, 3),
+        "gate_ms": round(1000 * gate_s / n, 3),
+        "gate_over_retrieval": round(gate_s / retrieve_s, 4),
+    }
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="20 questions a set")
@@ -158,9 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only: the default gate on answer_quality.py's test split and index",
     )
+    parser.add_argument(
+        "--cost", action="store_true", help="only: the gate's time per question against retrieval's"
+    )
     args = parser.parse_args(argv)
     if args.answer_quality_effect:
         return answer_quality_effect()
+    if args.cost:
+        return gate_cost()
     limit = 20 if args.quick else None
     started = time.perf_counter()
 
