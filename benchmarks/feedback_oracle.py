@@ -497,8 +497,14 @@ def cmd_score_reward(args: argparse.Namespace) -> int:
 
 def cmd_compare_reward(args: argparse.Namespace) -> int:
     """Paired difference B − A in held-out pairwise accuracy, over the pairs both scored."""
-    a = json.loads(Path(args.a).read_text(encoding="utf-8"))
-    b = json.loads(Path(args.b).read_text(encoding="utf-8"))
+    try:
+        a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (args.a, args.b))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read a score-reward result: {exc}", file=sys.stderr)
+        return 2
+    if not all(isinstance(r, dict) and {"margins", "pairs_file"} <= set(r) for r in (a, b)):
+        print("error: both files must be score-reward results (with margins)", file=sys.stderr)
+        return 2
     if a["pairs_file"] != b["pairs_file"]:
         print(
             f"error: the two results scored different pair files: {a['pairs_file']} vs "

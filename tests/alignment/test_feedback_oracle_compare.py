@@ -46,3 +46,6 @@ def test_the_difference_is_paired_on_the_pairs_both_scored(
     b["pairs_file"] = "other.jsonl"
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert oracle.main(["compare-reward", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    (tmp_path / "c.json").write_text("{}")
+    assert oracle.main(["compare-reward", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 2
+    assert oracle.main(["compare-reward", str(tmp_path / "a.json"), str(tmp_path / "nope")]) == 2
