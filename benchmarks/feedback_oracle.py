@@ -32,6 +32,11 @@ intervals (over pairs, and over questions: pairs of one question are not indepen
     .venv/bin/python benchmarks/feedback_oracle.py collect --split test --limit 120 --name cct120
     .venv/bin/python benchmarks/feedback_oracle.py score-reward --model DIR --pairs FILE
     .venv/bin/python benchmarks/feedback_oracle.py compare-reward A.json B.json   # paired, B - A
+    .venv/bin/python benchmarks/feedback_oracle.py heldout-questions --out FILE  # the test article
+
+``heldout-questions`` writes the held-out article's questions alone as SQuAD JSON: the
+questions ``ragkit align loop`` compares the current and the candidate adapter on
+(``benchmarks/configs/feedback_loop_gemma.yaml``), kept under ``benchmarks/.work/``.
 
 Progress goes to stderr and to a log under benchmarks/results/ (git-ignored), with a JSON summary.
 """
@@ -535,6 +540,21 @@ def cmd_compare_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heldout_questions(args: argparse.Namespace) -> int:
+    from answer_quality import DATA, TEST_ARTICLE
+
+    from ragkit.atomic import atomic_write_text
+
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    held_out = {**data, "data": [a for a in data["data"] if a["title"] == TEST_ARTICLE]}
+    count = sum(len(p["qas"]) for a in held_out["data"] for p in a["paragraphs"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(held_out))
+    print(f"{count} questions of {TEST_ARTICLE} -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -580,7 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     cr.add_argument("a", help="score-reward result JSON of model A")
     cr.add_argument("b", help="score-reward result JSON of model B (the same pairs file)")
     cr.add_argument("--rounds", type=int, default=2000, help="bootstrap resamples")
+    hq = sub.add_parser("heldout-questions", help="the held-out article's questions (SQuAD JSON)")
+    hq.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.command == "heldout-questions":
+        return cmd_heldout_questions(args)
     if args.command == "compare-reward":
         return cmd_compare_reward(args)
     if args.command == "collect":

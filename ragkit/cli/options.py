@@ -7,6 +7,8 @@ and a choice added to the library appears here without a second list to keep in 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -17,6 +19,23 @@ from ragkit.rag import Decoding
 from ragkit.rag.generate_step import MAX_ABSTAIN_BIAS
 from ragkit.rag.strategies import Strategy
 from ragkit.retrieval import RetrieverKind
+
+
+def _in_range(low: float, high: float) -> Callable[[float | None], float | None]:
+    """A range check that names a value that is not a number (``nan``, ``inf``) as such; typer's
+    own ``min``/``max`` would report ``nan`` as "should be less than or equal to" the bound."""
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return None
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"must be a number from {low:g} to {high:g}, not {value}")
+        if not low <= value <= high:
+            raise typer.BadParameter(f"must be from {low:g} to {high:g}, not {value:g}")
+        return value
+
+    return check
+
 
 # Where an index lives: a directory (FAISS + SQLite) or a PostgreSQL + pgvector store.
 IndexOption = Annotated[
@@ -96,8 +115,7 @@ AbstainBelowOption = Annotated[
     float | None,
     typer.Option(
         "--abstain-below",
-        min=0.0,
-        max=1.0,
+        callback=_in_range(0.0, 1.0),
         help="Grounded decoding: abstain when the adapter's answerability probe puts "
         "P(the passages hold the answer) below this (0: never veto). Default: the generator's "
         "profile.",
@@ -107,8 +125,7 @@ AbstainBiasOption = Annotated[
     float | None,
     typer.Option(
         "--abstain-bias",
-        min=-MAX_ABSTAIN_BIAS,
-        max=MAX_ABSTAIN_BIAS,
+        callback=_in_range(-MAX_ABSTAIN_BIAS, MAX_ABSTAIN_BIAS),
         help="Grounded decoding: added to the logit of the abstention path's first token; "
         "higher declines more often, lower answers more. Default: the generator's profile.",
     ),
@@ -117,8 +134,7 @@ MinRelevanceOption = Annotated[
     float | None,
     typer.Option(
         "--min-relevance",
-        min=-1.0,
-        max=1.0,
+        callback=_in_range(-1.0, 1.0),
         help="Grounded decoding: decline a question when no retrieved passage reaches this "
         "cosine similarity to it (-1: no gate). Default: the generator's profile (0.25 for "
         "indexes built with the default MiniLM embedder).",

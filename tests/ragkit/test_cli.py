@@ -131,9 +131,22 @@ def test_bad_input_is_one_line_and_non_zero(
         (["align", "ppo"], "Missing option '--config'"),
         (["ask", "x", "--index", "IDX", "--max-new-tokens", "0"], "'--max-new-tokens'"),
         (["eval", "data.json", "--limit", "0"], "'--limit'"),
-        (["ask", "x", "--index", "IDX", "--abstain-bias", "1e39"], "'--abstain-bias'"),
-        (["ask", "x", "--index", "IDX", "--abstain-bias", "nan"], "'--abstain-bias'"),
-        (["ask", "x", "--index", "IDX", "--min-relevance", "1.5"], "'--min-relevance'"),
+        (
+            ["ask", "x", "--index", "IDX", "--abstain-bias", "1e39"],
+            "'--abstain-bias': must be from -100 to 100, not 1e+39",
+        ),
+        (
+            ["ask", "x", "--index", "IDX", "--abstain-bias", "nan"],
+            "'--abstain-bias': must be a number from -100 to 100, not nan",
+        ),
+        (
+            ["ask", "x", "--index", "IDX", "--abstain-below", "inf"],
+            "'--abstain-below': must be a number from 0 to 1, not inf",
+        ),
+        (
+            ["ask", "x", "--index", "IDX", "--min-relevance", "1.5"],
+            "'--min-relevance': must be from -1 to 1, not 1.5",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_naming_the_choices(args: list[str], message: str) -> None:
