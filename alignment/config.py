@@ -151,9 +151,17 @@ class RewardJobConfig(StrictSettings):
 
 
 class SFTJobConfig(StrictSettings):
-    """``ragkit align sft``: supervised fine-tuning on demonstrations (loss on responses only)."""
+    """``ragkit align sft``: supervised fine-tuning on demonstrations (loss on responses only).
+
+    ``init_adapter``: continue training an existing LoRA adapter (a packaged name such as
+    ``grounded-qa-gemma``, or a peft folder) instead of starting a fresh one; needs
+    ``model.finetune: lora``, and the adapter's own rank and target modules replace
+    ``model.lora``. It is how a served adapter gets more SFT on new data, e.g. the control run
+    that PPO of the same adapter is compared with.
+    """
 
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(finetune="lora"))
+    init_adapter: str | None = None
     data: DemonstrationDataSettings = Field(default_factory=DemonstrationDataSettings)
     training: TrainingSettings = Field(
         default_factory=lambda: TrainingSettings(learning_rate=2e-4, batch_size=4)
@@ -166,6 +174,8 @@ class SFTJobConfig(StrictSettings):
     def _check(self) -> SFTJobConfig:
         if self.min_prompt_tokens >= self.max_length:
             raise ValueError("min_prompt_tokens must be smaller than max_length")
+        if self.init_adapter is not None and self.model.finetune != "lora":
+            raise ValueError("init_adapter needs model.finetune: lora (the adapter is trained)")
         return self
 
 

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from alignment.backbone import apply_lora
+from alignment.backbone import apply_lora, disable_dropout
 from alignment.config import (
     DemonstrationDataSettings,
     ModelSettings,
@@ -134,6 +134,32 @@ def prepare_trainable(model: nn.Module, settings: ModelSettings) -> nn.Module:
         return apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
     freeze_bottom(model, settings.freeze_layers)
     return model
+
+
+def load_trainable_adapter(model: nn.Module, adapter: str | Path, setting: str) -> nn.Module:
+    """``model`` wrapped with an existing LoRA adapter whose weights train on.
+
+    ``adapter``: a packaged name (``grounded-qa-gemma``) or a peft folder. Continuing an adapter
+    keeps one LoRA of its own rank, which the generator loads like any other; merging it and
+    adding a fresh LoRA would give a model that no single adapter of the base describes.
+    ``setting`` names the config key in errors (``policy_adapter``, ``init_adapter``).
+    """
+    from peft import PeftModel
+
+    from ragkit.errors import RagkitError
+    from ragkit.generation.adapters import resolve_adapter
+
+    try:
+        folder = resolve_adapter(adapter)
+    except RagkitError as exc:
+        raise AlignmentError(f"{setting}: {exc}") from None
+    try:
+        wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AlignmentError(f"{setting} {adapter} does not fit the model: {first}") from None
+    disable_dropout(wrapped)  # the adapter's own LoRA dropout modules
+    return wrapped
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -37,6 +37,7 @@ from alignment.job_setup import (
     check_training_data,
     count_parameters,
     load_demonstrations,
+    load_trainable_adapter,
     prepare_trainable,
     start_run,
     write_json,
@@ -228,7 +229,10 @@ def train_sft(
     lm = load_pretrained(AutoModelForCausalLM, path, config.model.dtype)
     ensure_pad_token(tokenizer, lm)
     disable_dropout(lm)
-    lm = prepare_trainable(lm, config.model)
+    if config.init_adapter is not None:
+        lm = load_trainable_adapter(lm, config.init_adapter, "init_adapter")
+    else:
+        lm = prepare_trainable(lm, config.model)
     module = ResponseOnlyLM(lm)
     trainable, total = count_parameters(module)
     logger.info("sft: %d of %d parameters trainable", trainable, total)

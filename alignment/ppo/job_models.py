@@ -25,8 +25,7 @@ from alignment.backbone import (
     resolve_backbone,
 )
 from alignment.config import ModelSettings
-from alignment.errors import AlignmentError
-from alignment.job_setup import prepare_trainable
+from alignment.job_setup import load_trainable_adapter, prepare_trainable
 from alignment.ppo.job_config import PPOJobConfig, RewardSettings, RolloutSettings
 from alignment.ppo.rollout import RewardFn
 from alignment.ppo.value import ValueModel, zero_value_head
@@ -89,24 +88,9 @@ def load_policy(
     name = settings.name_or_path or "packaged SmolLM2-135M-Instruct"
     if adapter is None:
         return prepare_trainable(lm, settings), backbone, tokenizer, name, None
-    policy = load_trainable_adapter(lm, adapter)
+    policy = load_trainable_adapter(lm, adapter, "policy_adapter")
     reference = merged_copy(policy)  # the policy before PPO; the trainer freezes it
     return policy, backbone, tokenizer, name, reference
-
-
-def load_trainable_adapter(model: nn.Module, adapter: Path) -> nn.Module:
-    """``model`` wrapped with the peft LoRA adapter in ``adapter``, its weights trainable."""
-    from peft import PeftModel
-
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise AlignmentError(f"policy_adapter {adapter} is not a peft adapter folder")
-    try:
-        policy = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
-    except (ValueError, RuntimeError, KeyError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AlignmentError(f"policy_adapter {adapter} does not fit the policy: {first}") from None
-    disable_dropout(policy)  # the adapter's own LoRA dropout modules
-    return policy
 
 
 def value_model_for(

@@ -20,6 +20,7 @@ from alignment import (
     train_sft,
 )
 from alignment.checkpoint import checkpoint_dirs
+from alignment.errors import AlignmentError
 from alignment.job_loop import Interrupted
 from alignment.sft import ResponseOnlyLM
 
@@ -194,3 +195,58 @@ def test_lora_sft_saves_an_adapter_the_generator_applies_to_the_unmodified_base(
     assert not torch.allclose(ours, plain, atol=1e-3)  # the adapter did something
     assert generator.generate(["w1 w2"], max_new_tokens=3)[0].text is not None
     assert "adapter=" in repr(generator)
+
+
+def test_sft_continues_an_existing_adapter_with_its_own_rank(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """``init_adapter``: the served adapter trains on (the control run PPO is compared with);
+    its rank and target modules are kept, and it starts from its trained weights, not zero."""
+    from safetensors.torch import load_file
+
+    data = _demos_file(tmp_path / "demos.jsonl", 32)
+    lora = {"name_or_path": str(tiny_model_dir), "finetune": "lora", "lora": {"r": 4, "alpha": 8}}
+    first = train_sft(
+        _config(
+            tiny_model_dir,
+            data,
+            tmp_path / "first",
+            training={"max_steps": 3, "learning_rate": 1e-2},
+            model=lora,
+        )
+    )
+    assert first.adapter_dir is not None
+    other_rank = {**lora, "lora": {"r": 2, "alpha": 4}}  # ignored: the adapter's own rank rules
+    second = train_sft(
+        _config(
+            tiny_model_dir,
+            data,
+            tmp_path / "second",
+            training={"max_steps": 2, "learning_rate": 1e-6},
+            model=other_rank,
+            init_adapter=str(first.adapter_dir),
+        )
+    )
+    assert second.adapter_dir is not None
+    config = json.loads((second.adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == 4
+    before = load_file(str(first.adapter_dir / "adapter_model.safetensors"))
+    after = load_file(str(second.adapter_dir / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    lora_b = [k for k in before if "lora_B" in k]
+    assert lora_b and any(before[k].abs().max() > 1e-3 for k in lora_b)  # trained, not zero
+    assert all(torch.allclose(before[k], after[k], atol=1e-4) for k in before)  # continued
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # and trained further
+
+
+def test_sft_init_adapter_errors_are_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _demos_file(tmp_path / "demos.jsonl", 16)
+    lora = {"name_or_path": str(tiny_model_dir), "finetune": "lora"}
+    missing = _config(
+        tiny_model_dir, data, tmp_path / "run", model=lora, init_adapter=str(tmp_path / "nope")
+    )
+    with pytest.raises(AlignmentError, match=r"^init_adapter: adapter .* is neither") as caught:
+        train_sft(missing)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"init_adapter needs model\.finetune: lora"):
+        _config(tiny_model_dir, data, tmp_path / "run", init_adapter="grounded-qa-gemma")
