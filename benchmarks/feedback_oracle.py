@@ -33,10 +33,14 @@ intervals (over pairs, and over questions: pairs of one question are not indepen
     .venv/bin/python benchmarks/feedback_oracle.py score-reward --model DIR --pairs FILE
     .venv/bin/python benchmarks/feedback_oracle.py compare-reward A.json B.json   # paired, B - A
     .venv/bin/python benchmarks/feedback_oracle.py heldout-questions --out FILE  # the test article
+    .venv/bin/python benchmarks/feedback_oracle.py control-data --pairs PAIRS --out DEMOS
 
 ``heldout-questions`` writes the held-out article's questions alone as SQuAD JSON: the
 questions ``ragkit align loop`` compares the current and the candidate adapter on
 (``benchmarks/configs/feedback_loop_gemma.yaml``), kept under ``benchmarks/.work/``.
+``control-data`` turns exported pairs into SFT demonstrations for the control run PPO is
+compared with: per prompt, the preferred answers that no pair rejected (the top of the user's
+ranking), as ``{"prompt", "response"}`` with the space the prompt's "Answer:" is followed by.
 
 Progress goes to stderr and to a log under benchmarks/results/ (git-ignored), with a JSON summary.
 """
@@ -555,6 +559,43 @@ def cmd_heldout_questions(args: argparse.Namespace) -> int:
     return 0
 
 
+def control_demonstrations(pairs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Per prompt (in first-seen order), each chosen answer that no pair of that prompt rejected."""
+    chosen: dict[str, list[str]] = {}
+    rejected: dict[str, set[str]] = {}
+    for pair in pairs:
+        answers = chosen.setdefault(pair["prompt"], [])
+        if pair["chosen"] not in answers:
+            answers.append(pair["chosen"])
+        rejected.setdefault(pair["prompt"], set()).add(pair["rejected"])
+    return [
+        {"prompt": prompt, "response": " " + answer.strip()}
+        for prompt, answers in chosen.items()
+        for answer in answers
+        if answer not in rejected[prompt]
+    ]
+
+
+def cmd_control_data(args: argparse.Namespace) -> int:
+    from ragkit.atomic import atomic_write_text
+
+    path = Path(args.pairs)
+    try:
+        pairs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        demos = control_demonstrations(pairs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(
+            f"error: {path} is not a pairs file of ragkit feedback export: {exc}", file=sys.stderr
+        )
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "".join(json.dumps(d) + "\n" for d in demos))
+    prompts = len({d["prompt"] for d in demos})
+    print(f"{len(demos)} demonstrations for {prompts} prompts ({len(pairs)} pairs) -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -602,7 +643,12 @@ def main(argv: list[str] | None = None) -> int:
     cr.add_argument("--rounds", type=int, default=2000, help="bootstrap resamples")
     hq = sub.add_parser("heldout-questions", help="the held-out article's questions (SQuAD JSON)")
     hq.add_argument("--out", required=True)
+    cd = sub.add_parser("control-data", help="SFT demonstrations from pairs (the PPO control)")
+    cd.add_argument("--pairs", required=True, help="pairs JSONL (ragkit feedback export)")
+    cd.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.command == "control-data":
+        return cmd_control_data(args)
     if args.command == "heldout-questions":
         return cmd_heldout_questions(args)
     if args.command == "compare-reward":
