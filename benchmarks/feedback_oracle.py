@@ -34,11 +34,14 @@ intervals (over pairs, and over questions: pairs of one question are not indepen
     .venv/bin/python benchmarks/feedback_oracle.py compare-reward A.json B.json   # paired, B - A
     .venv/bin/python benchmarks/feedback_oracle.py heldout-questions --out FILE  # the test article
     .venv/bin/python benchmarks/feedback_oracle.py control-data --pairs PAIRS --out DEMOS
+    .venv/bin/python benchmarks/feedback_oracle.py export-served --db DB --out PAIRS
 
 ``heldout-questions`` writes the held-out article's questions alone as SQuAD JSON: the
 questions ``ragkit align loop`` compares the current and the candidate adapter on
 (``benchmarks/configs/feedback_loop_gemma.yaml``), kept under ``benchmarks/.work/``.
-``control-data`` turns exported pairs into SFT demonstrations for the control run PPO is
+``export-served`` exports a store's pairs with each prompt rebuilt through the served template,
+as ``ragkit align loop`` exports them, so that the loop's reward model is scored on held-out
+pairs in the form it was trained on. ``control-data`` turns exported pairs into SFT demonstrations for the control run PPO is
 compared with: per prompt, the preferred answers that no pair rejected (the top of the user's
 ranking), as ``{"prompt", "response"}`` with the space the prompt's "Answer:" is followed by.
 
@@ -576,6 +579,24 @@ def control_demonstrations(pairs: list[dict[str, Any]]) -> list[dict[str, str]]:
     ]
 
 
+def cmd_export_served(args: argparse.Namespace) -> int:
+    from alignment.feedback_loop.data import ServedPromptRenderer
+    from ragkit.errors import RagkitError
+    from ragkit.feedback import export_preferences
+    from ragkit.rag.profiles import answering_profile
+
+    template = args.template or answering_profile(None).template
+    try:
+        count = export_preferences(
+            args.db, args.out, render=ServedPromptRenderer(args.model, template)
+        )
+    except RagkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{count} pairs, prompts in the {template} format -> {args.out}")
+    return 0
+
+
 def cmd_control_data(args: argparse.Namespace) -> int:
     from ragkit.atomic import atomic_write_text
 
@@ -646,7 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     cd = sub.add_parser("control-data", help="SFT demonstrations from pairs (the PPO control)")
     cd.add_argument("--pairs", required=True, help="pairs JSONL (ragkit feedback export)")
     cd.add_argument("--out", required=True)
+    es = sub.add_parser("export-served", help="pairs with prompts in the served format")
+    es.add_argument("--db", required=True, help="feedback store")
+    es.add_argument("--out", required=True)
+    es.add_argument("--model", default="default", help="the served generator")
+    es.add_argument("--template", help="default: the generator's answering profile")
     args = parser.parse_args(argv)
+    if args.command == "export-served":
+        return cmd_export_served(args)
     if args.command == "control-data":
         return cmd_control_data(args)
     if args.command == "heldout-questions":
