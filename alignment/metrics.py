@@ -90,7 +90,10 @@ class MetricsSink:
 def plot_curves(
     metrics_path: Path, out_path: Path, keys: tuple[str, ...] = ("loss", "accuracy")
 ) -> bool:
-    """Draw train and eval curves of ``keys`` into a PNG; False when matplotlib is missing."""
+    """Draw train and eval curves of ``keys`` into a PNG; False when matplotlib is missing.
+
+    Where records carry ``<key>_se`` (the PPO job's held-out score), the curve gets a band of
+    ± one standard error, so a rise can be read against its noise."""
     try:
         import matplotlib
 
@@ -105,14 +108,24 @@ def plot_curves(
         return False
     fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.5), squeeze=False)
     for ax, key in zip(axes[0], present, strict=True):
-        series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        series: dict[str, tuple[list[int], list[float], list[float | None]]] = defaultdict(
+            lambda: ([], [], [])
+        )
         for r in records:
             if key in r:
-                xs, ys = series[r["split"]]
+                xs, ys, ses = series[r["split"]]
                 xs.append(int(r["step"]))
                 ys.append(float(r[key]))
-        for split, (xs, ys) in sorted(series.items()):
-            ax.plot(xs, ys, marker="o" if split == "eval" else None, markersize=3, label=split)
+                se = r.get(f"{key}_se")
+                ses.append(float(se) if se is not None else None)
+        for split, (xs, ys, ses) in sorted(series.items()):
+            line = ax.plot(
+                xs, ys, marker="o" if split == "eval" else None, markersize=3, label=split
+            )[0]
+            if all(se is not None for se in ses):
+                low = [y - (se or 0.0) for y, se in zip(ys, ses, strict=True)]
+                high = [y + (se or 0.0) for y, se in zip(ys, ses, strict=True)]
+                ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
         ax.set_xlabel("optimizer step")
         ax.set_title(key)
         ax.legend()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -101,9 +102,12 @@ def heldout_score(
             )
             stops.append(stopped.float().cpu())
     all_scores = torch.cat(scores)
+    std = float(all_scores.std()) if all_scores.numel() > 1 else 0.0
     return {
         "score": float(all_scores.mean()),
-        "score_std": float(all_scores.std()) if all_scores.numel() > 1 else 0.0,
+        "score_std": std,
+        # the standard error of the held-out mean: the band a rise must clear to be more than noise
+        "score_se": std / math.sqrt(all_scores.numel()),
         "response_length": float(torch.cat(lengths).mean()),
         "eos_rate": float(torch.cat(eos).mean()),
         "stop_rate": float(torch.cat(stops).mean()),

@@ -78,6 +78,8 @@ def test_two_update_job_writes_metrics_samples_checkpoint_and_model(
     assert [r["step"] for r in train] == [1, 2]
     assert [r["step"] for r in evals] == [0, 2]  # held-out score at the start and the end
     assert evals[0]["prompts"] == result.heldout_prompts == 4
+    for r in evals:  # the standard error of the held-out mean, for the plot's band
+        assert r["score_se"] == pytest.approx(r["score_std"] / 2.0)
     for key in ("score", "kl", "entropy", "approx_kl", "clip_fraction", "value_loss"):
         assert all(key in r for r in train)
     samples = read_metrics(out / "samples.jsonl")
