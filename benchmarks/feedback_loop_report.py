@@ -1,0 +1,192 @@
+"""What a ``ragkit align loop`` run on the default generator shows, against its control (issue 20).
+
+``ragkit align loop`` decides by one number per held-out question (token F1, or 1/0 for
+declining an unanswerable question). The issue asks for more: the held-out reward curve with its
+noise, the final KL, response length and abstention, answerable F1 of SFT-only vs SFT+PPO, and a
+control: SFT continued on the same feedback for about the same time, so that a gain can be told
+to be PPO's.
+
+    # score another adapter (the control) on the loop's own held-out questions and evaluator
+    .venv/bin/python benchmarks/feedback_loop_report.py evaluate \\
+        --config benchmarks/configs/feedback_loop_gemma.yaml \\
+        --adapter benchmarks/.work/ppo_feedback/control-sft/adapter --out CONTROL.json
+    # the report: PPO curve, decision, candidate/control vs current (paired bootstrap), the plot
+    .venv/bin/python benchmarks/feedback_loop_report.py report \\
+        --config benchmarks/configs/feedback_loop_gemma.yaml --control CONTROL.json
+
+The report goes to stdout and ``benchmarks/results/feedback-loop-report-*.json``; the plot of
+the PPO run (score, KL; held-out score ± one standard error) to ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+
+def _loop_config(path: str) -> Any:
+    from alignment.feedback_loop import as_loop_config
+
+    return as_loop_config(path)
+
+
+def _questions(config: Any) -> list[Any]:
+    from ragkit.evaluation import load_dataset
+
+    questions = list(load_dataset(Path(config.evaluation.questions)).questions)
+    limit = config.evaluation.limit
+    return questions[:limit] if limit else questions
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """The loop's evaluation (same questions, same scores) of one more adapter."""
+    from alignment.feedback_loop import AnswerScoreEvaluator
+    from ragkit.atomic import atomic_write_text
+
+    config = _loop_config(args.config)
+    started = time.perf_counter()
+    scores = AnswerScoreEvaluator(config.evaluation, config.model)(args.adapter)
+    record = {
+        "adapter": args.adapter,
+        "scores": scores,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_text(Path(args.out), json.dumps(record, indent=1))
+    print(f"{len(scores)} questions, mean score {sum(scores) / len(scores):.4f} -> {args.out}")
+    return 0
+
+
+def split_scores(scores: list[float], questions: list[Any]) -> dict[str, Any]:
+    """Mean score over all questions, answerable F1 and the abstention accuracy."""
+    answerable = [s for s, q in zip(scores, questions, strict=True) if not q.is_impossible]
+    unanswerable = [s for s, q in zip(scores, questions, strict=True) if q.is_impossible]
+    return {
+        "score": sum(scores) / len(scores),
+        "answerable_f1": sum(answerable) / len(answerable) if answerable else None,
+        "abstention": sum(unanswerable) / len(unanswerable) if unanswerable else None,
+        "answerable": len(answerable),
+        "unanswerable": len(unanswerable),
+    }
+
+
+def compare(
+    candidate: list[float], current: list[float], questions: list[Any], only: str | None = None
+) -> dict[str, Any]:
+    """Paired bootstrap (the loop's rule) over all questions, or the answerable ones only."""
+    from alignment.feedback_loop import paired_bootstrap
+
+    keep = [
+        i
+        for i, q in enumerate(questions)
+        if only is None or (only == "answerable") != bool(q.is_impossible)
+    ]
+    result = paired_bootstrap([candidate[i] for i in keep], [current[i] for i in keep])
+    return result.as_dict()
+
+
+def ppo_curve(ppo_dir: Path) -> dict[str, Any]:
+    """Held-out score at each evaluation with its standard error; the last training record."""
+    from alignment.metrics import read_metrics
+
+    records = read_metrics(ppo_dir / "metrics.jsonl")
+    evals = [r for r in records if r["split"] == "eval"]
+    train = [r for r in records if r["split"] == "train"]
+    for r in evals:  # runs recorded before score_se existed: std / sqrt(prompts)
+        r.setdefault("score_se", r["score_std"] / math.sqrt(max(1.0, r["prompts"])))
+    first, last = evals[0], evals[-1]
+    rise = last["score"] - first["score"]
+    pooled_se = math.sqrt(first["score_se"] ** 2 + last["score_se"] ** 2)
+    final = train[-1] if train else {}
+    return {
+        "held_out": [
+            {"update": r["step"], "score": r["score"], "se": r["score_se"]} for r in evals
+        ],
+        "held_out_rise": rise,
+        "held_out_rise_in_se": rise / pooled_se if pooled_se else None,
+        "final_kl": final.get("kl"),
+        "final_response_length": final.get("response_length"),
+        "train_scores": [r.get("score") for r in train],
+        "updates": len(train),
+        "seconds": sum(r.get("time_total", 0.0) for r in train),
+    }
+
+
+def plot(ppo_dir: Path, out: Path) -> bool:
+    """The run's curves with the held-out band (for runs recorded before score_se too)."""
+    import tempfile
+
+    from alignment.metrics import plot_curves, read_metrics
+
+    records = read_metrics(ppo_dir / "metrics.jsonl")
+    for r in records:
+        if r["split"] == "eval" and "score_se" not in r:
+            r["score_se"] = r["score_std"] / math.sqrt(max(1.0, r["prompts"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "metrics.jsonl"
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        return plot_curves(metrics, out, ("score", "kl", "response_length"))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ragkit.atomic import atomic_write_text
+
+    config = _loop_config(args.config)
+    run = Path(args.run or config.output_dir)
+    questions = _questions(config)
+    evaluation = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
+    decision = json.loads((run / "decision.json").read_text(encoding="utf-8"))
+    current, candidate = evaluation["current"], evaluation["candidate"]
+    report: dict[str, Any] = {
+        "run": str(run),
+        "decision": {"promoted": decision.get("promoted"), "reason": decision.get("reason")},
+        "current": split_scores(current, questions),
+        "candidate_ppo": split_scores(candidate, questions),
+        "ppo_vs_current": compare(candidate, current, questions),
+        "ppo_vs_current_answerable_f1": compare(candidate, current, questions, "answerable"),
+        "ppo": ppo_curve(run / "ppo"),
+    }
+    if args.control:
+        control = json.loads(Path(args.control).read_text(encoding="utf-8"))["scores"]
+        report["control_sft"] = split_scores(control, questions)
+        report["control_vs_current"] = compare(control, current, questions)
+        report["ppo_vs_control"] = compare(candidate, control, questions)
+        report["ppo_vs_control_answerable_f1"] = compare(
+            candidate, control, questions, "answerable"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    png = RESULTS / f"feedback-loop-ppo-{stamp}.png"
+    report["plot"] = str(png) if plot(run / "ppo", png) else None
+    out = RESULTS / f"feedback-loop-report-{stamp}.json"
+    atomic_write_text(out, json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate", help="the loop's evaluation of one more adapter")
+    ev.add_argument("--config", required=True, help="the loop's config (its evaluation section)")
+    ev.add_argument("--adapter", required=True, help="a peft adapter folder or packaged name")
+    ev.add_argument("--out", required=True)
+    rp = sub.add_parser("report", help="PPO curve, decision, and the paired comparisons")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--run", help="the loop's run folder (default: the config's output_dir)")
+    rp.add_argument("--control", help="an evaluate result of the control adapter")
+    args = parser.parse_args(argv)
+    return cmd_evaluate(args) if args.command == "evaluate" else cmd_report(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
