@@ -13,6 +13,9 @@ to be PPO's.
     # the report: PPO curve, decision, candidate/control vs current (paired bootstrap), the plot
     .venv/bin/python benchmarks/feedback_loop_report.py report \\
         --config benchmarks/configs/feedback_loop_gemma.yaml --control CONTROL.json
+    # the same for stages run one by one: PPO job folder and evaluate results of each adapter
+    .venv/bin/python benchmarks/feedback_loop_report.py report --config LOOP.yaml \\
+        --ppo PPO_DIR --current CURRENT.json --candidate PPO.json --control CONTROL.json
 
 The report goes to stdout and ``benchmarks/results/feedback-loop-report-*.json``; the plot of
 the PPO run (score, KL; held-out score ± one standard error) to ``benchmarks/results/``.
@@ -136,26 +139,54 @@ def plot(ppo_dir: Path, out: Path) -> bool:
         return plot_curves(metrics, out, ("score", "kl", "response_length"))
 
 
+def _scores(path: str) -> list[float]:
+    return list(json.loads(Path(path).read_text(encoding="utf-8"))["scores"])
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    from alignment.feedback_loop import paired_bootstrap
     from ragkit.atomic import atomic_write_text
 
     config = _loop_config(args.config)
-    run = Path(args.run or config.output_dir)
     questions = _questions(config)
-    evaluation = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
-    decision = json.loads((run / "decision.json").read_text(encoding="utf-8"))
-    current, candidate = evaluation["current"], evaluation["candidate"]
-    report: dict[str, Any] = {
-        "run": str(run),
-        "decision": {"promoted": decision.get("promoted"), "reason": decision.get("reason")},
-        "current": split_scores(current, questions),
-        "candidate_ppo": split_scores(candidate, questions),
-        "ppo_vs_current": compare(candidate, current, questions),
-        "ppo_vs_current_answerable_f1": compare(candidate, current, questions, "answerable"),
-        "ppo": ppo_curve(run / "ppo"),
-    }
+    report: dict[str, Any] = {}
+    if args.current and args.candidate:  # the loop's stages run one by one (evaluate results)
+        current, candidate = _scores(args.current), _scores(args.candidate)
+        ppo_dir = Path(args.ppo) if args.ppo else None
+        comparison = paired_bootstrap(
+            candidate,
+            current,
+            samples=config.promotion.bootstrap_samples,
+            confidence=config.promotion.confidence,
+            seed=config.promotion.seed,
+        )
+        won = comparison.wins(config.promotion.min_gain)
+        report["decision"] = {
+            "promoted": won,
+            "reason": f"{'would promote' if won else 'would keep the current model'}: "
+            + comparison.describe(),
+        }
+    else:  # a whole loop run: its evaluation and decision files
+        run = Path(args.run or config.output_dir)
+        evaluation = json.loads((run / "evaluation.json").read_text(encoding="utf-8"))
+        decision = json.loads((run / "decision.json").read_text(encoding="utf-8"))
+        current, candidate = evaluation["current"], evaluation["candidate"]
+        ppo_dir = Path(args.ppo) if args.ppo else run / "ppo"
+        report["run"] = str(run)
+        report["decision"] = {
+            "promoted": decision.get("promoted"),
+            "reason": decision.get("reason"),
+        }
+    report.update(
+        {
+            "current": split_scores(current, questions),
+            "candidate_ppo": split_scores(candidate, questions),
+            "ppo_vs_current": compare(candidate, current, questions),
+            "ppo_vs_current_answerable_f1": compare(candidate, current, questions, "answerable"),
+        }
+    )
     if args.control:
-        control = json.loads(Path(args.control).read_text(encoding="utf-8"))["scores"]
+        control = _scores(args.control)
         report["control_sft"] = split_scores(control, questions)
         report["control_vs_current"] = compare(control, current, questions)
         report["ppo_vs_control"] = compare(candidate, control, questions)
@@ -164,8 +195,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    png = RESULTS / f"feedback-loop-ppo-{stamp}.png"
-    report["plot"] = str(png) if plot(run / "ppo", png) else None
+    report["plot"] = None
+    if ppo_dir is not None:
+        report["ppo"] = ppo_curve(ppo_dir)
+        png = RESULTS / f"feedback-loop-ppo-{stamp}.png"
+        report["plot"] = str(png) if plot(ppo_dir, png) else None
     out = RESULTS / f"feedback-loop-report-{stamp}.json"
     atomic_write_text(out, json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
@@ -183,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("report", help="PPO curve, decision, and the paired comparisons")
     rp.add_argument("--config", required=True)
     rp.add_argument("--run", help="the loop's run folder (default: the config's output_dir)")
+    rp.add_argument("--ppo", help="the PPO job folder (default: the run's ppo/)")
+    rp.add_argument("--current", help="an evaluate result of the current adapter")
+    rp.add_argument("--candidate", help="an evaluate result of the PPO adapter")
     rp.add_argument("--control", help="an evaluate result of the control adapter")
     args = parser.parse_args(argv)
     return cmd_evaluate(args) if args.command == "evaluate" else cmd_report(args)

@@ -74,3 +74,34 @@ def test_report_splits_scores_and_compares_ppo_with_current_and_control(
     assert out["ppo"]["held_out_rise_in_se"] == pytest.approx(3.0 / (2**0.5))  # se 1 each
     assert out["ppo"]["final_kl"] == pytest.approx(0.2)
     assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_of_stages_run_one_by_one_applies_the_loops_rule(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = load_report(monkeypatch)
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    qas = [{"id": str(i), "question": "q?", "answers": [{"text": "a"}]} for i in range(8)]
+    squad = {"data": [{"title": "T", "paragraphs": [{"context": "a", "qas": qas}]}]}
+    (tmp_path / "q.json").write_text(json.dumps(squad))
+    config = tmp_path / "loop.yaml"
+    config.write_text(
+        f"serving: {{adapter_dir: {tmp_path / 'deploy'}}}\n"
+        f"evaluation: {{questions: {tmp_path / 'q.json'}, index: idx}}\n"
+    )
+
+    def scores(name: str, values: list[float]) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"scores": values}))
+        return str(path)
+
+    current = scores("current", [0.5] * 8)
+    better = scores("better", [1.0] * 8)  # every question gains: the interval is above 0
+    mixed = scores("mixed", [1.0, 0.0] * 4)  # gains and losses alike: within the noise
+    for candidate, promoted in ((better, True), (mixed, False)):
+        args = ["report", "--config", str(config), "--current", current, "--candidate", candidate]
+        assert report.main(args) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["decision"]["promoted"] is promoted
+        assert out["decision"]["reason"].startswith("would promote" if promoted else "would keep")
+        assert "ppo" not in out and out["plot"] is None  # no PPO folder given
