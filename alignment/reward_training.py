@@ -295,7 +295,7 @@ def reward_config_from_feedback(
         config.output_dir.mkdir(parents=True, exist_ok=True)
         count = export_preferences(db, out, style)
     if count == 0:
-        with FeedbackStore(db) as store:
+        with FeedbackStore(db, create=False) as store:
             counts = store.counts()
         raise AlignmentError(
             f"feedback store {db} has no usable preference pairs ({counts['answers']} answers, "

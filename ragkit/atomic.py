@@ -90,6 +90,25 @@ def _settle_and_sync(folder: Path, folder_mode: int) -> None:
                 os.fsync(fh.fileno())
 
 
+def checked_file_target(target: str | os.PathLike[str]) -> Path:
+    """``target`` as a Path, if a file can be written there; else a one-line OutputPathError.
+
+    Checked before any work, so a command given a folder (or "") as its output fails at once,
+    not with a rename error after it has done its work.
+    """
+    from ragkit.errors import OutputPathError
+
+    text = os.fspath(target)
+    if not text.strip():
+        raise OutputPathError("the output file path is empty")
+    path = Path(text)
+    if path.is_dir():
+        raise OutputPathError(f"cannot write {path}: it is a folder, not a file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputPathError(f"cannot write {path}: {path.parent} is a file, not a folder")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is fsynced and renamed over it.
@@ -97,7 +116,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     The caller writes the file however it likes (``faiss.write_index``, ``save_file`` ...).
     On an exception the temporary file is removed and ``target`` is untouched.
     """
-    target = Path(target)
+    target = checked_file_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(target, _create_file)
     default = _mode(tmp)  # 0666 under the umask

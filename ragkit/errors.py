@@ -26,3 +26,7 @@ class ModelNotFoundError(RagkitError):
 
 class InvalidQueryError(RagkitError):
     """A query or question is empty or otherwise unusable."""
+
+
+class OutputPathError(RagkitError):
+    """A path to write cannot take a file: it is a folder, or it is empty."""

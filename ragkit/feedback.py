@@ -135,6 +135,13 @@ def render_prompt(question: str, passages: Sequence[StoredPassage]) -> str:
     return "\n".join(lines)
 
 
+def _check_existing_store(path: Path) -> None:
+    if path.is_dir():
+        raise FeedbackError(f"{path} is a folder, not a feedback store (an SQLite file)")
+    if not path.is_file():
+        raise FeedbackError(f"feedback store not found: {path}")
+
+
 class FeedbackStore:
     """A SQLite feedback database; safe to share between threads of one process.
 
@@ -145,13 +152,25 @@ class FeedbackStore:
     connections would not write faster; other processes may write the same file concurrently.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        """``create=False`` (readers: export, the loop) opens an existing feedback store only:
+        a missing path, a folder, or any other file (an empty one, an index's SQLite store) is
+        a one-line error, and nothing is written to it. The server creates its store."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            _check_existing_store(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=30.0
             )
+            if not create and not self._has_feedback_tables():
+                self._db.close()
+                raise FeedbackError(
+                    f"{self.path} is not a ragkit feedback store (it holds no feedback tables; "
+                    "`ragkit serve --feedback-db FILE` writes one)"
+                )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -167,6 +186,12 @@ class FeedbackStore:
         except sqlite3.DatabaseError as exc:
             raise FeedbackError(f"cannot open feedback store {self.path}: {exc}") from None
         self._lock = threading.Lock()
+
+    def _has_feedback_tables(self) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'answers'"
+        ).fetchone()
+        return row is not None
 
     def _upgrade(self) -> None:
         """Version 1 → 2: add the columns a version-1 ``answers`` table lacks (empty values)."""
@@ -377,9 +402,11 @@ def export_preferences(
     ``rejected``; the provenance fields can be kept with ``metadata_fields``). ``render``: see
     :meth:`FeedbackStore.preference_pairs`.
     """
-    if not Path(db).is_file():
-        raise FeedbackError(f"feedback store not found: {db}")
-    with FeedbackStore(db) as store:
+    if Path(out).resolve() == Path(db).resolve():
+        raise FeedbackError(
+            f"the output {out} is the feedback store itself; write the pairs to another file"
+        )
+    with FeedbackStore(db, create=False) as store:
         pairs = store.preference_pairs(prompt_style, render)
     with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for pair in pairs:

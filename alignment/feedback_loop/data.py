@@ -174,7 +174,7 @@ def export_loop_pairs(
 
     db = Path(db)
     count = export_preferences(db, out, render=render)
-    with FeedbackStore(db) as store:
+    with FeedbackStore(db, create=False) as store:
         counts = store.counts()
     if count < min_pairs:
         raise NotEnoughFeedbackError(

@@ -204,6 +204,8 @@ def run_feedback_loop(
     config = as_loop_config(config, output_dir)
     started = _now()
     db = Path(feedback_db)
+    if db.is_dir():
+        raise FeedbackLoopError(f"{db} is a folder, not a feedback store (an SQLite file)")
     if not db.is_file():
         raise FeedbackLoopError(f"feedback store not found: {db}")
     out = config.output_dir

@@ -89,6 +89,10 @@ def eval_command(
 
     if k <= 0:
         fail(f"-k must be positive, got {k}")
+    if failures is not None:  # before the run, not after it: a folder given here fails at once
+        from ragkit.atomic import checked_file_target
+
+        guard(lambda: checked_file_target(failures))
     reported: dict[str, int] = {}
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -125,7 +129,7 @@ def eval_command(
 
     report = guard(run)
     if failures is not None:
-        write_failures(report, failures)
+        guard(lambda: write_failures(report, failures))
     if json_output:
         print_json(report.model_dump_json(exclude={"failures"}))
         return

@@ -54,6 +54,44 @@ def test_feedback_export_command(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and missing.stderr.startswith("error: ")
 
 
+def test_feedback_export_never_writes_what_it_reads_or_a_file_that_is_not_a_store(
+    tmp_path: Path,
+) -> None:
+    """Exporting a store over itself emptied it; exporting an empty file or an index's SQLite
+    store turned it into a feedback store; a folder as the output failed with a traceback."""
+    import sqlite3
+
+    db = tmp_path / "fb.db"
+    with FeedbackStore(db) as store:
+        store.record_answer("a", "Q?", "good", [], "m")
+    before = db.read_bytes()
+    runner = CliRunner()
+
+    def one_line_error(args: list[str], message: str) -> None:
+        result = runner.invoke(app, ["feedback", "export", *args])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+        assert message in result.stderr, result.stderr
+
+    one_line_error([str(db), "-o", str(db)], "is the feedback store itself")
+    assert db.read_bytes() == before
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    one_line_error([str(empty), "-o", str(tmp_path / "o.jsonl")], "is not a ragkit feedback store")
+    assert empty.read_bytes() == b""
+    other = tmp_path / "store.sqlite"  # some other SQLite database, e.g. an index's store
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE chunks (id TEXT)")
+    other_bytes = other.read_bytes()
+    one_line_error([str(other), "-o", str(tmp_path / "o.jsonl")], "is not a ragkit feedback store")
+    assert other.read_bytes() == other_bytes and not Path(f"{other}-wal").exists()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    one_line_error([str(folder), "-o", str(tmp_path / "o.jsonl")], "is a folder, not a feedback")
+    one_line_error([str(db), "-o", str(folder)], "it is a folder, not a file")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_openai_client_against_live_server(server_rag: Any) -> None:
     openai = pytest.importorskip("openai")
     from pydantic import SecretStr
