@@ -23,7 +23,9 @@ DEFAULT_HH_DATA = Path("../shared/data/hh_harmless_test.jsonl.gz")
 class StrictSettings(BaseModel):
     """Base of every config section: an unknown (e.g. mistyped) key is an error."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """``allow_inf_nan=False``: a bound such as ``gt=0`` lets ``.inf`` through (a learning rate
+    of infinity would train on), so infinities and NaN are refused by name everywhere."""
 
 
 class LoraSettings(StrictSettings):
@@ -226,6 +228,12 @@ def load_config(cls: type[C], path: str | os.PathLike[str]) -> C:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a text (UTF-8) YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is not None and not isinstance(data, dict):

@@ -32,7 +32,7 @@ from alignment.data import (
     read_preference_jsonl,
     train_validation_split,
 )
-from alignment.errors import AlignmentError
+from alignment.errors import AlignmentError, ConfigError, DataFormatError
 from alignment.report import DataReport
 from ragkit.atomic import atomic_write_text
 
@@ -169,6 +169,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """A run folder that is an existing file (or under one) is a one-line error, not a
+    FileExistsError from ``mkdir``."""
+    for path in (output_dir, *output_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"output_dir {output_dir}: {path} is a file, not a folder")
+            return
+
+
 def set_threads(threads: int | None) -> None:
     """Limit torch's CPU threads (other jobs may share the machine)."""
     if threads is not None:
@@ -178,6 +188,7 @@ def set_threads(threads: int | None) -> None:
 def start_run(output_dir: Path, threads: int | None, seed: int | None = None) -> Path:
     """A job's first lines: limit the threads, seed torch (when ``seed`` is given), create the
     run folder; returns the folder."""
+    check_output_dir(output_dir)
     set_threads(threads)
     if seed is not None:
         torch.manual_seed(seed)
@@ -186,11 +197,17 @@ def start_run(output_dir: Path, threads: int | None, seed: int | None = None) ->
 
 
 def check_training_data(train: Sized, reports: list[DataReport], what: str) -> None:
-    """Log the data reports; refuse a job whose training split kept no ``what``."""
+    """Log the data reports; refuse a job whose training split kept no ``what``.
+
+    Called on the data as read (before the model is loaded, so an empty or all-malformed file
+    fails at once) and again on the tokenised split; the message carries the report that says
+    where the records went.
+    """
     for report in reports:
         logger.info("%s", report.summary())
     if not len(train):
-        raise ValueError(f"no usable training {what} (see the data report)")
+        where = "; ".join(r.summary() for r in reports if r.total) or "no records read"
+        raise DataFormatError(f"no usable training {what}: {where}")
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -28,6 +28,7 @@ from alignment.data import PreferencePair
 from alignment.errors import AlignmentError
 from alignment.job_loop import LoopResult
 from alignment.job_setup import (
+    check_output_dir,
     check_training_data,
     count_parameters,
     load_pairs,
@@ -151,6 +152,7 @@ def train_reward_model(
     """Run the reward-model job described by ``config``; see the module docstring."""
     out = start_run(config.output_dir, config.training.threads, config.training.seed)
     split, reports = load_pairs(config.data)
+    check_training_data(split.train, reports, "pairs")  # before the model loads
     model = build_reward_model(config)
     model.backbone = prepare_trainable(model.backbone, config.model)
     trainable, total = count_parameters(model)
@@ -292,6 +294,7 @@ def reward_config_from_feedback(
         with out.open(encoding="utf-8") as fh:
             count = sum(1 for line in fh if line.strip())
     else:
+        check_output_dir(config.output_dir)
         config.output_dir.mkdir(parents=True, exist_ok=True)
         count = export_preferences(db, out, style)
     if count == 0:

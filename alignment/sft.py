@@ -224,6 +224,7 @@ def train_sft(
 
     out = start_run(config.output_dir, config.training.threads, config.training.seed)
     split, reports = load_demonstrations(config.data)
+    check_training_data(split.train, reports, "demonstrations")  # before the model loads
     path = resolve_backbone(config.model.name_or_path)
     tokenizer = load_tokenizer(path)
     lm = load_pretrained(AutoModelForCausalLM, path, config.model.dtype)

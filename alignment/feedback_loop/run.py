@@ -47,7 +47,7 @@ from alignment.feedback_loop.promotion import (
     recover_serving_adapter,
 )
 from alignment.feedback_loop.stats import PairedComparison, paired_bootstrap
-from alignment.job_setup import write_json
+from alignment.job_setup import check_output_dir, write_json
 from alignment.modelcard import model_card
 from alignment.ppo.job_config import PPOJobConfig
 
@@ -209,6 +209,7 @@ def run_feedback_loop(
     if not db.is_file():
         raise FeedbackLoopError(f"feedback store not found: {db}")
     out = config.output_dir
+    check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
 
     def stage(name: str, info: dict[str, Any]) -> None:

@@ -105,3 +105,60 @@ def test_align_loop_prints_the_decision(tmp_path: Path, monkeypatch: Any) -> Non
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["reason"] == "candidate within noise"
     assert seen == {"db": db, "config": LOOP_CONFIG, "output_dir": None}
+
+
+def test_align_files_that_are_not_what_they_should_be_are_one_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """From a new-user probe: each of these was a traceback (or trained on) before."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("x")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text(json.dumps({"prompt": "Q: a b c", "response": " c"}) + "\n")
+
+    def config(text: str) -> str:
+        path = tmp_path / f"c{abs(hash(text))}.yaml"
+        path.write_text(f"model: {{name_or_path: {tiny_model_dir}}}\n" + text)
+        return str(path)
+
+    cases: list[tuple[list[str], str]] = [
+        (["sft", "--config", str(folder)], "is a folder, not a YAML file"),
+        (["reward", "--config", str(binary)], "is not a text (UTF-8) YAML file"),
+        (
+            [
+                "sft",
+                "--config",
+                config(f"data: {{path: {demos}, format: jsonl}}\noutput_dir: {a_file}\n"),
+            ],
+            f"output_dir {a_file}: {a_file} is a file, not a folder",
+        ),
+        (
+            [
+                "sft",
+                "--config",
+                config(
+                    f"data: {{path: {demos}, format: jsonl}}\ntraining: {{learning_rate: .inf}}\n"
+                ),
+            ],
+            "training.learning_rate",
+        ),
+        (
+            [
+                "sft",
+                "--config",
+                config(f"data: {{path: {empty}, format: jsonl}}\noutput_dir: {tmp_path / 'o'}\n"),
+            ],
+            "no usable training demonstrations",
+        ),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["align", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+        assert message in result.stderr, (message, result.stderr)
