@@ -136,6 +136,84 @@ def test_bad_datasets(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not in SQuAD format" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"data": ["x"]}, "data[0] is not an object"),
+        ({"data": [{"paragraphs": "x"}]}, "data[0].paragraphs is not a list"),
+        ({"data": [{"paragraphs": [{"qas": []}]}]}, "data[0].paragraphs[0] has no 'context'"),
+        ({"data": [{"paragraphs": [{"context": 5}]}]}, "has no 'context' string"),
+        ({"data": [{"paragraphs": [{"context": "c", "qas": [5]}]}]}, ".qas[0] is not an object"),
+        (
+            {"data": [{"paragraphs": [{"context": "c", "qas": [{"question": 1}]}]}]},
+            ".qas[0] has no 'question' string",
+        ),
+        (
+            {
+                "data": [
+                    {"paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": "z"}]}]}
+                ]
+            },
+            "'answers' that are not a list",
+        ),
+        (
+            {
+                "data": [
+                    {
+                        "paragraphs": [
+                            {
+                                "context": "c",
+                                "qas": [
+                                    {
+                                        "question": "q",
+                                        "answers": [{"text": "c", "answer_start": "x"}],
+                                    }
+                                ],
+                            }
+                        ]
+                    }
+                ]
+            },
+            "'answer_start' that is not an integer",
+        ),
+    ],
+)
+def test_malformed_squad_is_one_line_naming_where(
+    tmp_path: Path, data: object, message: str
+) -> None:
+    """Each of these was a KeyError/TypeError/AttributeError traceback (new-user probe)."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RagkitError, match="not in SQuAD format") as caught:
+        load_dataset(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_malformed_beir_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+
+    def write(corpus: str, queries: str, qrels: bytes) -> str:
+        (folder / "corpus.jsonl").write_text(corpus)
+        (folder / "queries.jsonl").write_text(queries)
+        (folder / "qrels" / "test.tsv").write_bytes(qrels)
+        with pytest.raises(RagkitError) as caught:
+            load_dataset(folder)
+        assert "\n" not in str(caught.value)
+        return str(caught.value)
+
+    good_corpus = '{"_id": "d1", "text": "t"}\n'
+    good_queries = '{"_id": "q1", "text": "q?"}\n'
+    assert "corpus.jsonl:1: no '_id'" in write('{"text": "t"}\n', good_queries, b"q1\td1\t1\n")
+    assert "queries.jsonl:1: no 'text'" in write(good_corpus, '{"_id": "q1"}\n', b"q1\td1\t1\n")
+    assert "the score 'abc' is not a number" in write(good_corpus, good_queries, b"q1\td1\tabc\n")
+    assert "is not UTF-8 text" in write(good_corpus, good_queries, b"\xff\xfe\x00\x01")
+    binary = tmp_path / "b.jsonl"
+    binary.write_bytes(b"\xff\xfe{\x00")
+    with pytest.raises(RagkitError, match="is not UTF-8 text"):
+        load_dataset(binary)
+
+
 def test_beir_folder(tmp_path: Path, tiny_model_path: Path) -> None:
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
