@@ -137,6 +137,8 @@ def index_command(
         fail("--workers and --ray-address apply to --backend ray only")
     if workers is not None and workers < 1:
         fail(f"--workers must be positive, got {workers}")
+    if batch_size < 1:  # 0 was a ZeroDivision-like traceback mid-index; -1 was accepted
+        fail(f"--batch-size must be positive, got {batch_size}")
     if backend == "ray" and is_postgres_url(index):
         fail("--backend ray writes index directories; a PostgreSQL store is indexed locally")
     for path in paths:

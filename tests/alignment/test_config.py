@@ -33,7 +33,7 @@ def test_yaml_config_loads_and_fills_defaults(tmp_path: Path) -> None:
         ),
         ("model:\n  finetune: half\n", "'model.finetune'"),
         ("- just\n- a list\n", "expected a mapping"),
-        ("training: [unclosed\n", "not valid YAML"),
+        ("training: [unclosed\n", "not valid YAML at line 2, column 1"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_key(

@@ -84,6 +84,8 @@ def test_index_then_search_json(tmp_path: Path, corpus: Path, tiny_model_path: P
             ["index", "CORPUS", "--index", "NEW", "--chunk-size", "10", "--chunk-overlap", "20"],
             "smaller than chunk_size",
         ),
+        (["index", "CORPUS", "--index", "NEW", "--batch-size", "0"], "--batch-size must be"),
+        (["index", "CORPUS", "--index", "NEW", "--batch-size", "-1"], "positive, got -1"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(
