@@ -125,6 +125,8 @@ def iter_jsonl(
     ``limit`` caps the number of non-blank lines read (bad ones included), for quick runs.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(f"data path {path} is a folder, not a JSONL file")
     if not path.is_file():
         raise DataFormatError(f"data file not found: {path}")
     seen = 0

@@ -78,7 +78,11 @@ class IndexManifest(BaseModel):
                 f"{directory} is not a ragkit index (manifest format is {raw.get('format') if isinstance(raw, dict) else raw!r})"
             )
         version = raw.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise IndexFormatError(
+                f"{path} is invalid: format_version {version!r} is not a positive integer"
+            )
+        if version > FORMAT_VERSION:
             raise IndexFormatError(
                 f"{directory} uses index format version {version}; this ragkit reads version {FORMAT_VERSION} (upgrade ragkit)"
             )

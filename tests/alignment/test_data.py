@@ -97,6 +97,8 @@ def test_jsonl_reader_uses_configured_field_names_and_limit(tmp_path: Path) -> N
 def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="data file not found"):
         read_hh_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(DataFormatError, match="is a folder, not a JSONL file"):
+        read_hh_jsonl(tmp_path)
 
 
 def test_pairs_from_a_datasets_dataset() -> None:

@@ -115,6 +115,11 @@ def test_manifest_of_another_embedder_is_refused(tmp_path: Path, tiny_embedder: 
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="format version 99"):
         Index.open(tmp_path / "idx", tiny_embedder)
+    for bad in ("2", -7, True, None):  # "2" read as "version 2; this ragkit reads version 2"
+        manifest["format_version"] = bad
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(IndexFormatError, match="is not a positive integer"):
+            Index.open(tmp_path / "idx", tiny_embedder)
 
 
 def test_directories_that_are_not_indexes(tmp_path: Path, tiny_embedder: Embedder) -> None:
