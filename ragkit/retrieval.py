@@ -323,6 +323,10 @@ class CrossEncoderReranker:
     @property
     def model(self) -> Any:
         if self._model is None:
+            name = self.model_name
+            if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+                # a path, not a hub id: say so instead of the hub's repo-id complaint
+                raise RagkitError(f"cross-encoder path not found: {name}")
             from sentence_transformers import CrossEncoder
 
             from ragkit.embedding import auto_device

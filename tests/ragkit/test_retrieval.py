@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,12 @@ def test_mmr_reranker_uses_stored_vectors(index: Index) -> None:
     diverse = MMRReranker(index, k=4, diversity=0.9).rerank("river", hits)
     assert sorted(h.chunk.id for h in diverse) == sorted(h.chunk.id for h in hits)
     assert [h.rank for h in diverse] == [0, 1, 2, 3]
+
+
+def test_a_cross_encoder_path_that_does_not_exist_is_named_as_a_path(tmp_path: Path) -> None:
+    """Not the hub's "Repo id must use alphanumeric chars" about what is plainly a path."""
+    from ragkit.retrieval import CrossEncoderReranker
+
+    for name in (str(tmp_path / "missing"), "./missing-model", "~/missing-model"):
+        with pytest.raises(RagkitError, match=r"^cross-encoder path not found: "):
+            _ = CrossEncoderReranker(name).model
