@@ -5,26 +5,18 @@ errors are read from it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from benchmark_script import BENCHMARKS, load_script
 
 
 def load_report(monkeypatch: pytest.MonkeyPatch) -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "feedback_loop_report_bench", ROOT / "benchmarks" / "feedback_loop_report.py"
+    return load_script(
+        monkeypatch, BENCHMARKS / "feedback_loop_report.py", "feedback_loop_report_bench"
     )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_report_splits_scores_and_compares_ppo_with_current_and_control(

@@ -6,27 +6,17 @@ policy is decided by this paired difference."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from benchmark_script import BENCHMARKS, load_script
 
 
 def load_oracle(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its llamacpp_site import
-    spec = importlib.util.spec_from_file_location(
-        "feedback_oracle_bench", ROOT / "benchmarks" / "feedback_oracle.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(monkeypatch, BENCHMARKS / "feedback_oracle.py", "feedback_oracle_bench")
 
 
 def test_the_difference_is_paired_on_the_pairs_both_scored(

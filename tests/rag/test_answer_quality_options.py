@@ -6,29 +6,22 @@ silently, so a bias sweep measured the profile's bias at every point.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from benchmark_script import BENCHMARKS, load_script
 
 from ragkit.generation.adapters import AdapterError
 from ragkit.rag import RAGPipeline
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def load_benchmark(monkeypatch: pytest.MonkeyPatch) -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "answer_quality_bench", ROOT / "benchmarks" / "answer_quality.py"
+    return load_script(
+        monkeypatch, BENCHMARKS / "answer_quality.py", "answer_quality_bench", on_path=False
     )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_default_configuration_gets_the_bias_threshold_and_adapter(
@@ -54,13 +47,9 @@ def test_the_default_configuration_gets_the_bias_threshold_and_adapter(
 def load_acceptance_check(monkeypatch: pytest.MonkeyPatch) -> Any:
     load_benchmark(monkeypatch)  # acceptance_check imports it by its script name
     monkeypatch.setitem(sys.modules, "answer_quality", sys.modules["answer_quality_bench"])
-    spec = importlib.util.spec_from_file_location(
-        "acceptance_check", ROOT / "benchmarks" / "acceptance_check.py"
+    return load_script(
+        monkeypatch, BENCHMARKS / "acceptance_check.py", "acceptance_check", on_path=False
     )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_acceptance_check_wants_whole_words_and_a_quote_from_the_source(
