@@ -206,27 +206,17 @@ def test_sft_continues_an_existing_adapter_with_its_own_rank(
 
     data = _demos_file(tmp_path / "demos.jsonl", 32)
     lora = {"name_or_path": str(tiny_model_dir), "finetune": "lora", "lora": {"r": 4, "alpha": 8}}
-    first = train_sft(
-        _config(
-            tiny_model_dir,
-            data,
-            tmp_path / "first",
-            training={"max_steps": 3, "learning_rate": 1e-2},
-            model=lora,
+
+    def run(name: str, steps: int, rate: float, model: dict[str, Any], **extra: Any) -> Any:
+        training = {"max_steps": steps, "learning_rate": rate}
+        return train_sft(
+            _config(tiny_model_dir, data, tmp_path / name, training=training, model=model, **extra)
         )
-    )
+
+    first = run("first", 3, 1e-2, lora)
     assert first.adapter_dir is not None
     other_rank = {**lora, "lora": {"r": 2, "alpha": 4}}  # ignored: the adapter's own rank rules
-    second = train_sft(
-        _config(
-            tiny_model_dir,
-            data,
-            tmp_path / "second",
-            training={"max_steps": 2, "learning_rate": 1e-6},
-            model=other_rank,
-            init_adapter=str(first.adapter_dir),
-        )
-    )
+    second = run("second", 2, 1e-6, other_rank, init_adapter=str(first.adapter_dir))
     assert second.adapter_dir is not None
     config = json.loads((second.adapter_dir / "adapter_config.json").read_text())
     assert config["r"] == 4
