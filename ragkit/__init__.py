@@ -10,6 +10,7 @@ from ragkit.errors import (
     InvalidQueryError,
     LoaderError,
     ModelNotFoundError,
+    OutputPathError,
     RagkitError,
 )
 from ragkit.generation import GeneratorBackend, make_generator
@@ -43,6 +44,7 @@ __all__ = [
     "MMRReranker",
     "ModelNotFoundError",
     "MultiQueryRetriever",
+    "OutputPathError",
     "RAGPipeline",
     "RagkitError",
     "RecursiveSplitter",
