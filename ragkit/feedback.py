@@ -135,7 +135,8 @@ def render_prompt(question: str, passages: Sequence[StoredPassage]) -> str:
     return "\n".join(lines)
 
 
-def _check_existing_store(path: Path) -> None:
+def check_existing_store(path: Path) -> None:
+    """A path a reader may open as a feedback store: an existing file (else a one-line error)."""
     if path.is_dir():
         raise FeedbackError(f"{path} is a folder, not a feedback store (an SQLite file)")
     if not path.is_file():
@@ -158,7 +159,7 @@ class FeedbackStore:
         a one-line error, and nothing is written to it. The server creates its store."""
         self.path = Path(path)
         if not create:
-            _check_existing_store(self.path)
+            check_existing_store(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:

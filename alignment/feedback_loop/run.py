@@ -50,6 +50,7 @@ from alignment.feedback_loop.stats import PairedComparison, paired_bootstrap
 from alignment.job_setup import check_output_dir, write_json
 from alignment.modelcard import model_card
 from alignment.ppo.job_config import PPOJobConfig
+from ragkit.feedback import FeedbackError, check_existing_store
 
 logger = logging.getLogger(__name__)
 
@@ -204,10 +205,10 @@ def run_feedback_loop(
     config = as_loop_config(config, output_dir)
     started = _now()
     db = Path(feedback_db)
-    if db.is_dir():
-        raise FeedbackLoopError(f"{db} is a folder, not a feedback store (an SQLite file)")
-    if not db.is_file():
-        raise FeedbackLoopError(f"feedback store not found: {db}")
+    try:
+        check_existing_store(db)  # before any stage runs
+    except FeedbackError as exc:
+        raise FeedbackLoopError(str(exc)) from None
     out = config.output_dir
     check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)

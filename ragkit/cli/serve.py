@@ -146,9 +146,7 @@ def feedback_export_command(
     prompt: PromptStyleOption = "passages",
 ) -> None:
     """Write preference pairs (choices and up/down votes) as JSONL for reward-model training."""
-    from ragkit.atomic import checked_file_target
     from ragkit.feedback import export_preferences
 
-    guard(lambda: checked_file_target(output))
     count = guard(lambda: export_preferences(db, output, prompt))
     say(f"wrote {count} preference pairs to {output}", one_line=True)
