@@ -96,15 +96,23 @@ def compare(
     return result.as_dict()
 
 
-def ppo_curve(ppo_dir: Path) -> dict[str, Any]:
-    """Held-out score at each evaluation with its standard error; the last training record."""
+def ppo_records(ppo_dir: Path) -> list[dict[str, Any]]:
+    """The PPO job's metrics, each held-out record with its standard error (runs recorded
+    before ``score_se`` existed get ``score_std`` / sqrt(prompts))."""
     from alignment.metrics import read_metrics
 
     records = read_metrics(ppo_dir / "metrics.jsonl")
+    for r in records:
+        if r["split"] == "eval":
+            r.setdefault("score_se", r["score_std"] / math.sqrt(max(1.0, r["prompts"])))
+    return records
+
+
+def ppo_curve(ppo_dir: Path) -> dict[str, Any]:
+    """Held-out score at each evaluation with its standard error; the last training record."""
+    records = ppo_records(ppo_dir)
     evals = [r for r in records if r["split"] == "eval"]
     train = [r for r in records if r["split"] == "train"]
-    for r in evals:  # runs recorded before score_se existed: std / sqrt(prompts)
-        r.setdefault("score_se", r["score_std"] / math.sqrt(max(1.0, r["prompts"])))
     first, last = evals[0], evals[-1]
     rise = last["score"] - first["score"]
     pooled_se = math.sqrt(first["score_se"] ** 2 + last["score_se"] ** 2)
@@ -127,12 +135,9 @@ def plot(ppo_dir: Path, out: Path) -> bool:
     """The run's curves with the held-out band (for runs recorded before score_se too)."""
     import tempfile
 
-    from alignment.metrics import plot_curves, read_metrics
+    from alignment.metrics import plot_curves
 
-    records = read_metrics(ppo_dir / "metrics.jsonl")
-    for r in records:
-        if r["split"] == "eval" and "score_se" not in r:
-            r["score_se"] = r["score_std"] / math.sqrt(max(1.0, r["prompts"]))
+    records = ppo_records(ppo_dir)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "metrics.jsonl"
         metrics.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
