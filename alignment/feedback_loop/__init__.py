@@ -34,11 +34,14 @@ from alignment.feedback_loop.promotion import (
     versions_dir,
 )
 from alignment.feedback_loop.run import FeedbackLoopResult, as_loop_config, run_feedback_loop
+from alignment.feedback_loop.stages import STAGES_FILE, CurrentAdapter, StageLog
 from alignment.feedback_loop.stats import PairedComparison, paired_bootstrap
 
 __all__ = [
     "CARD_FILE",
+    "STAGES_FILE",
     "AnswerScoreEvaluator",
+    "CurrentAdapter",
     "EvaluateFn",
     "EvaluationSettings",
     "FeedbackLoopConfig",
@@ -54,6 +57,7 @@ __all__ = [
     "PromotionSettings",
     "ServedPromptRenderer",
     "ServingSettings",
+    "StageLog",
     "as_loop_config",
     "canonical_model",
     "live_version",

@@ -189,6 +189,26 @@ def export_loop_pairs(
     return LoopPairs(out, pairs, counts, hashlib.sha256(raw).hexdigest())
 
 
+def reload_loop_pairs(path: Path, counts: dict[str, int], sha256: str, *, db: Path) -> LoopPairs:
+    """The pairs an interrupted run exported (a resume replays them, not the store as it is
+    now); a file that is gone or changed is a one-line error, since the reward model and PPO
+    of that run were trained on exactly those bytes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FeedbackLoopError(
+            f"--resume: cannot read the exported pairs {path} ({exc.strerror or exc}); run "
+            "without --resume to export again"
+        ) from None
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise FeedbackLoopError(
+            f"--resume: {path} changed since the run exported it from {db}; run without "
+            "--resume to export again"
+        )
+    pairs = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return LoopPairs(path, pairs, dict(counts), sha256)
+
+
 def check_pairs(
     pairs: Sequence[dict[str, Any]],
     model: str,

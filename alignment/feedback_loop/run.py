@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from alignment.checkpoint import latest_checkpoint
 from alignment.config import RewardJobConfig, dump_config, load_config, override, validate_config
 from alignment.feedback_loop.config import FeedbackLoopConfig
 from alignment.feedback_loop.data import (
@@ -37,15 +38,18 @@ from alignment.feedback_loop.data import (
     ServedPromptRenderer,
     default_prompt_format,
     export_loop_pairs,
+    reload_loop_pairs,
     write_prompts,
 )
 from alignment.feedback_loop.evaluation import AnswerScoreEvaluator, EvaluateFn
 from alignment.feedback_loop.promotion import (
+    Promotion,
     live_version,
     promote_adapter,
     read_card,
     recover_serving_adapter,
 )
+from alignment.feedback_loop.stages import CurrentAdapter, PPOStage, RewardStage, StageLog
 from alignment.feedback_loop.stats import PairedComparison, paired_bootstrap
 from alignment.job_setup import check_output_dir, write_json
 from alignment.modelcard import model_card
@@ -63,15 +67,6 @@ CARD_FORMAT = 1
 Stage = Callable[[str, dict[str, Any]], None]
 """``on_stage(name, info)``: called as each step finishes (``export``, ``reward``, ``ppo``,
 ``evaluate``, ``decision``), for a command line's progress lines."""
-
-
-@dataclass
-class CurrentAdapter:
-    """What serves now: ``ref`` for loading (a folder or None), ``label`` for people."""
-
-    ref: str | None
-    label: str
-    card: dict[str, Any] | None = None
 
 
 @dataclass
@@ -192,15 +187,19 @@ def run_feedback_loop(
     evaluate: EvaluateFn | None = None,
     output_dir: str | os.PathLike[str] | None = None,
     on_stage: Stage | None = None,
+    resume: bool = False,
 ) -> FeedbackLoopResult:
     """Run the loop once on ``feedback_db``; see the module docstring for the steps.
 
     ``config``: a :class:`FeedbackLoopConfig`, its mapping, or a YAML file path.
     ``evaluate(adapter) -> per-question scores`` replaces the default evaluation
     (:class:`AnswerScoreEvaluator` over ``config.evaluation``). ``output_dir`` overrides
-    ``config.output_dir``. Raises a one-line :class:`FeedbackLoopError` for bad input (missing
-    store, too few pairs, feedback of another model or prompt format); a candidate that does not
-    win is not an error: the result says ``promoted=False`` and why.
+    ``config.output_dir``. ``resume``: go on with the run in ``output_dir`` — its finished
+    stages are taken from ``stages.json`` (:mod:`alignment.feedback_loop.stages`), the first
+    unfinished one resumes from its job's last checkpoint. Raises a one-line
+    :class:`FeedbackLoopError` for bad input (missing store, too few pairs, feedback of another
+    model or prompt format, a resume with another config); a candidate that does not win is
+    not an error: the result says ``promoted=False`` and why.
     """
     config = as_loop_config(config, output_dir)
     started = _now()
@@ -213,7 +212,8 @@ def run_feedback_loop(
     check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    def stage(name: str, info: dict[str, Any]) -> None:
+    def stage(name: str, info: dict[str, Any], reused: bool = False) -> None:
+        info = {**info, "resumed": True} if reused else info
         logger.info("feedback loop: %s %s", name, json.dumps(info, default=str))
         if on_stage is not None:
             on_stage(name, info)
@@ -222,38 +222,103 @@ def run_feedback_loop(
     repaired = recover_serving_adapter(serving)
     if repaired:
         logger.warning("feedback loop: %s", repaired)
-    current = current_adapter(config)
+    serving_now = current_adapter(config)
+    log = StageLog.begin(
+        out,
+        config=config,
+        run_id=uuid.uuid4().hex,
+        started=started,
+        parent=serving_now,
+        resume=resume,
+    )
+    current = log.parent  # a resumed run keeps the baseline it started with
+    already_promoted = _promoted_by(log, serving)
+    if already_promoted is None and serving_now.ref != current.ref:
+        raise FeedbackLoopError(
+            f"--resume: the serving adapter changed since this run started ({current.ref} "
+            f"then, {serving_now.ref} now); start a new run without --resume"
+        )
     prompt_format = config.prompt_format or default_prompt_format(config.model)
     render = ServedPromptRenderer(config.model, prompt_format)
     evaluator: EvaluateFn = evaluate or AnswerScoreEvaluator(config.evaluation, config.model)
 
-    pairs = export_loop_pairs(
-        db,
-        out / PAIRS_FILE,
-        model=config.model,
-        prompt_format=prompt_format,
-        render=render,
-        min_pairs=config.feedback.min_pairs,
-        allow_unrecorded_format=config.feedback.allow_unrecorded_format,
+    exported = log.done("export")
+    if exported is not None:
+        pairs = reload_loop_pairs(
+            out / PAIRS_FILE, exported["counts"], exported["sha256"], db=Path(exported["db"])
+        )
+    else:
+        pairs = export_loop_pairs(
+            db,
+            out / PAIRS_FILE,
+            model=config.model,
+            prompt_format=prompt_format,
+            render=render,
+            min_pairs=config.feedback.min_pairs,
+            allow_unrecorded_format=config.feedback.allow_unrecorded_format,
+        )
+        log.finish("export", {"counts": pairs.counts, "sha256": pairs.sha256, "db": db.resolve()})
+    stage(
+        "export", {"pairs": len(pairs.pairs), "prompts": len(pairs.prompts)}, exported is not None
     )
-    stage("export", {"pairs": len(pairs.pairs), "prompts": len(pairs.prompts)})
-
-    from alignment.ppo.job import train_ppo
-    from alignment.reward_training import train_reward_model
 
     reward_config = reward_job_config(config, pairs.path, out / "reward")
-    reward = train_reward_model(reward_config)
-    stage("reward", {"validation": reward.validation, "model": str(reward.model_dir)})
+    trained = log.done("reward")
+    if trained is not None:
+        reward = RewardStage.from_record(trained)
+    else:
+        from alignment.reward_training import train_reward_model
+
+        # a reward job killed before its first checkpoint starts afresh (it refuses a resume
+        # with nothing to resume from)
+        checkpointed = latest_checkpoint(reward_config.output_dir) is not None
+        job = train_reward_model(reward_config, resume=resume and checkpointed)
+        reward = RewardStage(
+            model_dir=job.model_dir,
+            validation=job.validation,
+            train_pairs=job.train_pairs,
+            validation_pairs=job.validation_pairs,
+            normalisation_bias=job.normalisation_bias,
+        )
+        log.finish("reward", reward)
+    stage(
+        "reward",
+        {"validation": reward.validation, "model": str(reward.model_dir)},
+        trained is not None,
+    )
 
     prompts = write_prompts(pairs.prompts, out / PROMPTS_FILE, pairs.passages)
     ppo_config = ppo_job_config(config, prompts, reward.model_dir, current.ref, out / "ppo")
-    ppo = train_ppo(ppo_config)
-    if ppo.adapter_dir is None:  # pragma: no cover - the loop's PPO policy is always LoRA
-        raise FeedbackLoopError("the PPO job saved no adapter")
-    stage("ppo", {"updates": ppo.updates, "heldout_end": ppo.heldout_end})
+    tuned = log.done("ppo")
+    if tuned is not None:
+        ppo = PPOStage.from_record(tuned)
+    else:
+        from alignment.ppo.job import train_ppo
 
-    current_scores = [float(s) for s in evaluator(current.ref)]
-    candidate_scores = [float(s) for s in evaluator(str(ppo.adapter_dir))]
+        run = train_ppo(ppo_config, resume=resume)
+        if run.adapter_dir is None:  # pragma: no cover - the loop's PPO policy is always LoRA
+            raise FeedbackLoopError("the PPO job saved no adapter")
+        ppo = PPOStage(
+            output_dir=run.output_dir,
+            adapter_dir=run.adapter_dir,
+            updates=run.updates,
+            train_prompts=run.train_prompts,
+            heldout_prompts=run.heldout_prompts,
+            heldout_start=run.heldout_start,
+            heldout_end=run.heldout_end,
+            last_metrics=run.last_metrics,
+        )
+        log.finish("ppo", ppo)
+    stage("ppo", {"updates": ppo.updates, "heldout_end": ppo.heldout_end}, tuned is not None)
+
+    scored = log.done("evaluate")
+    if scored is not None:
+        current_scores = [float(s) for s in scored["current"]]
+        candidate_scores = [float(s) for s in scored["candidate"]]
+    else:
+        current_scores = [float(s) for s in evaluator(current.ref)]
+        candidate_scores = [float(s) for s in evaluator(str(ppo.adapter_dir))]
+        log.finish("evaluate", {"current": current_scores, "candidate": candidate_scores})
     rule = config.promotion
     comparison = paired_bootstrap(
         candidate_scores,
@@ -270,7 +335,7 @@ def run_feedback_loop(
             "candidate": candidate_scores,
         },
     )
-    stage("evaluate", comparison.as_dict())
+    stage("evaluate", comparison.as_dict(), scored is not None)
 
     won = comparison.wins(rule.min_gain)
     bound = f"{100 * rule.confidence:g}% interval's lower end {comparison.low:+.4f}"
@@ -288,6 +353,7 @@ def run_feedback_loop(
         "version": version_name if won else None,
         "decision": "promoted" if won else "kept",
         "reason": reason,
+        "run": {"id": log.run_id, "folder": str(out)},
         "base_model": config.model,
         "prompt_format": prompt_format,
         "parent": {
@@ -324,13 +390,16 @@ def run_feedback_loop(
             "reward": reward_config.model_dump(mode="json"),
             "ppo": ppo_config.model_dump(mode="json"),
         },
-        "timestamps": {"started": started, "decided": _now()},
+        "timestamps": {"started": log.started, "decided": _now()},
     }
     if repaired:
         card["repaired"] = repaired
 
     promotion = None
-    if won:
+    if already_promoted is not None:  # killed after promoting, before decision.json
+        card = read_card(already_promoted) or card
+        promotion = Promotion(serving, already_promoted, None)
+    elif won:
         readme = _readme(card, config)
         promotion = promote_adapter(
             ppo.adapter_dir,
@@ -358,6 +427,17 @@ def run_feedback_loop(
         card=card,
         repaired=repaired,
     )
+
+
+def _promoted_by(log: StageLog, serving: Path) -> Path | None:
+    """The serving version this run promoted already (a resume after a kill between the
+    promotion and ``decision.json``), else None."""
+    live = live_version(serving)
+    card = read_card(live) or {}
+    run = card.get("run")
+    if live is not None and isinstance(run, dict) and run.get("id") == log.run_id:
+        return live
+    return None
 
 
 def _readme(card: dict[str, Any], config: FeedbackLoopConfig) -> str:

@@ -209,6 +209,14 @@ def align_loop_command(
         ),
     ],
     output: OutputOption = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Go on with the run in the output folder: finished stages are reused, the "
+            "unfinished one continues from its last checkpoint.",
+        ),
+    ] = False,
 ) -> None:
     """Feedback → reward model → PPO → evaluate → promote the adapter only if it wins.
 
@@ -222,7 +230,10 @@ def align_loop_command(
         say(f"{name}: {json.dumps(info, default=str)}", console=err, one_line=True)
 
     result = guard(
-        lambda: run_feedback_loop(feedback_db, config, output_dir=output, on_stage=stage),
-        interrupted="interrupted; the serving adapter and the feedback store are unchanged",
+        lambda: run_feedback_loop(
+            feedback_db, config, output_dir=output, on_stage=stage, resume=resume
+        ),
+        interrupted="interrupted; the serving adapter and the feedback store are unchanged "
+        "(continue with --resume)",
     )
     print_json(json.dumps(result.summary(), default=str))

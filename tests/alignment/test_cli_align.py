@@ -92,19 +92,22 @@ def test_align_loop_prints_the_decision(tmp_path: Path, monkeypatch: Any) -> Non
         def summary(self) -> dict[str, Any]:
             return {"promoted": False, "reason": "candidate within noise"}
 
-    def fake(db: Any, config: Any, *, output_dir: Any = None, on_stage: Any = None) -> Result:
-        seen.update(db=db, config=config, output_dir=output_dir)
+    def fake(
+        db: Any, config: Any, *, output_dir: Any = None, on_stage: Any = None, resume: bool
+    ) -> Result:
+        seen.update(db=db, config=config, output_dir=output_dir, resume=resume)
         on_stage("export", {"pairs": 3})
         return Result()
 
     monkeypatch.setattr(loop, "run_feedback_loop", fake)
     db = tmp_path / "feedback.db"
-    result = runner.invoke(
-        app, ["align", "loop", "--feedback-db", str(db), "--config", str(LOOP_CONFIG)]
-    )
+    command = ["align", "loop", "--feedback-db", str(db), "--config", str(LOOP_CONFIG)]
+    result = runner.invoke(app, command)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["reason"] == "candidate within noise"
-    assert seen == {"db": db, "config": LOOP_CONFIG, "output_dir": None}
+    assert seen == {"db": db, "config": LOOP_CONFIG, "output_dir": None, "resume": False}
+    assert runner.invoke(app, [*command, "--resume"]).exit_code == 0
+    assert seen["resume"] is True
 
 
 def test_align_files_that_are_not_what_they_should_be_are_one_line(

@@ -471,9 +471,24 @@ def test_a_kill_9_mid_loop_leaves_the_feedback_and_the_serving_adapter_intact(
     assert store_state(db) == before
     assert before[0] == "ok"
     assert files_of(serving) == original and not serving.is_symlink()
-    # and the loop runs to its decision from there
+    # and --resume goes on from there: the stages that ended are taken as they were
+    run = tmp_path / "run"
+    finished = {
+        "export": ["export"],
+        "reward": ["export", "reward"],
+        "ppo": ["export", "reward", "ppo"],
+    }[kill_after]
+    written = {"export": "feedback_pairs.jsonl", "reward": "reward", "ppo": "ppo"}
+    kept = {written[name]: (run / written[name]).stat().st_mtime_ns for name in finished}
     evaluate, _ = scripted_evaluation([0.1] * len(BASE_SCORES))
+    resumed: list[str] = []
     result = run_feedback_loop(
-        db, loop_config(tmp_path, tiny_model_dir, serving), evaluate=evaluate
+        db,
+        loop_config(tmp_path, tiny_model_dir, serving),
+        evaluate=evaluate,
+        resume=True,
+        on_stage=lambda name, info: resumed.append(name) if info.get("resumed") else None,
     )
+    assert resumed == finished
+    assert {name: (run / name).stat().st_mtime_ns for name in kept} == kept
     assert result.promoted and files_of(serving) != original
