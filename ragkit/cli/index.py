@@ -64,9 +64,20 @@ class LoaderWarnings(logging.Handler):
         self._logger.propagate = self._propagate
 
 
+def _named_paths(paths: list[str]) -> list[str]:
+    """Typed as ``Path``, an empty argument would be the current folder (``Path("")`` is ".")
+    and index whatever is there; a path must be named."""
+    if any(not p.strip() for p in paths):
+        raise typer.BadParameter("a path is empty: name the files or folders to index")
+    return paths
+
+
 def index_command(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files or folders to index (folders recursively).")
+        list[str],
+        typer.Argument(
+            help="Files or folders to index (folders recursively).", callback=_named_paths
+        ),
     ],
     index: IndexOption,
     chunk_size: Annotated[
@@ -142,9 +153,9 @@ def index_command(
     if backend == "ray" and is_postgres_url(index):
         fail("--backend ray writes index directories; a PostgreSQL store is indexed locally")
     for path in paths:
-        if not path.exists():
+        if not Path(path).exists():
             fail(f"path does not exist: {path}")
-    sources = [str(p) for p in paths]
+    sources = list(paths)
 
     def run() -> Any:
         discover_files(sources, include or (), exclude or ())  # fail fast, before loading a model

@@ -37,12 +37,20 @@ def _in_range(low: float, high: float) -> Callable[[float | None], float | None]
     return check
 
 
+def _not_empty(value: str) -> str:
+    """An empty ``--index ""`` would otherwise mean the current folder (``Path("")`` is ".")."""
+    if not value.strip():
+        raise typer.BadParameter("is empty: name the index directory (or a postgresql:// URL)")
+    return value
+
+
 # Where an index lives: a directory (FAISS + SQLite) or a PostgreSQL + pgvector store.
 IndexOption = Annotated[
     str,
     typer.Option(
         "--index",
         "-i",
+        callback=_not_empty,
         help="Index directory, or a postgresql://user@host/db[?schema=NAME] URL for a "
         "PostgreSQL + pgvector store (pip install 'ragkit\\[postgres]'; docs/postgres.md).",
     ),

@@ -73,8 +73,8 @@ def _match_backend(manifest: IndexManifest, embedder: Embedder, noun: str, where
     if used != manifest.embed_backend:
         raise IndexFormatError(
             f"{noun} {where} was embedded with backend {manifest.embed_backend!r}; "
-            f"refusing to embed its queries with {used!r} "
-            f"(leave the backend unset to use the {noun}'s)"
+            f"refusing to embed with {used!r}, whose vectors would not match its own, for "
+            f"queries or new files alike (leave the backend unset to use the {noun}'s)"
         )
 
 

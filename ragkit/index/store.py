@@ -152,11 +152,15 @@ class ChunkStore:
             raise IndexFormatError(f"index store is missing: {path}")
         try:
             self._writer = self._connect()
+            if not create:
+                # checked before the journal pragma, which writes a database header: a search
+                # on a broken index must not change its store file (an empty file stayed empty)
+                self._writer.execute("SELECT count(*) FROM chunks").fetchone()
             self._writer.execute("PRAGMA journal_mode=WAL")
             self._writer.execute("PRAGMA synchronous=FULL")
             if create:
                 self._writer.executescript(_SCHEMA)
-            self._writer.execute("SELECT count(*) FROM chunks").fetchone()
+                self._writer.execute("SELECT count(*) FROM chunks").fetchone()
         except sqlite3.DatabaseError as exc:
             raise IndexFormatError(
                 f"index store {path} is not a valid ragkit store: {exc}"

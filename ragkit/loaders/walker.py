@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -48,6 +50,42 @@ def _matches(relative: str, name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
+def is_index_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a ragkit index (its manifest says so): ``ragkit index .
+    --index idx`` must not walk into ``idx`` and report its store files, or with
+    ``--include '*.json'`` index its manifest."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == "ragkit-index"
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """Files under ``root`` in path order, and the ragkit index folders left out. Hidden files
+    and folders are not walked, nor symbolic links to folders."""
+    files: list[Path] = []
+    indexes: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        kept = []
+        for name in sorted(dirs):
+            if name.startswith("."):
+                continue
+            if is_index_folder(here / name):
+                indexes.append(here / name)
+            else:
+                kept.append(name)
+        dirs[:] = kept
+        files += [
+            here / name for name in names if not name.startswith(".") and (here / name).is_file()
+        ]
+    return sorted(files), sorted(indexes)
+
+
 def discover_files(
     paths: Sequence[str | Path],
     include: Sequence[str] = (),
@@ -67,14 +105,15 @@ def discover_files(
         if root.is_file():
             candidates = [(root, root.name)]
         else:
-            candidates = []
-            for path in sorted(root.rglob("*")):
-                relative = path.relative_to(root).as_posix()
-                if any(part.startswith(".") for part in path.relative_to(root).parts):
-                    continue
-                if path.is_file():
-                    candidates.append((path, relative))
-            if not candidates:
+            if is_index_folder(root):
+                raise RagkitError(f"{given} is a ragkit index, not a folder of documents")
+            found, indexes = _walk(root)
+            skipped += [
+                SkippedFile(source=str(folder), reason="a ragkit index (not documents)")
+                for folder in indexes
+            ]
+            candidates = [(path, path.relative_to(root).as_posix()) for path in found]
+            if not candidates and not indexes:
                 raise RagkitError(f"folder is empty: {given}")
         explicit_file = root.is_file()
         for path, relative in candidates:

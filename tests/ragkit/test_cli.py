@@ -76,6 +76,11 @@ def test_index_then_search_json(tmp_path: Path, corpus: Path, tiny_model_path: P
         (["search", "x", "--index", "IDX", "--filter", "novalue"], "key=value"),
         (["index", "MISSING", "--index", "NEW"], "path does not exist"),
         (["index", "EMPTY", "--index", "NEW"], "folder is empty"),
+        (["index", "IDX", "--index", "NEW"], "is a ragkit index, not a folder of documents"),
+        (
+            ["index", "CORPUS", "--index", "IDX", "--embed-backend", "onnx-int8"],
+            "for queries or new files alike",
+        ),
         (
             ["index", "CORPUS", "--index", "IDX", "--chunk-size", "300", "--chunk-unit", "chars"],
             "chunking",
@@ -149,6 +154,10 @@ def test_bad_input_is_one_line_and_non_zero(
             ["ask", "x", "--index", "IDX", "--min-relevance", "1.5"],
             "'--min-relevance': must be from -1 to 1, not 1.5",
         ),
+        # an empty path was the current folder ("" -> Path(".")): indexed whatever was there
+        (["index", "", "--index", "IDX"], "'paths': a path is empty"),
+        (["index", "docs", "--index", ""], "'--index' / '-i': is empty"),
+        (["search", "x", "--index", " "], "'--index' / '-i': is empty"),
     ],
 )
 def test_usage_errors_are_one_line_naming_the_choices(args: list[str], message: str) -> None:

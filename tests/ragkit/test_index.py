@@ -136,6 +136,20 @@ def test_directories_that_are_not_indexes(tmp_path: Path, tiny_embedder: Embedde
         Index.open(tmp_path / "other")
 
 
+def test_opening_a_broken_store_changes_nothing(tmp_path: Path, tiny_embedder: Embedder) -> None:
+    """From a new-user probe: a search on an index whose store file was empty wrote a SQLite
+    header into it (the journal pragma ran before the check)."""
+    directory = tmp_path / "idx"
+    Index.create(directory, tiny_embedder, CHARS).close()
+    store = directory / "store.sqlite"
+    for leftover in directory.glob("store.sqlite-*"):
+        leftover.unlink()
+    store.write_bytes(b"")
+    with pytest.raises(IndexFormatError, match="not a valid ragkit store"):
+        Index.open(directory)
+    assert store.read_bytes() == b""
+
+
 def test_no_pickle_on_disk(tmp_path: Path, tiny_embedder: Embedder) -> None:
     with Index.create(tmp_path / "idx", tiny_embedder, CHARS) as index:
         index.add_documents(_docs("a", 2))

@@ -132,6 +132,37 @@ def test_walker_include_exclude_and_unsupported(tmp_path: Path) -> None:
     assert [Path(f.path).name for f in files] == ["b.md"]
 
 
+def test_walker_leaves_ragkit_index_folders_out_as_one_skipped_entry(tmp_path: Path) -> None:
+    """`ragkit index . --index idx`: the index's own files are neither documents nor noise."""
+    _write(tmp_path / "a.txt", "a")
+    index = tmp_path / "idx"
+    _write(index / "manifest.json", '{"format": "ragkit-index", "format_version": 2}')
+    _write(index / "store.sqlite", b"SQLite format 3\x00")
+    _write(index / "bm25-0" / "ragkit-lexical.json", "{}")
+    _write(tmp_path / "data" / "manifest.json", '{"format": "something else"}')  # not an index
+    files, skipped = discover_files([tmp_path], include=["*.json", "*.txt"])
+    assert [Path(f.path).name for f in files] == ["a.txt"]
+    # the index is one entry; a folder whose manifest is not an index's is walked as usual
+    assert [(Path(s.source).relative_to(tmp_path).as_posix(), s.reason) for s in skipped] == [
+        ("idx", "a ragkit index (not documents)"),
+        ("data/manifest.json", "unsupported file type '.json'"),
+    ]
+    with pytest.raises(RagkitError, match="is a ragkit index, not a folder of documents"):
+        discover_files([index])
+
+
+def test_walker_keeps_path_order_and_skips_broken_links(tmp_path: Path) -> None:
+    for name in ("a-b/x.txt", "a/b.txt", "a/c/d.txt", "z.txt"):
+        _write(tmp_path / name, name)
+    (tmp_path / "broken.txt").symlink_to(tmp_path / "nowhere.txt")
+    files, skipped = discover_files([tmp_path])
+    relative = [Path(f.path).relative_to(tmp_path).as_posix() for f in files]
+    assert relative == [
+        p.relative_to(tmp_path).as_posix() for p in sorted(map(Path, [f.path for f in files]))
+    ]
+    assert set(relative) == {"a-b/x.txt", "a/b.txt", "a/c/d.txt", "z.txt"} and skipped == []
+
+
 def test_walker_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(RagkitError, match="does not exist"):
         discover_files([tmp_path / "nope"])
