@@ -11,7 +11,9 @@ play fixed roles, so nothing reported is tuned on what it reports:
 - ``synthetic-dev``: not SQuAD — the 120 questions on the 30 engineering-and-medicine paragraphs
   (domain E) of ``benchmarks/data/synthetic_qa.jsonl``, retrieval over all 150 of its
   paragraphs: an out-of-domain dev split for adapters trained on its domains A-D (the Normans
-  dev paragraphs share an article with the training demonstrations, so they flatter them).
+  dev paragraphs share an article with the training demonstrations, so they flatter them);
+- ``synthetic-train``: the 480 questions of domains A-D of the same file, over the same index:
+  the adapter's own training questions (a source of feedback pairs, never a measure).
 
 Metrics: SQuAD EM and token F1 over the answerable questions (an abstention scores 0);
 abstention accuracy over the unanswerable ones; citation precision = share of cited answers
@@ -47,7 +49,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 TRAIN_ARTICLE, TEST_ARTICLE = "Normans", "Computational_complexity_theory"
 DEV_FROM = 30  # Normans paragraphs >= this are the dev split
 SYNTHETIC_DEV_DOMAIN = "E"  # synthetic_qa.jsonl paragraphs "syn-E-*": held out of adapter training
-SPLITS = ("train", "dev", "test", "synthetic-dev")
+SPLITS = ("train", "dev", "test", "synthetic-dev", "synthetic-train")
+SYNTHETIC_SPLITS = ("synthetic-dev", "synthetic-train")
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ class Item:
 
     @property
     def split(self) -> str:
-        if self.article == "synthetic":
-            return "synthetic-dev"
+        if self.article in SYNTHETIC_SPLITS:
+            return self.article
         if self.article == TEST_ARTICLE:
             return "test"
         return "dev" if self.paragraph >= DEV_FROM else "train"
@@ -114,7 +117,7 @@ def read_items(path: Path = DATA) -> list[Item]:
 
 def split_items(split: str) -> tuple[list[Item], Path]:
     """The questions of a split and the index its retrieval runs over."""
-    if split != "synthetic-dev":
+    if split not in SYNTHETIC_SPLITS:
         return [i for i in read_items() if i.split == split], ensure_index()
     from pydocs_qa import index_paragraphs
     from synthetic_qa import DATA as SYNTHETIC
@@ -126,7 +129,8 @@ def split_items(split: str) -> tuple[list[Item], Path]:
     for q in questions:
         pid = q["id"]
         asked[pid] += 1
-        if pid.split("-")[1] != SYNTHETIC_DEV_DOMAIN:
+        held_out = pid.split("-")[1] == SYNTHETIC_DEV_DOMAIN
+        if held_out != (split == "synthetic-dev"):
             continue
         items.append(
             Item(
@@ -134,7 +138,7 @@ def split_items(split: str) -> tuple[list[Item], Path]:
                 question=q["question"],
                 answers=tuple(dict.fromkeys(q.get("answers") or ())),
                 impossible=bool(q.get("is_impossible", False)),
-                article="synthetic",
+                article=split,
                 paragraph=int(pid.rsplit("-", 1)[1]),
             )
         )

@@ -69,7 +69,7 @@ from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from answer_quality import ROOT, Item, ensure_index, read_items, select
+from answer_quality import ROOT, SPLITS, Item, split_items
 from llamacpp_site import environment_with_llamacpp
 
 WORK = ROOT / "benchmarks" / ".work" / "feedback_oracle"
@@ -226,9 +226,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
         limit, samples = limit or 6, min(samples, 2)
     name = args.name or ("quick-" if args.quick else "") + "+".join(splits)
     items: list[Item] = []
-    all_items = read_items()
+    indexes: set[Path] = set()
     for split in splits:
-        items += select(all_items, split, None)
+        found, split_index = split_items(split)
+        items += found
+        indexes.add(split_index)
+    if len(indexes) > 1:  # one server answers over one index
+        raise SystemExit(
+            f"error: --split {' '.join(splits)} retrieve from different indexes; collect "
+            "the SQuAD splits and the synthetic ones in separate runs"
+        )
     excluded: set[str] = set()
     for other in args.exclude or []:  # questions another run already asked
         path = WORK / f"{other}-oracle.jsonl"
@@ -257,7 +264,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         f"({sum(i.impossible for i in items)} unanswerable), {samples} samples each at "
         f"temperature {args.temperature}; {len(done)} already done; store {db}"
     )
-    index_dir = ensure_index()
+    (index_dir,) = indexes
     started = time.perf_counter()
     answer_seconds: list[float] = []
     server_log = RESULTS / f"feedback-oracle-{name}-{stamp}-server.log"
@@ -621,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     co = sub.add_parser("collect", help="scripted user: sample, compare, export")
-    co.add_argument("--split", action="append", choices=["train", "dev", "test"])
+    co.add_argument("--split", action="append", choices=list(SPLITS))
     co.add_argument("--limit", type=int, help="a random sample of N questions (seeded)")
     co.add_argument("--samples", type=int, default=3, help="answers per question")
     co.add_argument("--temperature", type=float, default=1.0)
