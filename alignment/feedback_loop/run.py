@@ -265,7 +265,7 @@ def run_feedback_loop(
     reward_config = reward_job_config(config, pairs.path, out / "reward")
     trained = log.done("reward")
     if trained is not None:
-        reward = RewardStage.from_record(trained)
+        reward = RewardStage.of(trained)
     else:
         from alignment.reward_training import train_reward_model
 
@@ -273,13 +273,7 @@ def run_feedback_loop(
         # with nothing to resume from)
         checkpointed = latest_checkpoint(reward_config.output_dir) is not None
         job = train_reward_model(reward_config, resume=resume and checkpointed)
-        reward = RewardStage(
-            model_dir=job.model_dir,
-            validation=job.validation,
-            train_pairs=job.train_pairs,
-            validation_pairs=job.validation_pairs,
-            normalisation_bias=job.normalisation_bias,
-        )
+        reward = RewardStage.of(job)
         log.finish("reward", reward)
     stage(
         "reward",
@@ -291,23 +285,14 @@ def run_feedback_loop(
     ppo_config = ppo_job_config(config, prompts, reward.model_dir, current.ref, out / "ppo")
     tuned = log.done("ppo")
     if tuned is not None:
-        ppo = PPOStage.from_record(tuned)
+        ppo = PPOStage.of(tuned)
     else:
         from alignment.ppo.job import train_ppo
 
         run = train_ppo(ppo_config, resume=resume)
         if run.adapter_dir is None:  # pragma: no cover - the loop's PPO policy is always LoRA
             raise FeedbackLoopError("the PPO job saved no adapter")
-        ppo = PPOStage(
-            output_dir=run.output_dir,
-            adapter_dir=run.adapter_dir,
-            updates=run.updates,
-            train_prompts=run.train_prompts,
-            heldout_prompts=run.heldout_prompts,
-            heldout_start=run.heldout_start,
-            heldout_end=run.heldout_end,
-            last_metrics=run.last_metrics,
-        )
+        ppo = PPOStage.of(run)
         log.finish("ppo", ppo)
     stage("ppo", {"updates": ppo.updates, "heldout_end": ppo.heldout_end}, tuned is not None)
 

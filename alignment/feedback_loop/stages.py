@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, is_dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from alignment.feedback_loop.config import FeedbackLoopConfig
 from alignment.feedback_loop.data import FeedbackLoopError
@@ -29,9 +30,27 @@ STAGES_FILE = "stages.json"
 STAGES_FORMAT = 1
 
 
+class _StageOutcome:
+    """What the loop keeps of one job: read off the job's result, or back from its record."""
+
+    PATHS: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def of(cls, source: Any) -> Self:
+        """From a job result (attributes) or a ``stages.json`` record (keys)."""
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        if isinstance(source, Mapping):
+            values = {name: source[name] for name in names}
+        else:
+            values = {name: getattr(source, name) for name in names}
+        return cls(**{k: Path(v) if k in cls.PATHS else v for k, v in values.items()})
+
+
 @dataclass(frozen=True)
-class RewardStage:
-    """What the loop keeps of the reward job."""
+class RewardStage(_StageOutcome):
+    """The reward job's model and scores."""
+
+    PATHS: ClassVar[frozenset[str]] = frozenset({"model_dir"})
 
     model_dir: Path
     validation: dict[str, float]
@@ -39,20 +58,12 @@ class RewardStage:
     validation_pairs: int
     normalisation_bias: float
 
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> RewardStage:
-        return cls(
-            model_dir=Path(record["model_dir"]),
-            validation=dict(record["validation"]),
-            train_pairs=int(record["train_pairs"]),
-            validation_pairs=int(record["validation_pairs"]),
-            normalisation_bias=float(record["normalisation_bias"]),
-        )
-
 
 @dataclass(frozen=True)
-class PPOStage:
-    """What the loop keeps of the PPO job."""
+class PPOStage(_StageOutcome):
+    """The PPO job's adapter and held-out rewards."""
+
+    PATHS: ClassVar[frozenset[str]] = frozenset({"output_dir", "adapter_dir"})
 
     output_dir: Path
     adapter_dir: Path
@@ -62,19 +73,6 @@ class PPOStage:
     heldout_start: dict[str, float]
     heldout_end: dict[str, float]
     last_metrics: dict[str, float]
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> PPOStage:
-        return cls(
-            output_dir=Path(record["output_dir"]),
-            adapter_dir=Path(record["adapter_dir"]),
-            updates=int(record["updates"]),
-            train_prompts=int(record["train_prompts"]),
-            heldout_prompts=int(record["heldout_prompts"]),
-            heldout_start=dict(record["heldout_start"]),
-            heldout_end=dict(record["heldout_end"]),
-            last_metrics=dict(record["last_metrics"]),
-        )
 
 
 @dataclass(frozen=True)
