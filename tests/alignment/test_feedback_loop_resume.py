@@ -34,13 +34,18 @@ def reused_stages(collected: list[tuple[str, dict[str, object]]]) -> list[str]:
     return [name for name, info in collected if info.get("resumed")]
 
 
+def fresh_setup(model: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, object]]:
+    """A filled feedback store, a serving adapter folder and a loop config over them."""
+    db = tmp_path / "feedback.db"
+    fill_store(db, str(model))
+    serving = make_adapter(tmp_path / "deploy" / "adapter")
+    return db, serving, loop_config(tmp_path, model, serving)
+
+
 @pytest.fixture
 def finished_run(tiny_model_dir: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, object]]:
     """A loop run that promoted its candidate: (feedback db, serving folder, config)."""
-    db = tmp_path / "feedback.db"
-    fill_store(db, str(tiny_model_dir))
-    serving = make_adapter(tmp_path / "deploy" / "adapter")
-    config = loop_config(tmp_path, tiny_model_dir, serving)
+    db, serving, config = fresh_setup(tiny_model_dir, tmp_path)
     evaluate, _ = scripted_evaluation([0.1] * len(BASE_SCORES))
     assert run_feedback_loop(db, config, evaluate=evaluate).promoted
     return db, serving, config
@@ -105,10 +110,7 @@ def test_a_resume_refuses_pairs_that_changed_since_the_export(
 def test_a_resume_refuses_a_serving_folder_changed_by_someone_else(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "feedback.db"
-    fill_store(db, str(tiny_model_dir))
-    serving = make_adapter(tmp_path / "deploy" / "adapter")
-    config = loop_config(tmp_path, tiny_model_dir, serving)
+    db, serving, config = fresh_setup(tiny_model_dir, tmp_path)
     evaluate, _ = scripted_evaluation([-0.1] * len(BASE_SCORES))  # kept, not promoted
     assert not run_feedback_loop(db, config, evaluate=evaluate).promoted
     # another run promotes into the same serving folder meanwhile
@@ -122,10 +124,7 @@ def test_a_resume_refuses_a_serving_folder_changed_by_someone_else(
 def test_resume_without_a_record_starts_afresh_and_a_fresh_run_forgets_the_record(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "feedback.db"
-    fill_store(db, str(tiny_model_dir))
-    serving = make_adapter(tmp_path / "deploy" / "adapter")
-    config = loop_config(tmp_path, tiny_model_dir, serving)
+    db, _, config = fresh_setup(tiny_model_dir, tmp_path)
     evaluate, calls = scripted_evaluation([-0.1] * len(BASE_SCORES))
     stages: list[tuple[str, dict[str, object]]] = []
     run_feedback_loop(
