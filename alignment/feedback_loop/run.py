@@ -295,6 +295,7 @@ def run_feedback_loop(
         ppo = PPOStage.of(run)
         log.finish("ppo", ppo)
     stage("ppo", {"updates": ppo.updates, "heldout_end": ppo.heldout_end}, tuned is not None)
+    probe = inherit_probe(current.ref, ppo.adapter_dir)
 
     scored = log.done("evaluate")
     if scored is not None:
@@ -356,6 +357,7 @@ def run_feedback_loop(
         },
         "ppo": {
             "folder": str(ppo.output_dir),
+            "answerability_probe": probe,
             "updates": ppo.updates,
             "train_prompts": ppo.train_prompts,
             "heldout_prompts": ppo.heldout_prompts,
@@ -412,6 +414,25 @@ def run_feedback_loop(
         card=card,
         repaired=repaired,
     )
+
+
+def inherit_probe(parent: str | None, candidate: Path) -> str | None:
+    """Give the PPO candidate its parent's answerability probe (the file, not a refit).
+
+    Why: a probe belongs to an adapter's folder, and PPO writes a fresh one, so a promoted
+    candidate would silently serve without the abstention veto its parent had. PPO under a KL
+    penalty keeps the policy's hidden states near the parent's, and the evaluation then scores
+    the candidate with the probe, as it would be served. Returns what the card records.
+    """
+    if parent is None:
+        return None
+    from ragkit.generation.answerability import AnswerabilityProbe
+
+    probe = AnswerabilityProbe.load(parent)
+    if probe is None:
+        return None
+    probe.save(candidate)  # atomic; the same probe again on a resume
+    return f"inherited from the parent ({parent}), not refitted"
 
 
 def _promoted_by(log: StageLog, serving: Path) -> Path | None:

@@ -210,6 +210,26 @@ def test_a_winning_candidate_is_promoted_with_its_card(
     )
 
 
+def test_the_candidate_inherits_the_parents_answerability_probe(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A promotion must not drop the abstention veto the serving adapter had."""
+    from ragkit.generation.answerability import PROBE_FILE, AnswerabilityProbe
+
+    db = tmp_path / "feedback.db"
+    fill_store(db, str(tiny_model_dir))
+    serving = make_adapter(tmp_path / "deploy" / "adapter")
+    AnswerabilityProbe(1, (0.0, 1.0), (1.0, 2.0), (0.5, -0.5), 0.25).save(serving)
+    probe_bytes = (serving / PROBE_FILE).read_bytes()
+    evaluate, _ = scripted_evaluation([0.1] * len(BASE_SCORES))
+    result = run_feedback_loop(
+        db, loop_config(tmp_path, tiny_model_dir, serving), evaluate=evaluate
+    )
+    assert (result.candidate_adapter / PROBE_FILE).read_bytes() == probe_bytes
+    assert result.promoted and (serving / PROBE_FILE).read_bytes() == probe_bytes
+    assert result.card["ppo"]["answerability_probe"].startswith("inherited from the parent")
+
+
 def test_ppo_decodes_as_the_served_profile_unless_told(tmp_path: Path) -> None:
     from alignment.feedback_loop import FeedbackLoopConfig
     from alignment.feedback_loop.run import ppo_job_config
