@@ -97,6 +97,16 @@ def test_a_resume_with_another_config_is_refused(
         run_feedback_loop(db, other, evaluate=lambda adapter: [0.0], resume=True)
 
 
+def test_a_resume_with_another_feedback_store_is_refused(
+    finished_run: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    db, _, config = finished_run
+    other = tmp_path / "other.db"
+    other.write_bytes(db.read_bytes())
+    with pytest.raises(FeedbackLoopError, match=r"exported its pairs from .*feedback\.db, not"):
+        run_feedback_loop(other, config, evaluate=lambda adapter: [0.0], resume=True)
+
+
 def test_a_resume_refuses_pairs_that_changed_since_the_export(
     finished_run: tuple[Path, Path, dict[str, object]],
 ) -> None:
