@@ -8,9 +8,10 @@ and re-enters the first unfinished stage, whose own job resumes from its last ch
 
 What a resume must not do is mix runs: the record holds a fingerprint of the loop config (all
 of it but ``output_dir``) and of the feedback pairs, and the adapter that was serving when the
-run started (the PPO parent and the evaluation's baseline). A resume with another config is a
-one-line error; so is one whose serving folder changed under it, except to the version this
-very run promoted (a kill between promotion and ``decision.json``).
+run started (the PPO parent and the evaluation's baseline). A resume with another config, or
+another feedback store, or exported pairs that changed, is a one-line error; so is one whose
+serving folder changed under it, except to the version this very run promoted (a kill between
+promotion and ``decision.json``).
 """
 
 from __future__ import annotations
