@@ -431,12 +431,13 @@ def inherit_probe(parent: str | None, candidate: Path) -> str | None:
     """
     if parent is None:
         return None
-    from ragkit.generation.answerability import AnswerabilityProbe
+    from ragkit.atomic import atomic_write_bytes
+    from ragkit.generation.answerability import PROBE_FILE, AnswerabilityProbe
 
-    probe = AnswerabilityProbe.load(parent)
-    if probe is None:
+    if AnswerabilityProbe.load(parent) is None:  # also refuses a probe file it cannot read
         return None
-    probe.save(candidate)  # atomic; the same probe again on a resume
+    # the file's bytes, not a re-serialisation (safetensors does not fix its header's order)
+    atomic_write_bytes(candidate / PROBE_FILE, (Path(parent) / PROBE_FILE).read_bytes())
     return f"inherited from the parent ({parent}), not refitted"
 
 
