@@ -243,12 +243,12 @@ def run_feedback_loop(
     evaluator: EvaluateFn = evaluate or AnswerScoreEvaluator(config.evaluation, config.model)
 
     exported = log.done("export")
-    if exported is not None and Path(exported["db"]) != db.resolve():
-        raise FeedbackLoopError(
-            f"--resume: this run exported its pairs from {exported['db']}, not {db.resolve()}; "
-            "resume it with that store, or run without --resume to start over"
-        )
     if exported is not None:
+        if Path(exported["db"]) != db.resolve():
+            raise FeedbackLoopError(
+                f"--resume: this run exported its pairs from {exported['db']}, not "
+                f"{db.resolve()}; resume it with that store, or run without --resume to start over"
+            )
         pairs = reload_loop_pairs(
             out / PAIRS_FILE, exported["counts"], exported["sha256"], db=Path(exported["db"])
         )

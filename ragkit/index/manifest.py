@@ -26,6 +26,17 @@ MANIFEST_NAME = "manifest.json"
 IndexType = Literal["flat", "hnsw", "ivf", "ivfpq", "auto"]
 
 
+def is_index_directory(directory: Path) -> bool:
+    """Whether ``directory``'s manifest names it a ragkit index (of any format version): the
+    question :meth:`IndexManifest.load` answers with an error, asked without one (the file
+    walker leaves index folders out of what it indexes)."""
+    try:
+        raw = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and raw.get("format") == FORMAT_NAME
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

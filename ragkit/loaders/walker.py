@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -50,32 +49,22 @@ def _matches(relative: str, name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def is_index_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a ragkit index (its manifest says so): ``ragkit index .
-    --index idx`` must not walk into ``idx`` and report its store files, or with
-    ``--include '*.json'`` index its manifest."""
-    manifest = folder / "manifest.json"
-    if not manifest.is_file():
-        return False
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("format") == "ragkit-index"
-
-
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """Files under ``root`` in path order, and the ragkit index folders left out. Hidden files
-    and folders are not walked, nor symbolic links to folders."""
+    """Files under ``root`` in path order, and the ragkit index folders left out: ``ragkit
+    index . --index idx`` must not walk into ``idx`` and report its store files (or, with
+    ``--include '*.json'``, index its manifest). Hidden files and folders are not walked, nor
+    symbolic links to folders."""
+    from ragkit.index.manifest import is_index_directory  # ragkit.index imports this module
+
     files: list[Path] = []
     indexes: list[Path] = []
     for folder, dirs, names in os.walk(root):
         here = Path(folder)
         kept = []
-        for name in sorted(dirs):
+        for name in dirs:
             if name.startswith("."):
                 continue
-            if is_index_folder(here / name):
+            if is_index_directory(here / name):
                 indexes.append(here / name)
             else:
                 kept.append(name)
@@ -105,7 +94,9 @@ def discover_files(
         if root.is_file():
             candidates = [(root, root.name)]
         else:
-            if is_index_folder(root):
+            from ragkit.index.manifest import is_index_directory
+
+            if is_index_directory(root):
                 raise RagkitError(f"{given} is a ragkit index, not a folder of documents")
             found, indexes = _walk(root)
             skipped += [
