@@ -194,6 +194,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         control = _scores(args.control)
         report["control_sft"] = split_scores(control, questions)
         report["control_vs_current"] = compare(control, current, questions)
+        report["control_vs_current_answerable_f1"] = compare(
+            control, current, questions, "answerable"
+        )
         report["ppo_vs_control"] = compare(candidate, control, questions)
         report["ppo_vs_control_answerable_f1"] = compare(
             candidate, control, questions, "answerable"

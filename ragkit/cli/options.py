@@ -99,7 +99,8 @@ AdapterOption = Annotated[
         help="transformers and llamacpp backends: a LoRA adapter merged into the generator at "
         "load time (llamacpp: into a cached copy of the GGUF): "
         "grounded-qa (the packaged grounded-QA adapter of the chosen packaged model; the "
-        "default for the packaged Gemma 3 270M), grounded-qa-gemma, grounded-qa-smollm2, a peft "
+        "default for the packaged Gemma 3 270M), grounded-qa-gemma (= grounded-qa-sft), "
+        "grounded-qa-rlhf (the same after PPO on feedback), grounded-qa-smollm2, a peft "
         "adapter folder (e.g. the adapter/ of a LoRA `ragkit align sft` run), or none."
     ),
 ]

@@ -23,6 +23,11 @@ PACKAGED_DIR = Path(__file__).resolve().parent.parent / "adapters"
 PACKAGED_ADAPTERS: dict[str, str] = {
     "grounded-qa-smollm2": "grounded_qa",
     "grounded-qa-gemma": "grounded_qa_gemma",
+    # issue 20's two stages of the default generator's adapter: SFT only (the folder above:
+    # it measured better on held-out data, so grounded-qa names it) and SFT + PPO against the
+    # feedback reward model (its card has the scores)
+    "grounded-qa-sft": "grounded_qa_gemma",
+    "grounded-qa-rlhf": "grounded_qa_gemma_rlhf",
 }
 GROUNDED_QA_FOR_MODEL: dict[str, str] = {
     "smollm2": "grounded-qa-smollm2",

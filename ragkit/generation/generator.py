@@ -106,8 +106,8 @@ class GeneratorConfig(BaseModel):
     adapter: str | None = Field(
         None,
         description="A LoRA adapter merged into the model at load time: a packaged name "
-        "('grounded-qa' = the one trained for this model, 'grounded-qa-gemma', "
-        "'grounded-qa-smollm2') or a peft adapter folder.",
+        "('grounded-qa' = the one trained for this model, 'grounded-qa-gemma' = "
+        "'grounded-qa-sft', 'grounded-qa-rlhf', 'grounded-qa-smollm2') or a peft adapter folder.",
     )
     quantize: str | None = Field(
         None,

@@ -61,3 +61,29 @@ def test_grounded_qa_names_the_adapter_of_the_chosen_packaged_model() -> None:
     assert packaged_adapter_name("grounded-qa", "Gemma3-270M") == "grounded-qa-gemma"
     with pytest.raises(AdapterError, match="packaged models only"):
         packaged_adapter_name("grounded-qa", "some-org/other-model")
+
+
+def test_the_sft_and_rlhf_stages_of_the_default_adapter_are_both_shipped() -> None:
+    """grounded-qa names the stage that measured better (SFT); -rlhf is the PPO run's policy."""
+    from safetensors import safe_open
+
+    from ragkit.generation.adapters import packaged_adapter_name
+
+    sft, rlhf = resolve_adapter("grounded-qa-sft"), resolve_adapter("grounded-qa-rlhf")
+    assert resolve_adapter(packaged_adapter_name("grounded-qa", None)) == sft
+    assert resolve_adapter("grounded-qa-gemma") == sft
+    assert rlhf != sft
+    for key in ("r", "lora_alpha", "auto_mapping"):
+        assert adapter_info(rlhf)[key] == adapter_info(sft)[key]
+    # PPO trained the SFT adapter's own LoRA weights: the same tensors, other values
+    with (
+        safe_open(str(sft / "adapter_model.safetensors"), "pt") as a,
+        safe_open(str(rlhf / "adapter_model.safetensors"), "pt") as b,
+    ):
+        names = sorted(a.keys())
+        assert names == sorted(b.keys())
+        moved = [k for k in names if not a.get_tensor(k).equal(b.get_tensor(k))]
+    assert moved
+    # the PPO candidate inherits its parent's answerability probe, byte for byte
+    probe = "answerability_probe.safetensors"
+    assert (rlhf / probe).read_bytes() == (sft / probe).read_bytes()
